@@ -1,0 +1,153 @@
+//! The Alert envelope that travels between stages (DESIGN §4). Ingest fills
+//! the first block of fields; dedup adds `dedup`; enrich adds `severity`,
+//! `context`, `client` and `channel`. Fields a stage has not filled yet are
+//! absent from the JSON.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    /// Stable for the life of the alert: derived from the input's
+    /// `Nats-Msg-Id`, or from its stream sequence.
+    pub id: String,
+    /// When the input reached JetStream; dedup windows are measured on it.
+    pub received_at: DateTime<Utc>,
+    /// `nats`, `http` or `rule:<rule-name>`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    pub name: String,
+    /// The producer's timestamp; `received_at` when the producer sent none.
+    pub timestamp: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub event_data: Map<String, Value>,
+    /// The producer's `dedup`: 0 means "the configured default", a negative
+    /// value means "never suppress".
+    #[serde(default)]
+    pub dedup_seconds: i64,
+
+    /// Added by dedup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupInfo>,
+
+    /// Added by enrich.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<ContextEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// The dedup window an alert opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupInfo {
+    pub key: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    /// Alerts with this key suppressed in the key's previous window.
+    pub suppressed_before: u64,
+}
+
+/// One flattened context field, in input order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextEntry {
+    pub key: String,
+    pub value: String,
+}
+
+/// What the client inventory (`talon_clients`) knows of a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+impl Alert {
+    /// `event_data.<field>` when it is a non-empty string: Velociraptor's
+    /// `Server.Monitor.Alerts` lets these override the row's own fields.
+    fn override_field(&self, field: &str) -> Option<&str> {
+        match self.event_data.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The client id after the `event_data.ClientId` override.
+    pub fn effective_client_id(&self) -> Option<&str> {
+        self.override_field("ClientId")
+            .or(self.client_id.as_deref())
+    }
+
+    /// The artifact after the `event_data.Artifact` override.
+    pub fn effective_artifact(&self) -> Option<&str> {
+        self.override_field("Artifact").or(self.artifact.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(event_data: Value) -> Alert {
+        Alert {
+            id: "x".into(),
+            received_at: "2020-10-07T20:43:09Z".parse().unwrap(),
+            source: "nats".into(),
+            org_id: None,
+            name: "TestAlert".into(),
+            timestamp: "2020-10-07T20:43:08Z".parse().unwrap(),
+            client_id: Some("server".into()),
+            flow_id: None,
+            artifact: Some("EventTest.Alert".into()),
+            artifact_type: None,
+            event_data: event_data.as_object().cloned().unwrap_or_default(),
+            dedup_seconds: 0,
+            dedup: None,
+            severity: None,
+            context: None,
+            client: None,
+            channel: None,
+        }
+    }
+
+    #[test]
+    fn overrides_come_from_event_data_strings_only() {
+        let a = alert(serde_json::json!({"ClientId": "C.1", "Artifact": ""}));
+        assert_eq!(a.effective_client_id(), Some("C.1"));
+        assert_eq!(a.effective_artifact(), Some("EventTest.Alert"));
+        let b = alert(serde_json::json!({"ClientId": 5}));
+        assert_eq!(b.effective_client_id(), Some("server"));
+    }
+
+    #[test]
+    fn timestamps_serialize_as_rfc3339_utc() {
+        let json = serde_json::to_value(alert(Value::Null)).unwrap();
+        assert_eq!(json["timestamp"], "2020-10-07T20:43:08Z");
+        assert!(json.get("dedup").is_none(), "unfilled fields are absent");
+    }
+}

@@ -1,0 +1,92 @@
+//! The dead-letter record published on `talon.dlq.<stage>` (DESIGN §3).
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetter {
+    /// `ingest`, `rules`, `dedup`, `enrich` or `notify`.
+    pub stage: String,
+    /// Why the input could not be processed, for a human.
+    pub reason: String,
+    /// The subject the input arrived on (`http:/v1/alerts` for the HTTP edge).
+    pub subject: String,
+    /// The input's sequence in its stream; absent for HTTP input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<u64>,
+    /// When the stage dead-lettered it.
+    pub received_at: DateTime<Utc>,
+    /// The alert id, when the input got as far as having one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// The channel, for notify's dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Headers of the input worth keeping for a replay.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The input, when it is valid UTF-8 ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    /// ... else base64 of its bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_base64: Option<String>,
+}
+
+impl DeadLetter {
+    /// A record holding `raw` as text when it is UTF-8, else as base64.
+    pub fn new(
+        stage: &str,
+        reason: impl Into<String>,
+        subject: impl Into<String>,
+        stream_seq: Option<u64>,
+        raw: &[u8],
+    ) -> Self {
+        let (raw, raw_base64) = match std::str::from_utf8(raw) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+            ),
+        };
+        DeadLetter {
+            stage: stage.to_owned(),
+            reason: reason.into(),
+            subject: subject.into(),
+            stream_seq,
+            received_at: Utc::now(),
+            alert_id: None,
+            channel: None,
+            headers: BTreeMap::new(),
+            raw,
+            raw_base64,
+        }
+    }
+
+    /// The input's bytes, whichever way they were stored.
+    pub fn raw_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        match (&self.raw, &self.raw_base64) {
+            (Some(text), _) => Ok(text.as_bytes().to_vec()),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_is_text_or_base64_and_round_trips() {
+        let text = DeadLetter::new("ingest", "r", "s", Some(1), b"{\"a\":1}");
+        assert_eq!(text.raw.as_deref(), Some("{\"a\":1}"));
+        assert!(text.raw_base64.is_none());
+        let bin = DeadLetter::new("ingest", "r", "s", None, &[0xff, 0xfe, b'a']);
+        assert!(bin.raw.is_none());
+        assert_eq!(bin.raw_bytes().unwrap(), vec![0xff, 0xfe, b'a']);
+    }
+}

@@ -1,0 +1,17 @@
+//! talon's wire contract: the messages that cross NATS between services, the
+//! names of subjects, streams, consumers and buckets, and the pure functions
+//! that every stage must agree on (dedup keys, partitions, ids).
+//!
+//! JSON Schemas for the messages live in `proto/schemas/`; the tests in
+//! `tests/schemas.rs` check the types against them.
+
+pub mod alert;
+pub mod dlq;
+pub mod key;
+pub mod names;
+pub mod raw;
+
+pub use alert::{Alert, ClientInfo, ContextEntry, DedupInfo};
+pub use dlq::DeadLetter;
+pub use key::{dedup_key, partition_of, DedupKeyField};
+pub use raw::{RawAlert, RawAlertError};

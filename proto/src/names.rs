@@ -1,0 +1,137 @@
+//! Every subject, stream, consumer, KV bucket, header and metric prefix of
+//! DESIGN §3. Services use these constants, never string literals.
+
+use std::time::Duration;
+
+/// Where producers publish Velociraptor queue rows (`alert()` output).
+pub const SUBJECT_ALERTS: &str = "Server.Internal.Alerts";
+/// Prefix of monitoring rows: `Monitoring.<ArtifactName>`.
+pub const SUBJECT_MONITORING_PREFIX: &str = "Monitoring";
+/// Prefix of accepted alerts: `talon.alerts.accepted.<partition>`.
+pub const SUBJECT_ACCEPTED_PREFIX: &str = "talon.alerts.accepted";
+/// Alerts that opened a dedup window.
+pub const SUBJECT_UNIQUE: &str = "talon.alerts.unique";
+/// Prefix of routed alerts: `Server.Monitor.Alerts.<channel-id>`.
+pub const SUBJECT_NOTIFY_PREFIX: &str = "Server.Monitor.Alerts";
+/// Prefix of in-app messages: `talon.inbox.<user>`.
+pub const SUBJECT_INBOX_PREFIX: &str = "talon.inbox";
+/// Prefix of dead letters: `talon.dlq.<stage>`.
+pub const SUBJECT_DLQ_PREFIX: &str = "talon.dlq";
+
+pub const STREAM_ALERTS: &str = "ALERTS";
+pub const STREAM_MONITORING: &str = "MONITORING";
+pub const STREAM_ACCEPTED: &str = "ACCEPTED";
+pub const STREAM_UNIQUE: &str = "UNIQUE";
+pub const STREAM_NOTIFY: &str = "NOTIFY";
+pub const STREAM_INBOX: &str = "INBOX";
+pub const STREAM_DLQ: &str = "DLQ";
+
+/// Durable consumer of ingest on `ALERTS`.
+pub const CONSUMER_INGEST: &str = "ingest";
+/// Durable consumer of ingest's rules on `MONITORING`.
+pub const CONSUMER_RULES: &str = "rules";
+/// Durable consumer of enrich on `UNIQUE`.
+pub const CONSUMER_ENRICH: &str = "enrich";
+
+/// KV bucket of the client inventory.
+pub const BUCKET_CLIENTS: &str = "talon_clients";
+/// KV bucket of notify's delivery ledger.
+pub const BUCKET_DELIVERIES: &str = "talon_deliveries";
+/// KV bucket of console sessions.
+pub const BUCKET_SESSIONS: &str = "talon_sessions";
+
+/// JetStream's de-duplication header.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// Set by ingest's HTTP edge on what it publishes to `Server.Internal.Alerts`,
+/// so the alert's `source` says `http`.
+pub const HEADER_SOURCE: &str = "Talon-Source";
+
+/// How long JetStream remembers a `Nats-Msg-Id` (DESIGN §3: at least 2 min).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Retention of `ALERTS`.
+pub const MAX_AGE_ALERTS: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Retention of `MONITORING`.
+pub const MAX_AGE_MONITORING: Duration = Duration::from_secs(24 * 3600);
+/// Retention of `INBOX` and `DLQ`.
+pub const MAX_AGE_INBOX: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const MAX_AGE_DLQ: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Pipeline stages, as used in `talon.dlq.<stage>` and dead-letter records.
+pub const STAGE_INGEST: &str = "ingest";
+pub const STAGE_RULES: &str = "rules";
+pub const STAGE_DEDUP: &str = "dedup";
+pub const STAGE_ENRICH: &str = "enrich";
+pub const STAGE_NOTIFY: &str = "notify";
+
+/// `talon.alerts.accepted.<partition>`
+pub fn accepted_subject(partition: u32) -> String {
+    format!("{SUBJECT_ACCEPTED_PREFIX}.{partition}")
+}
+
+/// Durable consumer of the dedup replica that owns `partition`.
+pub fn dedup_consumer(partition: u32) -> String {
+    format!("dedup-{partition}")
+}
+
+/// `Server.Monitor.Alerts.<channel-id>`
+pub fn notify_subject(channel: &str) -> String {
+    format!("{SUBJECT_NOTIFY_PREFIX}.{channel}")
+}
+
+/// Durable consumer shared by every notify replica serving `channel`.
+pub fn notify_consumer(channel: &str) -> String {
+    format!("notify-{channel}")
+}
+
+/// `Monitoring.<ArtifactName>`
+pub fn monitoring_subject(artifact: &str) -> String {
+    format!("{SUBJECT_MONITORING_PREFIX}.{artifact}")
+}
+
+/// `talon.inbox.<user>`
+pub fn inbox_subject(user: &str) -> String {
+    format!("{SUBJECT_INBOX_PREFIX}.{user}")
+}
+
+/// `talon.dlq.<stage>`
+pub fn dlq_subject(stage: &str) -> String {
+    format!("{SUBJECT_DLQ_PREFIX}.{stage}")
+}
+
+/// Is `token` usable as one NATS subject token (channel ids, user names)?
+pub fn is_subject_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_built_from_their_prefixes() {
+        assert_eq!(accepted_subject(3), "talon.alerts.accepted.3");
+        assert_eq!(
+            notify_subject("email-soc"),
+            "Server.Monitor.Alerts.email-soc"
+        );
+        assert_eq!(
+            monitoring_subject("Linux.Detection.Honeyfiles"),
+            "Monitoring.Linux.Detection.Honeyfiles"
+        );
+        assert_eq!(dlq_subject(STAGE_INGEST), "talon.dlq.ingest");
+        assert_eq!(inbox_subject("alice"), "talon.inbox.alice");
+    }
+
+    #[test]
+    fn subject_tokens_exclude_wildcards_and_dots() {
+        for ok in ["email-soc", "inbox", "pd_1"] {
+            assert!(is_subject_token(ok), "{ok}");
+        }
+        for bad in ["", "a.b", "*", ">", "a b"] {
+            assert!(!is_subject_token(bad), "{bad:?}");
+        }
+    }
+}
