@@ -63,6 +63,18 @@ pub const STAGE_DEDUP: &str = "dedup";
 pub const STAGE_ENRICH: &str = "enrich";
 pub const STAGE_NOTIFY: &str = "notify";
 
+/// Metric names (`talon_<service>_<what>_<unit>`).
+pub mod metrics {
+    /// Counter of NATS input by `outcome`: accepted, rejected, condition_false.
+    pub const INGEST_ALERTS_TOTAL: &str = "talon_ingest_alerts_total";
+    /// Counter of HTTP requests to the edge by `status`.
+    pub const INGEST_HTTP_REQUESTS_TOTAL: &str = "talon_ingest_http_requests_total";
+    /// Histogram of the time from pulling a batch to acking it.
+    pub const INGEST_BATCH_SECONDS: &str = "talon_ingest_batch_seconds";
+    /// Histogram of the number of inputs in a batch.
+    pub const INGEST_BATCH_SIZE: &str = "talon_ingest_batch_size";
+}
+
 /// `talon.alerts.accepted.<partition>`
 pub fn accepted_subject(partition: u32) -> String {
     format!("{SUBJECT_ACCEPTED_PREFIX}.{partition}")

@@ -146,16 +146,24 @@ fn optional_string(
 }
 
 /// RFC 3339 text, or epoch seconds as a number (a fraction is kept to the
-/// nanosecond).
+/// nanosecond). Only what serializes back as RFC 3339 is accepted: years
+/// 0000 to 9999, no leap second, `T` between date and time.
 fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, RawAlertError> {
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| RawAlertError::BadTimestamp(format!("{s:?} is not RFC 3339: {e}"))),
+    let t = match v {
+        Value::String(s) => {
+            if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
+                return Err(RawAlertError::BadTimestamp(format!(
+                    "{s:?} is not RFC 3339: expected `T` between date and time"
+                )));
+            }
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| RawAlertError::BadTimestamp(format!("{s:?} is not RFC 3339: {e}")))?
+        }
         Value::Number(n) => {
             let out_of_range = || RawAlertError::BadTimestamp(format!("{n} is out of range"));
             if let Some(secs) = n.as_i64() {
-                Utc.timestamp_opt(secs, 0).single().ok_or_else(out_of_range)
+                Utc.timestamp_opt(secs, 0).single().ok_or_else(out_of_range)?
             } else {
                 let f = n.as_f64().ok_or_else(out_of_range)?;
                 if !f.is_finite() || f.abs() > 1e13 {
@@ -166,14 +174,28 @@ fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, RawAlertError> {
                 // Both are finite and in range: checked above.
                 Utc.timestamp_opt(secs as i64, nanos as u32)
                     .single()
-                    .ok_or_else(out_of_range)
+                    .ok_or_else(out_of_range)?
             }
         }
-        other => Err(RawAlertError::BadTimestamp(format!(
-            "must be RFC 3339 text or epoch seconds, got {}",
-            kind_of(other)
-        ))),
+        other => {
+            return Err(RawAlertError::BadTimestamp(format!(
+                "must be RFC 3339 text or epoch seconds, got {}",
+                kind_of(other)
+            )))
+        }
+    };
+    use chrono::{Datelike, Timelike};
+    if !(0..=9999).contains(&t.year()) {
+        return Err(RawAlertError::BadTimestamp(format!(
+            "{t} is outside the years 0000 to 9999"
+        )));
     }
+    if t.nanosecond() >= 1_000_000_000 && (t.hour(), t.minute()) != (23, 59) {
+        return Err(RawAlertError::BadTimestamp(
+            "a leap second is only valid at 23:59:60 UTC".to_owned(),
+        ));
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -227,6 +249,10 @@ mod tests {
             Err("is not RFC 3339"),
         );
         check(r#"{"name":"a","timestamp":1e300}"#, Err("out of range"));
+        check(r#"{"name":"a","timestamp":8210266876799}"#, Err("outside the years"));
+        check(r#"{"name":"a","timestamp":"0000-01-01T00:00:00+01:00"}"#, Err("outside the years"));
+        check(r#"{"name":"a","timestamp":"2020-10-07T20:43:60Z"}"#, Err("leap second is only valid"));
+        check(r#"{"name":"a","timestamp":"2020-10-07 20:43:08Z"}"#, Err("expected `T`"));
         check(
             r#"{"name":"a","event_data":[]}"#,
             Err("`event_data` must be an object"),

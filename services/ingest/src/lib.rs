@@ -1,1 +1,115 @@
+//! talon-ingest: validates raw alerts from `Server.Internal.Alerts` (and the
+//! HTTP edge, which publishes there), gives each a stable id, and publishes
+//! it to its dedup partition `talon.alerts.accepted.<p>`; what cannot be
+//! processed goes to `talon.dlq.ingest` with its reason.
 
+pub mod consume;
+pub mod http;
+pub mod metrics;
+pub mod process;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use talon_kit::config::{Config, Env};
+use talon_kit::http::Health;
+use talon_kit::streams::{self, ConsumerSpec, Stream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A started ingest: where its HTTP server listens, and the task to await.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Binds the HTTP edge, then (in the background) creates the streams and
+/// consumer it needs and consumes until `shutdown` fires.
+pub async fn start(
+    config: Config,
+    env: &Env,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
+    let health = Health::new(client.clone(), registry);
+    let js = talon_kit::nats::jetstream(client.clone());
+
+    let tokens = config.ingest.tokens(env);
+    if tokens.is_empty() {
+        tracing::warn!(
+            tokens_env = %config.ingest.tokens_env,
+            "no ingest tokens configured: every HTTP request will be refused with 401"
+        );
+    }
+    let edge = http::Edge {
+        js: js.clone(),
+        client: client.clone(),
+        tokens: Arc::new(tokens),
+        tokens_env: config.ingest.tokens_env.clone(),
+        max_body_bytes: config.ingest.max_body_bytes,
+        metrics: metrics.clone(),
+    };
+    let router = http::routes(edge).merge(talon_kit::http::health_routes(health.clone()));
+    let (listener, http_addr) = talon_kit::http::bind(&config.ingest.http_listen)
+        .await
+        .with_context(|| format!("ingest.http_listen: cannot listen on {}", config.ingest.http_listen))?;
+    tracing::info!(addr = %http_addr, "ingest HTTP edge listening");
+    let server = tokio::spawn(talon_kit::http::serve(listener, router, shutdown.clone()));
+
+    let settings = process::Settings {
+        max_bytes: config.ingest.max_body_bytes,
+        key: config.dedup.key.clone(),
+        partitions: config.ingest.partitions,
+    };
+    let replicas = config.nats.stream_replicas;
+    let task = tokio::spawn(async move {
+        let consumer = loop {
+            match prepare(&js, replicas).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "streams not ready; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            server.await??;
+                            return Ok(());
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        health.set_streams_ready(true);
+        tracing::info!("ingest consuming Server.Internal.Alerts");
+        consume::run(js, consumer, settings, metrics, shutdown).await;
+        server.await??;
+        tracing::info!("ingest stopped");
+        Ok(())
+    });
+    Ok(Running { http_addr, task })
+}
+
+/// Runs ingest until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    env: &Env,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    start(config, env, client, shutdown).await?.task.await?
+}
+
+/// The streams ingest reads and writes, and its consumer.
+async fn prepare(
+    js: &async_nats::jetstream::Context,
+    replicas: usize,
+) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
+    // ingest writes to ACCEPTED and DLQ: they must exist before its first
+    // publish, whether or not dedup has started.
+    streams::ensure_stream(js, Stream::Accepted, replicas).await?;
+    streams::ensure_stream(js, Stream::Dlq, replicas).await?;
+    Ok(streams::ensure_consumer(js, &ConsumerSpec::ingest(), replicas).await?)
+}

@@ -1,1 +1,14 @@
+//! What every talon service shares: configuration, the NATS connection, the
+//! streams and consumers of DESIGN §3, the health/metrics HTTP server,
+//! shutdown on SIGTERM, and logging.
 
+pub mod cli;
+pub mod config;
+pub mod dlq;
+pub mod http;
+pub mod logging;
+pub mod nats;
+pub mod shutdown;
+pub mod streams;
+
+pub use config::{Config, ConfigError, Env};

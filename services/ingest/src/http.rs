@@ -1,0 +1,350 @@
+//! ingest's HTTP edge (DESIGN §9): `POST /v1/alerts` takes one raw alert, a
+//! JSON array of them, or NDJSON. Valid items are published to
+//! `Server.Internal.Alerts` (marked `Talon-Source: http`) and answered with
+//! their stream sequence only once JetStream has acked them; invalid items
+//! are dead-lettered and answered with their reason.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+use talon_proto::key::derived_msg_id;
+use talon_proto::names::{HEADER_SOURCE, STAGE_INGEST, SUBJECT_ALERTS};
+use talon_proto::{DeadLetter, RawAlert};
+
+use crate::metrics::Metrics;
+
+/// Subject recorded in dead letters of HTTP input.
+pub const HTTP_SUBJECT: &str = "http:/v1/alerts";
+/// A client may send this header so that a retried request publishes the
+/// same `Nats-Msg-Id`s and JetStream drops the copies.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+#[derive(Clone)]
+pub struct Edge {
+    pub js: jetstream::Context,
+    pub client: async_nats::Client,
+    pub tokens: Arc<Vec<String>>,
+    pub tokens_env: String,
+    pub max_body_bytes: usize,
+    pub metrics: Metrics,
+}
+
+pub fn routes(edge: Edge) -> Router {
+    Router::new()
+        .route("/v1/alerts", post(post_alerts))
+        .with_state(edge)
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Answer {
+    pub accepted: Vec<Accepted>,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub index: usize,
+    pub seq: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub reason: String,
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
+}
+
+/// Constant-time equality, so a wrong token's timing says nothing of the
+/// right one.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `None` when the request may go on, else the 401 to send.
+fn authorize(edge: &Edge, headers: &HeaderMap) -> Option<Response> {
+    if edge.tokens.is_empty() {
+        tracing::warn!(
+            tokens_env = %edge.tokens_env,
+            "HTTP request refused: no ingest tokens are configured"
+        );
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            format!("no tokens are configured on this server (set {})", edge.tokens_env),
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        None => Some(error(StatusCode::UNAUTHORIZED, "missing bearer token")),
+        Some(t) if edge.tokens.iter().any(|k| same(k.as_bytes(), t.as_bytes())) => None,
+        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Ndjson,
+}
+
+/// The body format from `Content-Type`, parameters ignored.
+pub fn format_of(headers: &HeaderMap) -> Option<Format> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct.split(';').next()?.trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Some(Format::Json),
+        "application/x-ndjson" => Some(Format::Ndjson),
+        _ => None,
+    }
+}
+
+/// One item of a request: its bytes as they will be published or
+/// dead-lettered, and whether it validated.
+#[derive(Debug)]
+pub struct Item {
+    pub raw: Vec<u8>,
+    pub verdict: Result<(), String>,
+}
+
+fn item_of_value(value: Value) -> Item {
+    // A Value always serializes.
+    let raw = serde_json::to_vec(&value).expect("a JSON value serializes");
+    let verdict = RawAlert::from_value(value)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    Item { raw, verdict }
+}
+
+fn item_of_bytes(raw: &[u8]) -> Item {
+    match std::str::from_utf8(raw)
+        .map_err(|e| format!("alert is not valid UTF-8 (first bad byte at offset {})", e.valid_up_to()))
+        .and_then(|text| serde_json::from_str::<Value>(text).map_err(|e| format!("alert is not JSON: {e}")))
+    {
+        Ok(value) => Item {
+            raw: raw.to_vec(),
+            verdict: RawAlert::from_value(value).map(|_| ()).map_err(|e| e.to_string()),
+        },
+        Err(reason) => Item {
+            raw: raw.to_vec(),
+            verdict: Err(reason),
+        },
+    }
+}
+
+/// Splits a body into items: a JSON object is one item, a JSON array one item
+/// per element, NDJSON one per non-blank line.
+pub fn split(body: &[u8], format: Format) -> Vec<Item> {
+    match format {
+        Format::Ndjson => body
+            .split(|b| *b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(item_of_bytes)
+            .collect(),
+        Format::Json => {
+            let parsed = std::str::from_utf8(body)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(text).ok());
+            match parsed {
+                Some(Value::Array(items)) => items.into_iter().map(item_of_value).collect(),
+                Some(_) | None => vec![item_of_bytes(body)],
+            }
+        }
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .map(|s| s.is::<http_body_util::LengthLimitError>())
+                .unwrap_or(false);
+            if too_large {
+                Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body is over max_body_bytes ({limit} bytes)"),
+                ))
+            } else {
+                Err(error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))
+            }
+        }
+    }
+}
+
+async fn post_alerts(State(edge): State<Edge>, headers: HeaderMap, body: Body) -> Response {
+    let response = handle(&edge, &headers, body).await;
+    edge.metrics
+        .http_requests
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn handle(edge: &Edge, headers: &HeaderMap, body: Body) -> Response {
+    if let Some(refusal) = authorize(edge, headers) {
+        return refusal;
+    }
+    let Some(format) = format_of(headers) else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json or application/x-ndjson",
+        );
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > edge.max_body_bytes) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is over max_body_bytes ({} bytes)", edge.max_body_bytes),
+        );
+    }
+    let body = match read_body(body, edge.max_body_bytes).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    if !talon_kit::nats::is_connected(&edge.client) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "NATS is unreachable; retry later");
+    }
+    let items = split(&body, format);
+    if items.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "the body holds no alerts");
+    }
+    let request_key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    match publish_items(edge, items, &request_key).await {
+        Ok(answer) if answer.accepted.is_empty() => {
+            (StatusCode::BAD_REQUEST, Json(answer)).into_response()
+        }
+        Ok(answer) => (StatusCode::ACCEPTED, Json(answer)).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "HTTP alerts not acked by JetStream");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("NATS did not acknowledge the alerts ({e}); retry later"),
+            )
+        }
+    }
+}
+
+enum Started {
+    Alert(usize, jetstream::context::PublishAckFuture),
+    Letter(usize, String, jetstream::context::PublishAckFuture),
+}
+
+/// Publishes every item (alerts to `Server.Internal.Alerts`, rejects to the
+/// DLQ), then waits for every ack.
+async fn publish_items(
+    edge: &Edge,
+    items: Vec<Item>,
+    request_key: &str,
+) -> Result<Answer, String> {
+    let mut started = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let msg_id = derived_msg_id("http", &format!("{request_key}:{index}"));
+        match item.verdict {
+            Ok(()) => {
+                let ack = edge
+                    .js
+                    .send_publish(
+                        SUBJECT_ALERTS,
+                        PublishMessage::build()
+                            .payload(item.raw.into())
+                            .message_id(&msg_id)
+                            .header(HEADER_SOURCE, "http"),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                started.push(Started::Alert(index, ack));
+            }
+            Err(reason) => {
+                let letter = DeadLetter::new(STAGE_INGEST, reason.clone(), HTTP_SUBJECT, None, &item.raw);
+                let dlq_id = derived_msg_id("dlq-http", &format!("{request_key}:{index}"));
+                let ack = talon_kit::dlq::publish(&edge.js, &letter, &dlq_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                started.push(Started::Letter(index, reason, ack));
+            }
+        }
+    }
+    let mut answer = Answer::default();
+    for s in started {
+        match s {
+            Started::Alert(index, ack) => {
+                let ack = ack.await.map_err(|e| e.to_string())?;
+                answer.accepted.push(Accepted {
+                    index,
+                    seq: ack.sequence,
+                });
+            }
+            Started::Letter(index, reason, ack) => {
+                ack.await.map_err(|e| e.to_string())?;
+                answer.rejected.push(Rejected { index, reason });
+            }
+        }
+    }
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdicts(body: &str, format: Format) -> Vec<Result<(), String>> {
+        split(body.as_bytes(), format)
+            .into_iter()
+            .map(|i| i.verdict)
+            .collect()
+    }
+
+    #[test]
+    fn bodies_split_into_items() {
+        assert_eq!(verdicts(r#"{"name":"a"}"#, Format::Json), vec![Ok(())]);
+        let mixed = verdicts(r#"[{"name":"a"},{"name":""},7]"#, Format::Json);
+        assert_eq!(mixed.len(), 3);
+        assert!(mixed[0].is_ok() && mixed[1].is_err() && mixed[2].is_err());
+        let nd = verdicts("{\"name\":\"a\"}\r\n\n  \n{bad\n{\"name\":\"b\"}\n", Format::Ndjson);
+        assert_eq!(nd.len(), 3);
+        assert!(nd[0].is_ok() && nd[1].is_err() && nd[2].is_ok());
+        let broken = verdicts("{", Format::Json);
+        assert!(broken[0].as_ref().unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert_eq!(format_of(&h), None);
+        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        assert_eq!(format_of(&h), Some(Format::Json));
+        h.insert(header::CONTENT_TYPE, "application/x-ndjson".parse().unwrap());
+        assert_eq!(format_of(&h), Some(Format::Ndjson));
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(format_of(&h), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,40 @@
+//! The command line every service shares (DESIGN §7): `--config`, `--nats`,
+//! `--log-format`; and the start-up that turns them into a loaded config.
+
+use std::path::PathBuf;
+
+use crate::config::{Config, Env};
+use crate::logging::{self, LogFormat};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// The suite's TOML file.
+    #[arg(long, env = "TALON_CONFIG", default_value = "/etc/talon/talon.toml")]
+    pub config: PathBuf,
+    /// NATS server URL; overrides `[nats].url` and TALON_NATS_URL.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Log as text or as JSON lines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServiceArgs {
+    /// Sets up logging and loads the config. On a bad config, prints one
+    /// line naming the key and its line to stderr and exits with status 2.
+    pub fn start(&self, env: &Env) -> Config {
+        logging::init(self.log_format, env.get("RUST_LOG"));
+        match Config::load(&self.config, env) {
+            Ok(mut config) => {
+                if let Some(url) = &self.nats {
+                    config.nats.url = url.clone();
+                }
+                config
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `[ingest]`: the HTTP edge and the partitioning of accepted alerts.
+
+use serde::{Deserialize, Serialize};
+
+use super::check;
+use super::locate::{KeyPath, Source};
+use super::{ConfigError, Env};
+
+/// `[ingest]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Address of the HTTP API (`/v1/alerts`, `/v1/events/...`, health, metrics).
+    pub http_listen: String,
+    /// Environment variable holding the comma-separated bearer tokens.
+    pub tokens_env: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Number of dedup partitions accepted alerts are spread over (>= 1).
+    pub partitions: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            http_listen: "127.0.0.1:8470".to_owned(),
+            tokens_env: "TALON_INGEST_TOKENS".to_owned(),
+            max_body_bytes: 1_048_576,
+            partitions: 1,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The accepted bearer tokens: the variable named by `tokens_env`, split on
+    /// commas, trimmed, empties dropped. Unset gives none (every request refused).
+    pub fn tokens(&self, env: &Env) -> Vec<String> {
+        env.get(&self.tokens_env)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn validate(&self, src: &Source<'_>) -> Result<(), ConfigError> {
+        let here = KeyPath::of("ingest");
+        check::listen(src, &here.key("http_listen"), &self.http_listen)?;
+        check::non_empty(src, &here.key("tokens_env"), &self.tokens_env)?;
+        if self.max_body_bytes == 0 {
+            return Err(src.error(&here.key("max_body_bytes"), "must be at least 1"));
+        }
+        if self.partitions == 0 {
+            return Err(src.error(&here.key("partitions"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}

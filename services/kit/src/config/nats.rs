@@ -1,0 +1,158 @@
+//! `[nats]`: how every service reaches NATS.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::check;
+use super::locate::{KeyPath, Source};
+use super::secret::resolve;
+use super::{ConfigError, Env};
+
+/// The NATS URL when neither the file nor `TALON_NATS_URL` gives one.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// The environment variable that replaces `nats.url`.
+pub const NATS_URL_ENV: &str = "TALON_NATS_URL";
+
+/// `[nats]`: the server, credentials and stream replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated; `TALON_NATS_URL` or `--nats` replace it.
+    pub url: String,
+    /// User name for user/password authentication.
+    pub user: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding an authentication token.
+    pub token_env: Option<String>,
+    /// File holding an authentication token.
+    pub token_file: Option<PathBuf>,
+    /// NATS credentials file (JWT and NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the server with.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to connect without TLS.
+    pub tls_required: bool,
+    /// Replicas of every stream talon creates: 1, or 3 on a NATS cluster (1..=5).
+    pub stream_replicas: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: DEFAULT_NATS_URL.to_owned(),
+            user: None,
+            password_env: None,
+            password_file: None,
+            token_env: None,
+            token_file: None,
+            creds_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+            stream_replicas: 1,
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The password from `password_env` or `password_file`; `None` when neither is set.
+    pub fn password(&self, env: &Env) -> Result<Option<String>, ConfigError> {
+        resolve(
+            "password_env",
+            self.password_env.as_deref(),
+            "password_file",
+            self.password_file.as_deref(),
+            env,
+        )
+        .map_err(|e| e.within("nats"))
+    }
+
+    /// The token from `token_env` or `token_file`; `None` when neither is set.
+    pub fn token(&self, env: &Env) -> Result<Option<String>, ConfigError> {
+        resolve(
+            "token_env",
+            self.token_env.as_deref(),
+            "token_file",
+            self.token_file.as_deref(),
+            env,
+        )
+        .map_err(|e| e.within("nats"))
+    }
+
+    pub(super) fn validate(&self, src: &Source<'_>) -> Result<(), ConfigError> {
+        let here = KeyPath::of("nats");
+        check::non_empty(src, &here.key("url"), &self.url)?;
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(src.error(
+                &here.key("stream_replicas"),
+                format!("must be 1 to 5, not {}", self.stream_replicas),
+            ));
+        }
+        let password = self.password_env.is_some() || self.password_file.is_some();
+        check::at_most_one(
+            src,
+            &here,
+            &[
+                ("password_env", self.password_env.is_some()),
+                ("password_file", self.password_file.is_some()),
+            ],
+        )?;
+        check::at_most_one(
+            src,
+            &here,
+            &[
+                ("token_env", self.token_env.is_some()),
+                ("token_file", self.token_file.is_some()),
+            ],
+        )?;
+        check::at_most_one(
+            src,
+            &here,
+            &[
+                ("user", self.user.is_some()),
+                ("token_env", self.token_env.is_some()),
+                ("token_file", self.token_file.is_some()),
+                ("creds_file", self.creds_file.is_some()),
+            ],
+        )?;
+        match (&self.user, password) {
+            (Some(_), false) => {
+                return Err(src.error(
+                    &here.key("user"),
+                    "needs password_env or password_file",
+                ))
+            }
+            (None, true) => {
+                let key = if self.password_env.is_some() {
+                    "password_env"
+                } else {
+                    "password_file"
+                };
+                return Err(src.error(&here.key(key), "needs user"));
+            }
+            _ => {}
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            let key = if self.tls_cert_file.is_some() {
+                "tls_cert_file"
+            } else {
+                "tls_key_file"
+            };
+            return Err(src.error(
+                &here.key(key),
+                "tls_cert_file and tls_key_file go together",
+            ));
+        }
+        Ok(())
+    }
+}

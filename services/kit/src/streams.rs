@@ -1,0 +1,298 @@
+//! The streams and consumers of DESIGN §3, created idempotently by the
+//! service that reads them and by `talonctl init`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use talon_proto::names::*;
+
+/// One of the suite's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Alerts,
+    Monitoring,
+    Accepted,
+    Unique,
+    Notify,
+    Inbox,
+    Dlq,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 7] = [
+        Stream::Alerts,
+        Stream::Monitoring,
+        Stream::Accepted,
+        Stream::Unique,
+        Stream::Notify,
+        Stream::Inbox,
+        Stream::Dlq,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Alerts => STREAM_ALERTS,
+            Stream::Monitoring => STREAM_MONITORING,
+            Stream::Accepted => STREAM_ACCEPTED,
+            Stream::Unique => STREAM_UNIQUE,
+            Stream::Notify => STREAM_NOTIFY,
+            Stream::Inbox => STREAM_INBOX,
+            Stream::Dlq => STREAM_DLQ,
+        }
+    }
+
+    /// The stream's configuration: file storage, `replicas` copies, a
+    /// `Nats-Msg-Id` window of `DUPLICATE_WINDOW`, and the retention of the
+    /// table in DESIGN §3.
+    pub fn config(self, replicas: usize) -> stream::Config {
+        let (subject, retention, max_age) = match self {
+            Stream::Alerts => (
+                SUBJECT_ALERTS.to_owned(),
+                stream::RetentionPolicy::Limits,
+                MAX_AGE_ALERTS,
+            ),
+            Stream::Monitoring => (
+                format!("{SUBJECT_MONITORING_PREFIX}.>"),
+                stream::RetentionPolicy::Limits,
+                MAX_AGE_MONITORING,
+            ),
+            Stream::Accepted => (
+                format!("{SUBJECT_ACCEPTED_PREFIX}.*"),
+                stream::RetentionPolicy::WorkQueue,
+                Duration::ZERO,
+            ),
+            Stream::Unique => (
+                SUBJECT_UNIQUE.to_owned(),
+                stream::RetentionPolicy::WorkQueue,
+                Duration::ZERO,
+            ),
+            Stream::Notify => (
+                format!("{SUBJECT_NOTIFY_PREFIX}.*"),
+                stream::RetentionPolicy::WorkQueue,
+                Duration::ZERO,
+            ),
+            Stream::Inbox => (
+                format!("{SUBJECT_INBOX_PREFIX}.*"),
+                stream::RetentionPolicy::Limits,
+                MAX_AGE_INBOX,
+            ),
+            Stream::Dlq => (
+                format!("{SUBJECT_DLQ_PREFIX}.*"),
+                stream::RetentionPolicy::Limits,
+                MAX_AGE_DLQ,
+            ),
+        };
+        stream::Config {
+            name: self.name().to_owned(),
+            subjects: vec![subject],
+            retention,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("cannot create or update stream {stream}: {source}")]
+    Stream {
+        stream: &'static str,
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot create consumer {consumer} on {stream}: {source}")]
+    Consumer {
+        stream: &'static str,
+        consumer: String,
+        source: jetstream::stream::ConsumerError,
+    },
+    #[error("cannot read stream {stream}: {source}")]
+    Get {
+        stream: &'static str,
+        source: jetstream::context::GetStreamError,
+    },
+}
+
+/// Creates `stream` or brings its configuration up to date.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    which: Stream,
+    replicas: usize,
+) -> Result<jetstream::stream::Stream, StreamError> {
+    js.create_or_update_stream(which.config(replicas))
+        .await
+        .map_err(|source| StreamError::Stream {
+            stream: which.name(),
+            source,
+        })?;
+    js.get_stream(which.name())
+        .await
+        .map_err(|source| StreamError::Get {
+            stream: which.name(),
+            source,
+        })
+}
+
+/// Creates every stream of the suite.
+pub async fn ensure_all(js: &jetstream::Context, replicas: usize) -> Result<(), StreamError> {
+    for which in Stream::ALL {
+        ensure_stream(js, which, replicas).await?;
+    }
+    Ok(())
+}
+
+/// How long a consumer waits for an ack before it redelivers.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// A durable pull consumer of the suite: which stream, its name, its filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub stream: Stream,
+    pub durable: String,
+    pub filter: String,
+    /// Inputs the consumer may hand out unacked.
+    pub max_ack_pending: i64,
+}
+
+impl ConsumerSpec {
+    /// ingest on `Server.Internal.Alerts`.
+    pub fn ingest() -> ConsumerSpec {
+        ConsumerSpec {
+            stream: Stream::Alerts,
+            durable: CONSUMER_INGEST.to_owned(),
+            filter: SUBJECT_ALERTS.to_owned(),
+            max_ack_pending: 10_000,
+        }
+    }
+
+    /// ingest's rules on `Monitoring.>`.
+    pub fn rules() -> ConsumerSpec {
+        ConsumerSpec {
+            stream: Stream::Monitoring,
+            durable: CONSUMER_RULES.to_owned(),
+            filter: format!("{SUBJECT_MONITORING_PREFIX}.>"),
+            max_ack_pending: 10_000,
+        }
+    }
+
+    /// The dedup replica owning `partition`.
+    pub fn dedup(partition: u32) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: Stream::Accepted,
+            durable: dedup_consumer(partition),
+            filter: accepted_subject(partition),
+            max_ack_pending: 10_000,
+        }
+    }
+
+    /// enrich on `talon.alerts.unique`.
+    pub fn enrich() -> ConsumerSpec {
+        ConsumerSpec {
+            stream: Stream::Unique,
+            durable: CONSUMER_ENRICH.to_owned(),
+            filter: SUBJECT_UNIQUE.to_owned(),
+            max_ack_pending: 10_000,
+        }
+    }
+
+    /// The notify replicas serving `channel`.
+    pub fn notify(channel: &str) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: Stream::Notify,
+            durable: notify_consumer(channel),
+            filter: notify_subject(channel),
+            max_ack_pending: 1_000,
+        }
+    }
+}
+
+/// Creates (or updates) the consumer of `spec` and its stream; calling it
+/// again is harmless.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    replicas: usize,
+) -> Result<consumer::PullConsumer, StreamError> {
+    let stream = ensure_stream(js, spec.stream, replicas).await?;
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(spec.durable.clone()),
+            filter_subject: spec.filter.clone(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: spec.max_ack_pending,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| StreamError::Consumer {
+            stream: spec.stream.name(),
+            consumer: spec.durable.clone(),
+            source,
+        })
+}
+
+/// Every consumer the suite described by `config` uses: ingest's, the rules'
+/// (when there are rules), one dedup consumer per partition, enrich's, and
+/// one notify consumer per channel.
+pub fn suite_consumers(config: &crate::Config) -> Vec<ConsumerSpec> {
+    let mut specs = vec![ConsumerSpec::ingest()];
+    if !config.rules.is_empty() {
+        specs.push(ConsumerSpec::rules());
+    }
+    specs.extend((0..config.ingest.partitions).map(ConsumerSpec::dedup));
+    specs.push(ConsumerSpec::enrich());
+    specs.extend(config.channels.iter().map(|c| ConsumerSpec::notify(&c.id)));
+    specs
+}
+
+/// `talonctl init`: every stream and consumer of the suite.
+pub async fn ensure_suite(js: &jetstream::Context, config: &crate::Config) -> Result<(), StreamError> {
+    let replicas = config.nats.stream_replicas;
+    ensure_all(js, replicas).await?;
+    for spec in suite_consumers(config) {
+        ensure_consumer(js, &spec, replicas).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_queue_streams_are_the_ones_the_table_says() {
+        for which in Stream::ALL {
+            let cfg = which.config(3);
+            assert_eq!(cfg.num_replicas, 3);
+            assert_eq!(cfg.storage, stream::StorageType::File);
+            assert!(cfg.duplicate_window >= Duration::from_secs(120));
+            let work_queue = matches!(which, Stream::Accepted | Stream::Unique | Stream::Notify);
+            assert_eq!(
+                cfg.retention == stream::RetentionPolicy::WorkQueue,
+                work_queue,
+                "{which:?}"
+            );
+        }
+        assert_eq!(Stream::Alerts.config(1).max_age, Duration::from_secs(7 * 86400));
+        assert_eq!(Stream::Monitoring.config(1).subjects, vec!["Monitoring.>".to_owned()]);
+    }
+
+    #[test]
+    fn each_consumer_filter_lies_inside_its_stream() {
+        let specs = [
+            ConsumerSpec::ingest(),
+            ConsumerSpec::rules(),
+            ConsumerSpec::dedup(2),
+            ConsumerSpec::enrich(),
+            ConsumerSpec::notify("email-soc"),
+        ];
+        for spec in specs {
+            let subject = &spec.stream.config(1).subjects[0];
+            let prefix = subject.trim_end_matches(['*', '>']);
+            assert!(spec.filter.starts_with(prefix), "{spec:?} outside {subject}");
+        }
+    }
+}
