@@ -174,7 +174,8 @@ pub fn parse_config(text: &str, env: &talon_kit::Env) -> talon_kit::Config {
     talon_kit::Config::parse(text, env).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
-/// Path of one of the workspace's binaries, built on first use with the
+/// Path of one of the workspace's binaries (each lives in the package of
+/// the same name), built on first use with the
 /// profile this test was built with.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
@@ -191,7 +192,7 @@ pub fn binary(name: &str) -> PathBuf {
         let target_dir = profile_dir.parent().expect("target dir");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", name])
+        cmd.args(["build", "--quiet", "-p", name, "--bin", name])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if profile_dir.file_name().is_some_and(|n| n == "release") {
@@ -326,4 +327,65 @@ pub async fn collect(
 /// The JSON body of a message.
 pub fn json(m: &jetstream::Message) -> serde_json::Value {
     serde_json::from_slice(&m.payload).expect("message is JSON")
+}
+
+/// An ingest started in-process against `nats`, with `[ingest]` and other
+/// tables from `extra` (its `http_listen` should be `127.0.0.1:0`).
+pub struct InProcess {
+    pub http_addr: std::net::SocketAddr,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Stops it as SIGTERM would, and waits for it to finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}
+
+pub async fn start_ingest(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
+    let config = parse_config(&test_config_text(nats, extra), &env);
+    let client = nats.service_client("talon-ingest-test").await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = talon_ingest::start(config, &env, client, shutdown.clone())
+        .await
+        .expect("ingest starts");
+    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
+        .await
+        .expect("ingest ready");
+    InProcess {
+        http_addr: running.http_addr,
+        shutdown,
+        task: running.task,
+    }
+}
+
+/// Messages in `stream` right now.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until `stream` holds at least `n` messages.
+pub async fn wait_for_messages(
+    js: &jetstream::Context,
+    stream: &str,
+    n: u64,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let have = stream_messages(js, stream).await;
+        if have >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{stream} holds {have} messages, expected {n}, after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

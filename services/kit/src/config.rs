@@ -113,15 +113,7 @@ impl Config {
     }
 
     fn parse_from(origin: &str, text: &str, env: &Env) -> Result<Config, ConfigError> {
-        let root = toml::de::DeTable::parse(text).map_err(|e| {
-            let src = Source::new(origin, text, None);
-            ConfigError {
-                key: String::new(),
-                line: e.span().map(|s| src.line_at(s.start)),
-                message: error::one_line(e.message()),
-                origin: origin.to_owned(),
-            }
-        })?;
+        let root = toml::de::DeTable::parse(text).map_err(|e| syntax_error(origin, text, &e))?;
         let src = Source::new(origin, text, Some(root.get_ref()));
         let de = toml::de::Deserializer::from(root.clone());
         let mut config: Config =
@@ -192,12 +184,28 @@ impl Config {
     }
 }
 
+/// A TOML syntax error, on its line; no key (the document did not parse),
+/// but a duplicate key is named in the message.
+fn syntax_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let src = Source::new(origin, text, None);
+    let mut message = e.message().to_owned();
+    let spanned = e.span().and_then(|s| text.get(s));
+    if let Some(key) = spanned.filter(|k| !k.is_empty() && !k.contains('\n')) {
+        if message.starts_with("duplicate") {
+            message = format!("{message} {key}");
+        }
+    }
+    ConfigError {
+        key: String::new(),
+        line: e.span().map(|s| src.line_at(s.start)),
+        message: error::one_line(&message),
+        origin: origin.to_owned(),
+    }
+}
+
 /// A deserializing error, with its key path and line, and serde's wording
 /// turned into the file's (`unknown key`, `missing key`).
-fn serde_error(
-    src: &Source<'_>,
-    e: serde_path_to_error::Error<toml::de::Error>,
-) -> ConfigError {
+fn serde_error(src: &Source<'_>, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
     let mut path = KeyPath::from_serde(e.path());
     let inner = e.inner();
     let raw = inner.message();

@@ -429,7 +429,10 @@ impl ChannelConfig {
         let has_routing_key = self.routing_key_env.is_some() || self.routing_key_file.is_some();
         let chat = kind.is_web_hook() && kind != ChannelKind::Pagerduty;
         let refused: &[(&str, bool)] = &[
-            ("secret", self.secret.is_some() && kind != ChannelKind::Email),
+            (
+                "secret",
+                self.secret.is_some() && kind != ChannelKind::Email,
+            ),
             (
                 "recipients",
                 self.recipients.is_some()
@@ -455,10 +458,7 @@ impl ChannelConfig {
             ("icon_url", self.icon_url.is_some() && !chat),
         ];
         if let Some((key, _)) = refused.iter().find(|(_, bad)| *bad) {
-            return Err(src.error(
-                &here.key(key),
-                format!("does not apply to {kind} channels"),
-            ));
+            return Err(src.error(&here.key(key), format!("does not apply to {kind} channels")));
         }
         match kind {
             ChannelKind::Email => {
@@ -475,7 +475,11 @@ impl ChannelConfig {
                         &path,
                         format!(
                             "no [secrets.{name}] table (there are: {})",
-                            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
                         ),
                     ));
                 };

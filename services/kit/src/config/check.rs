@@ -7,9 +7,12 @@ use super::ConfigError;
 
 /// `pattern` at `path` compiles as a regex.
 pub(super) fn regex(src: &Source<'_>, path: &KeyPath, pattern: &str) -> Result<(), ConfigError> {
-    regex::Regex::new(pattern)
-        .map(drop)
-        .map_err(|e| src.error(path, format!("invalid regex {pattern:?}: {}", regex_reason(&e))))
+    regex::Regex::new(pattern).map(drop).map_err(|e| {
+        src.error(
+            path,
+            format!("invalid regex {pattern:?}: {}", regex_reason(&e)),
+        )
+    })
 }
 
 /// The reason of a regex error without its multi-line excerpt.
@@ -59,7 +62,8 @@ pub(super) fn non_empty(src: &Source<'_>, path: &KeyPath, value: &str) -> Result
     }
 }
 
-/// The items of the list at `list` are distinct; `what` names them in the message.
+/// The values are distinct; a repeat is reported at its own path, `what`
+/// naming the values in the message.
 pub(super) fn unique<'v>(
     src: &Source<'_>,
     items: impl IntoIterator<Item = (KeyPath, &'v str)>,

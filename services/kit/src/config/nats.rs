@@ -127,10 +127,7 @@ impl NatsConfig {
         )?;
         match (&self.user, password) {
             (Some(_), false) => {
-                return Err(src.error(
-                    &here.key("user"),
-                    "needs password_env or password_file",
-                ))
+                return Err(src.error(&here.key("user"), "needs password_env or password_file"))
             }
             (None, true) => {
                 let key = if self.password_env.is_some() {
@@ -148,10 +145,7 @@ impl NatsConfig {
             } else {
                 "tls_key_file"
             };
-            return Err(src.error(
-                &here.key(key),
-                "tls_cert_file and tls_key_file go together",
-            ));
+            return Err(src.error(&here.key(key), "tls_cert_file and tls_key_file go together"));
         }
         Ok(())
     }

@@ -73,10 +73,7 @@ impl RuleConfig {
         }
         if let Some(exclude) = &self.alert.exclude {
             if !self.alert.all {
-                return Err(src.error(
-                    &alert.key("exclude"),
-                    "applies only with alert.all = true",
-                ));
+                return Err(src.error(&alert.key("exclude"), "applies only with alert.all = true"));
             }
             check::regex(src, &alert.key("exclude"), exclude)?;
         }
