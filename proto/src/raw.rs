@@ -163,7 +163,9 @@ fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, RawAlertError> {
         Value::Number(n) => {
             let out_of_range = || RawAlertError::BadTimestamp(format!("{n} is out of range"));
             if let Some(secs) = n.as_i64() {
-                Utc.timestamp_opt(secs, 0).single().ok_or_else(out_of_range)?
+                Utc.timestamp_opt(secs, 0)
+                    .single()
+                    .ok_or_else(out_of_range)?
             } else {
                 let f = n.as_f64().ok_or_else(out_of_range)?;
                 if !f.is_finite() || f.abs() > 1e13 {
@@ -249,10 +251,22 @@ mod tests {
             Err("is not RFC 3339"),
         );
         check(r#"{"name":"a","timestamp":1e300}"#, Err("out of range"));
-        check(r#"{"name":"a","timestamp":8210266876799}"#, Err("outside the years"));
-        check(r#"{"name":"a","timestamp":"0000-01-01T00:00:00+01:00"}"#, Err("outside the years"));
-        check(r#"{"name":"a","timestamp":"2020-10-07T20:43:60Z"}"#, Err("leap second is only valid"));
-        check(r#"{"name":"a","timestamp":"2020-10-07 20:43:08Z"}"#, Err("expected `T`"));
+        check(
+            r#"{"name":"a","timestamp":8210266876799}"#,
+            Err("outside the years"),
+        );
+        check(
+            r#"{"name":"a","timestamp":"0000-01-01T00:00:00+01:00"}"#,
+            Err("outside the years"),
+        );
+        check(
+            r#"{"name":"a","timestamp":"2020-10-07T20:43:60Z"}"#,
+            Err("leap second is only valid"),
+        );
+        check(
+            r#"{"name":"a","timestamp":"2020-10-07 20:43:08Z"}"#,
+            Err("expected `T`"),
+        );
         check(
             r#"{"name":"a","event_data":[]}"#,
             Err("`event_data` must be an object"),

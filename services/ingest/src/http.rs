@@ -80,7 +80,10 @@ fn authorize(edge: &Edge, headers: &HeaderMap) -> Option<Response> {
         );
         return Some(error(
             StatusCode::UNAUTHORIZED,
-            format!("no tokens are configured on this server (set {})", edge.tokens_env),
+            format!(
+                "no tokens are configured on this server (set {})",
+                edge.tokens_env
+            ),
         ));
     }
     let presented = headers
@@ -131,12 +134,20 @@ fn item_of_value(value: Value) -> Item {
 
 fn item_of_bytes(raw: &[u8]) -> Item {
     match std::str::from_utf8(raw)
-        .map_err(|e| format!("alert is not valid UTF-8 (first bad byte at offset {})", e.valid_up_to()))
-        .and_then(|text| serde_json::from_str::<Value>(text).map_err(|e| format!("alert is not JSON: {e}")))
-    {
+        .map_err(|e| {
+            format!(
+                "alert is not valid UTF-8 (first bad byte at offset {})",
+                e.valid_up_to()
+            )
+        })
+        .and_then(|text| {
+            serde_json::from_str::<Value>(text).map_err(|e| format!("alert is not JSON: {e}"))
+        }) {
         Ok(value) => Item {
             raw: raw.to_vec(),
-            verdict: RawAlert::from_value(value).map(|_| ()).map_err(|e| e.to_string()),
+            verdict: RawAlert::from_value(value)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         },
         Err(reason) => Item {
             raw: raw.to_vec(),
@@ -180,7 +191,10 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
                     format!("body is over max_body_bytes ({limit} bytes)"),
                 ))
             } else {
-                Err(error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read body: {e}"),
+                ))
             }
         }
     }
@@ -212,7 +226,10 @@ async fn handle(edge: &Edge, headers: &HeaderMap, body: Body) -> Response {
     if declared.is_some_and(|n| n > edge.max_body_bytes) {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is over max_body_bytes ({} bytes)", edge.max_body_bytes),
+            format!(
+                "body is over max_body_bytes ({} bytes)",
+                edge.max_body_bytes
+            ),
         );
     }
     let body = match read_body(body, edge.max_body_bytes).await {
@@ -220,7 +237,10 @@ async fn handle(edge: &Edge, headers: &HeaderMap, body: Body) -> Response {
         Err(response) => return response,
     };
     if !talon_kit::nats::is_connected(&edge.client) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "NATS is unreachable; retry later");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NATS is unreachable; retry later",
+        );
     }
     let items = split(&body, format);
     if items.is_empty() {
@@ -253,11 +273,7 @@ enum Started {
 
 /// Publishes every item (alerts to `Server.Internal.Alerts`, rejects to the
 /// DLQ), then waits for every ack.
-async fn publish_items(
-    edge: &Edge,
-    items: Vec<Item>,
-    request_key: &str,
-) -> Result<Answer, String> {
+async fn publish_items(edge: &Edge, items: Vec<Item>, request_key: &str) -> Result<Answer, String> {
     let mut started = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let msg_id = derived_msg_id("http", &format!("{request_key}:{index}"));
@@ -277,7 +293,8 @@ async fn publish_items(
                 started.push(Started::Alert(index, ack));
             }
             Err(reason) => {
-                let letter = DeadLetter::new(STAGE_INGEST, reason.clone(), HTTP_SUBJECT, None, &item.raw);
+                let letter =
+                    DeadLetter::new(STAGE_INGEST, reason.clone(), HTTP_SUBJECT, None, &item.raw);
                 let dlq_id = derived_msg_id("dlq-http", &format!("{request_key}:{index}"));
                 let ack = talon_kit::dlq::publish(&edge.js, &letter, &dlq_id)
                     .await
@@ -322,7 +339,10 @@ mod tests {
         let mixed = verdicts(r#"[{"name":"a"},{"name":""},7]"#, Format::Json);
         assert_eq!(mixed.len(), 3);
         assert!(mixed[0].is_ok() && mixed[1].is_err() && mixed[2].is_err());
-        let nd = verdicts("{\"name\":\"a\"}\r\n\n  \n{bad\n{\"name\":\"b\"}\n", Format::Ndjson);
+        let nd = verdicts(
+            "{\"name\":\"a\"}\r\n\n  \n{bad\n{\"name\":\"b\"}\n",
+            Format::Ndjson,
+        );
         assert_eq!(nd.len(), 3);
         assert!(nd[0].is_ok() && nd[1].is_err() && nd[2].is_ok());
         let broken = verdicts("{", Format::Json);
@@ -333,9 +353,15 @@ mod tests {
     fn content_types() {
         let mut h = HeaderMap::new();
         assert_eq!(format_of(&h), None);
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         assert_eq!(format_of(&h), Some(Format::Json));
-        h.insert(header::CONTENT_TYPE, "application/x-ndjson".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-ndjson".parse().unwrap(),
+        );
         assert_eq!(format_of(&h), Some(Format::Ndjson));
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert_eq!(format_of(&h), None);

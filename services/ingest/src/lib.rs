@@ -56,7 +56,12 @@ pub async fn start(
     let router = http::routes(edge).merge(talon_kit::http::health_routes(health.clone()));
     let (listener, http_addr) = talon_kit::http::bind(&config.ingest.http_listen)
         .await
-        .with_context(|| format!("ingest.http_listen: cannot listen on {}", config.ingest.http_listen))?;
+        .with_context(|| {
+            format!(
+                "ingest.http_listen: cannot listen on {}",
+                config.ingest.http_listen
+            )
+        })?;
     tracing::info!(addr = %http_addr, "ingest HTTP edge listening");
     let server = tokio::spawn(talon_kit::http::serve(listener, router, shutdown.clone()));
 

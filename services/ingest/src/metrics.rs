@@ -16,7 +16,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
         let alerts = IntCounterVec::new(
-            Opts::new(INGEST_ALERTS_TOTAL, "Inputs from Server.Internal.Alerts by outcome"),
+            Opts::new(
+                INGEST_ALERTS_TOTAL,
+                "Inputs from Server.Internal.Alerts by outcome",
+            ),
             &["outcome"],
         )?;
         let http_requests = IntCounterVec::new(
@@ -24,8 +27,11 @@ impl Metrics {
             &["status"],
         )?;
         let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new(INGEST_BATCH_SECONDS, "Time from pulling a batch to acking it")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
+            HistogramOpts::new(
+                INGEST_BATCH_SECONDS,
+                "Time from pulling a batch to acking it",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
         )?;
         let batch_size = Histogram::with_opts(
             HistogramOpts::new(INGEST_BATCH_SIZE, "Inputs per batch")

@@ -249,7 +249,10 @@ pub fn suite_consumers(config: &crate::Config) -> Vec<ConsumerSpec> {
 }
 
 /// `talonctl init`: every stream and consumer of the suite.
-pub async fn ensure_suite(js: &jetstream::Context, config: &crate::Config) -> Result<(), StreamError> {
+pub async fn ensure_suite(
+    js: &jetstream::Context,
+    config: &crate::Config,
+) -> Result<(), StreamError> {
     let replicas = config.nats.stream_replicas;
     ensure_all(js, replicas).await?;
     for spec in suite_consumers(config) {
@@ -276,8 +279,14 @@ mod tests {
                 "{which:?}"
             );
         }
-        assert_eq!(Stream::Alerts.config(1).max_age, Duration::from_secs(7 * 86400));
-        assert_eq!(Stream::Monitoring.config(1).subjects, vec!["Monitoring.>".to_owned()]);
+        assert_eq!(
+            Stream::Alerts.config(1).max_age,
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            Stream::Monitoring.config(1).subjects,
+            vec!["Monitoring.>".to_owned()]
+        );
     }
 
     #[test]
@@ -292,7 +301,10 @@ mod tests {
         for spec in specs {
             let subject = &spec.stream.config(1).subjects[0];
             let prefix = subject.trim_end_matches(['*', '>']);
-            assert!(spec.filter.starts_with(prefix), "{spec:?} outside {subject}");
+            assert!(
+                spec.filter.starts_with(prefix),
+                "{spec:?} outside {subject}"
+            );
         }
     }
 }
