@@ -229,9 +229,14 @@ impl ServiceProcess {
     /// Starts binary `name` with `--config config` and the given environment
     /// (on top of a clean one holding only PATH and HOME).
     pub fn spawn(name: &str, config: &Path, env: &[(&str, &str)]) -> ServiceProcess {
+        let config = config.to_string_lossy();
+        ServiceProcess::spawn_args(name, &["--config", &config], env)
+    }
+
+    /// Starts binary `name` with `args`.
+    pub fn spawn_args(name: &str, args: &[&str], env: &[(&str, &str)]) -> ServiceProcess {
         let mut cmd = Command::new(binary(name));
-        cmd.arg("--config")
-            .arg(config)
+        cmd.args(args)
             .env_clear()
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -276,6 +281,20 @@ impl ServiceProcess {
         None
     }
 
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr
             .lock()
@@ -288,6 +307,26 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Runs a binary to completion: (exit code, stdout, stderr).
+pub fn run_binary(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(binary(name));
+    cmd.args(args).env_clear();
+    for key in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {name}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Waits until `GET http://addr/readyz` answers 200.
