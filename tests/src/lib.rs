@@ -223,6 +223,19 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct ServiceProcess {
     pub child: Child,
     pub stderr: std::sync::Arc<Mutex<Vec<String>>>,
+    pub stdout: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects the lines of `pipe` in the background.
+fn read_lines(pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<Mutex<Vec<String>>> {
+    let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    lines
 }
 
 impl ServiceProcess {
@@ -238,7 +251,7 @@ impl ServiceProcess {
         let mut cmd = Command::new(binary(name));
         cmd.args(args)
             .env_clear()
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for key in ["PATH", "HOME"] {
             if let Some(v) = std::env::var_os(key) {
@@ -249,15 +262,13 @@ impl ServiceProcess {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let stderr = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let lines = stderr.clone();
-        let pipe = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        ServiceProcess { child, stderr }
+        let stderr = read_lines(child.stderr.take().expect("piped stderr"));
+        let stdout = read_lines(child.stdout.take().expect("piped stdout"));
+        ServiceProcess {
+            child,
+            stderr,
+            stdout,
+        }
     }
 
     /// SIGKILL, and reap.

@@ -1,0 +1,191 @@
+//! talonctl against a real nats-server: init, alert, tail, dlq list,
+//! check-config.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use talon_tests::*;
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("talon.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_config_says_ok_or_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/talon.example.toml");
+    let (code, out, err) = run_binary("talonctl", &["check-config", "--config", example], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim_end().ends_with(": ok"), "{out}");
+
+    let bad = write_config(&dir, "[dedup]\nkey = [\"name\", \"hostname\"]\n");
+    let (code, _, err) = run_binary("talonctl", &["check-config", "--config", &bad], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(":2:") && err.contains("dedup.key"), "{err}");
+}
+
+#[tokio::test]
+async fn init_creates_every_stream_and_consumer_idempotently() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &test_config_text(
+            &nats,
+            "[ingest]\npartitions = 2\n[[channels]]\nid = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n",
+        ),
+    );
+    for _ in 0..2 {
+        let (code, out, err) = run_binary("talonctl", &["init", "--config", &config], &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("streams and consumers ready"), "{out}");
+    }
+    let js = jetstream::new(nats.client().await);
+    for stream in [
+        "ALERTS",
+        "MONITORING",
+        "ACCEPTED",
+        "UNIQUE",
+        "NOTIFY",
+        "INBOX",
+        "DLQ",
+    ] {
+        let mut s = js
+            .get_stream(stream)
+            .await
+            .unwrap_or_else(|e| panic!("{stream}: {e}"));
+        let info = s.info().await.unwrap();
+        assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
+        assert!(info.config.duplicate_window >= Duration::from_secs(120));
+    }
+    for (stream, consumer) in [
+        ("ALERTS", "ingest"),
+        ("ACCEPTED", "dedup-0"),
+        ("ACCEPTED", "dedup-1"),
+        ("UNIQUE", "enrich"),
+        ("NOTIFY", "notify-hook"),
+    ] {
+        let s = js.get_stream(stream).await.unwrap();
+        s.consumer_info(consumer)
+            .await
+            .unwrap_or_else(|e| panic!("{stream}/{consumer}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn alert_tail_and_dlq_list() {
+    let nats = NatsServer::start().await;
+    let ingest = start_ingest(
+        &nats,
+        "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n",
+        Default::default(),
+    )
+    .await;
+    let url = nats.url();
+
+    let mut tail = ServiceProcess::spawn_args(
+        "talonctl",
+        &[
+            "tail",
+            "talon.alerts.accepted.*",
+            "--count",
+            "1",
+            "--nats",
+            &url,
+        ],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // let tail subscribe
+
+    let (code, out, err) = run_binary(
+        "talonctl",
+        &[
+            "alert",
+            "--nats",
+            &url,
+            "--name",
+            "Honey file opened",
+            "--dedup",
+            "-1",
+            "--client-id",
+            "C.1234",
+            "--artifact",
+            "Linux.Detection.Honeyfiles",
+            "Pid=42",
+            "FileName=/home/a/honey.docx",
+            "Tags=[\"x\"]",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let seq: u64 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("prints the sequence: {out:?}"));
+    assert!(seq >= 1);
+
+    let js = jetstream::new(nats.client().await);
+    let got = collect(
+        &js,
+        "ACCEPTED",
+        "talon.alerts.accepted.*",
+        1,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let alert = json(&got[0]);
+    assert_eq!(alert["name"], "Honey file opened");
+    assert_eq!(alert["dedup_seconds"], -1);
+    assert_eq!(alert["client_id"], "C.1234");
+    assert_eq!(alert["event_data"]["Pid"], 42);
+    assert_eq!(alert["event_data"]["FileName"], "/home/a/honey.docx");
+    assert_eq!(alert["event_data"]["Tags"][0], "x");
+
+    assert!(
+        tail.wait_exit(Duration::from_secs(10)).is_some(),
+        "tail stops after --count"
+    );
+    // stdout of tail is not piped by spawn_args; the exit after one message
+    // is what shows it saw the alert.
+
+    js.publish(
+        "Server.Internal.Alerts",
+        r#"{"name":"a","dedup":"soon"}"#.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_for_messages(&js, "DLQ", 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (code, out, err) = run_binary("talonctl", &["dlq", "list", "--nats", &url], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("ingest") && out.contains("`dedup` must be an integer"),
+        "{out}"
+    );
+    let (code, out, _) = run_binary(
+        "talonctl",
+        &["dlq", "list", "--stage", "ingest", "--json", "--nats", &url],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let letter: talon_proto::DeadLetter = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        letter.raw.as_deref(),
+        Some(r#"{"name":"a","dedup":"soon"}"#)
+    );
+    let (_, out, _) = run_binary(
+        "talonctl",
+        &["dlq", "list", "--stage", "notify", "--nats", &url],
+        &[],
+    );
+    assert_eq!(out, "", "no notify dead letters");
+    ingest.stop().await.unwrap();
+}
