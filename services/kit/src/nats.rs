@@ -51,9 +51,15 @@ pub async fn connect(
         .connection_timeout(Duration::from_secs(5))
         .ping_interval(Duration::from_secs(10))
         .reconnect_delay_callback(|attempt| {
-            // 0.1 s, 0.2 s, ... capped at 2 s: quick to come back after a
-            // NATS restart without hammering a server that stays down.
-            Duration::from_millis((100 * (attempt as u64 + 1)).min(2_000))
+            // async-nats asks with attempt 1 before the very first try: no
+            // wait then; after that 0.1 s, 0.2 s, ... capped at 2 s, quick to
+            // come back after a NATS restart without hammering a server that
+            // stays down.
+            if attempt <= 1 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis((100 * (attempt as u64 - 1)).min(2_000))
+            }
         })
         .event_callback(|event| async move {
             match event {
