@@ -73,6 +73,17 @@ pub mod metrics {
     pub const INGEST_BATCH_SECONDS: &str = "talon_ingest_batch_seconds";
     /// Histogram of the number of inputs in a batch.
     pub const INGEST_BATCH_SIZE: &str = "talon_ingest_batch_size";
+
+    /// Counter of alerts by `outcome`: fresh, suppressed, unsuppressed.
+    pub const DEDUP_ALERTS_TOTAL: &str = "talon_dedup_alerts_total";
+    /// Gauge of windows not yet ended (as of the last sweep).
+    pub const DEDUP_LIVE_WINDOWS: &str = "talon_dedup_live_windows";
+    /// Gauge of the sled stores' size on disk.
+    pub const DEDUP_STORE_BYTES: &str = "talon_dedup_store_bytes";
+    /// Histogram of sled flush (group commit) latency.
+    pub const DEDUP_FLUSH_SECONDS: &str = "talon_dedup_flush_seconds";
+    /// Histogram of inputs per batch.
+    pub const DEDUP_BATCH_SIZE: &str = "talon_dedup_batch_size";
 }
 
 /// `talon.alerts.accepted.<partition>`

@@ -381,13 +381,18 @@ pub async fn collect(
     while out.len() < count {
         match tokio::time::timeout(quiet, messages.next()).await {
             Ok(Some(Ok(m))) => {
-                m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                m.double_ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 out.push(m);
             }
             Ok(Some(Err(e))) => bail!("consumer error: {e}"),
             Ok(None) | Err(_) => break,
         }
     }
+    drop(messages);
+    // Work-queue streams allow one consumer per filter: make room for the
+    // next collect.
+    let name = consumer.cached_info().name.clone();
+    stream.delete_consumer(&name).await?;
     Ok(out)
 }
 
@@ -455,4 +460,77 @@ pub async fn wait_for_messages(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A dedup started in-process against `nats` with the given config text.
+pub async fn start_dedup(nats: &NatsServer, extra: &str) -> InProcess {
+    let env = talon_kit::Env::default();
+    let config = parse_config(&test_config_text(nats, extra), &env);
+    let client = nats.service_client("talon-dedup-test").await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = talon_dedup::start(config, client, shutdown.clone())
+        .await
+        .expect("dedup starts");
+    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
+        .await
+        .expect("dedup ready");
+    InProcess {
+        http_addr: running.http_addr,
+        shutdown,
+        task: running.task,
+    }
+}
+
+/// An Alert as ingest makes it, received at `received_at_ms` (ms since the
+/// epoch), for feeding dedup directly.
+pub fn accepted_alert(
+    id: &str,
+    name: &str,
+    received_at_ms: i64,
+    dedup_seconds: i64,
+) -> talon_proto::Alert {
+    use chrono::TimeZone;
+    let at = chrono::Utc
+        .timestamp_millis_opt(received_at_ms)
+        .single()
+        .expect("a valid time");
+    talon_proto::Alert {
+        id: id.to_owned(),
+        received_at: at,
+        source: "nats".into(),
+        org_id: None,
+        name: name.to_owned(),
+        timestamp: at,
+        client_id: Some("server".into()),
+        flow_id: None,
+        artifact: None,
+        artifact_type: None,
+        event_data: Default::default(),
+        dedup_seconds,
+        dedup: None,
+        severity: None,
+        context: None,
+        client: None,
+        channel: None,
+    }
+}
+
+/// Publishes `alert` on `talon.alerts.accepted.<partition>` with its id as
+/// `Nats-Msg-Id`, and waits for the ack.
+pub async fn publish_accepted(
+    js: &jetstream::Context,
+    partition: u32,
+    alert: &talon_proto::Alert,
+) -> u64 {
+    js.send_publish(
+        talon_proto::names::accepted_subject(partition),
+        jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(alert).expect("serializes").into())
+            .message_id(&alert.id),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack")
+    .sequence
 }

@@ -208,24 +208,41 @@ impl ConsumerSpec {
     }
 }
 
-/// Creates (or updates) the consumer of `spec` and its stream; calling it
-/// again is harmless.
+impl ConsumerSpec {
+    /// The consumer's configuration, delivering from `start` (a stream
+    /// sequence) or from the beginning.
+    pub fn config(&self, start: Option<u64>) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(self.durable.clone()),
+            filter_subject: self.filter.clone(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: self.max_ack_pending,
+            deliver_policy: match start {
+                Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                None => consumer::DeliverPolicy::All,
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// The consumer of `spec`, created with its stream when missing; an existing
+/// consumer is used as it is. Calling it again is harmless.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
     replicas: usize,
 ) -> Result<consumer::PullConsumer, StreamError> {
     let stream = ensure_stream(js, spec.stream, replicas).await?;
+    if let Ok(existing) = stream
+        .get_consumer::<consumer::pull::Config>(&spec.durable)
+        .await
+    {
+        return Ok(existing);
+    }
     stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(spec.durable.clone()),
-            filter_subject: spec.filter.clone(),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
-            max_ack_pending: spec.max_ack_pending,
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
+        .create_consumer(spec.config(None))
         .await
         .map_err(|source| StreamError::Consumer {
             stream: spec.stream.name(),

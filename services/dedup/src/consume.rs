@@ -1,0 +1,380 @@
+//! One partition's loop: pull from `talon.alerts.accepted.<p>` in stream
+//! order, decide every alert against its key's window, write the batch to
+//! sled and flush it, publish what opened a window to `talon.alerts.unique`,
+//! and only then ack the inputs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
+use chrono::{DateTime, TimeZone, Utc};
+
+use futures::StreamExt;
+use talon_kit::streams::{self, ConsumerSpec, Stream};
+use talon_proto::key::derived_msg_id;
+use talon_proto::names::{dlq_subject, STAGE_DEDUP, STREAM_ACCEPTED, SUBJECT_UNIQUE};
+use talon_proto::{dedup_key, Alert, DeadLetter, DedupInfo, DedupKeyField};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::{Commit, Output, PartitionStore, StoreError};
+use crate::window::{apply, Lengths, Verdict, Window};
+
+/// Inputs handled together: one sled flush covers them all.
+pub const BATCH: usize = 1024;
+/// Windows looked at per sweep step.
+const SWEEP_STEP: usize = 10_000;
+/// How often the sweep takes a step.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// A window is swept only once it ended this long before the newest
+/// `received_at` the partition has seen: alerts reach a partition roughly,
+/// not strictly, in `received_at` order (several ingest replicas). The clock
+/// never decides: a partition fed late by a lagging ingest still finds its
+/// windows.
+const SWEEP_MARGIN_MS: i64 = 5 * 60 * 1000;
+/// Wait before a failed batch is tried again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What every partition shares.
+pub struct Shared {
+    pub js: jetstream::Context,
+    pub key: Vec<DedupKeyField>,
+    pub lengths: Lengths,
+    pub metrics: Metrics,
+    pub replicas: usize,
+}
+
+/// Requests the HTTP API hands to a partition's loop, so they never race a
+/// batch.
+pub enum Command {
+    Forget {
+        key: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("JetStream: {0}")]
+    Nats(String),
+}
+
+/// Time of `ms` since the epoch, kept within what RFC 3339 can say.
+pub fn time_of(ms: i64) -> DateTime<Utc> {
+    const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00Z
+    Utc.timestamp_millis_opt(ms.clamp(MIN_MS, MAX_MS))
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+/// Runs partition `partition` until `shutdown` fires.
+pub async fn run_partition(
+    shared: Arc<Shared>,
+    partition: u32,
+    store: Arc<PartitionStore>,
+    mut commands: mpsc::Receiver<Command>,
+    ready: tokio::sync::watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let label = partition.to_string();
+    let mut watermark_ms = i64::MIN;
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut live_in_pass = 0u64;
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    while !shutdown.is_cancelled() {
+        let consumer = match start(&shared, partition, &store).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "partition not ready; retrying");
+                let _ = ready.send(false);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_DELAY) => continue,
+                }
+            }
+        };
+        let messages = match consumer
+            .stream()
+            .max_messages_per_batch(BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "cannot pull; retrying");
+                tokio::time::sleep(RETRY_DELAY).await;
+                continue;
+            }
+        };
+        let _ = ready.send(true);
+        let mut batches = messages.ready_chunks(BATCH);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(command) = commands.recv() => match command {
+                    Command::Forget { key, reply } => {
+                        let _ = reply.send(store.forget(&key).await);
+                    }
+                },
+                _ = sweep.tick() => {
+                    let horizon = watermark_ms.saturating_sub(SWEEP_MARGIN_MS);
+                    match store.sweep(cursor.as_deref(), horizon, SWEEP_STEP) {
+                        Ok(step) => {
+                            live_in_pass += step.live;
+                            cursor = step.next;
+                            if cursor.is_none() {
+                                shared.metrics.live_windows.with_label_values(&[&label]).set(live_in_pass as i64);
+                                live_in_pass = 0;
+                            }
+                        }
+                        Err(e) => tracing::warn!(partition, error = %e, "sweep failed"),
+                    }
+                    shared.metrics.store_bytes.with_label_values(&[&label]).set(store.size_on_disk() as i64);
+                }
+                batch = batches.next() => {
+                    let Some(batch) = batch else { break };
+                    let msgs: Vec<_> = batch
+                        .into_iter()
+                        .filter_map(|m| m.map_err(|e| tracing::warn!(partition, error = %e, "pull error")).ok())
+                        .collect();
+                    if let Err(e) = process_batch(&shared, &store, msgs, &mut watermark_ms).await {
+                        // Nothing of the batch was acked: start over from the
+                        // consumer's ack floor, in order.
+                        tracing::warn!(partition, error = %e, "batch failed; resuming from the last ack");
+                        let _ = ready.send(false);
+                        tokio::time::sleep(RETRY_DELAY).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Publishes what the outbox still holds, then recreates the partition's
+/// consumer. Inputs pulled by an earlier run and never acked therefore come
+/// back at once and before anything newer (rather than after the ack wait,
+/// out of order), so windows see alerts in the order they arrived.
+async fn start(
+    shared: &Shared,
+    partition: u32,
+    store: &PartitionStore,
+) -> Result<PullConsumer, BatchError> {
+    let outbox = store.outbox()?;
+    if !outbox.is_empty() {
+        tracing::info!(
+            partition,
+            count = outbox.len(),
+            "publishing outputs left by an earlier run"
+        );
+        publish_outputs(&shared.js, store, outbox.iter().map(|(s, o)| (*s, o))).await?;
+    }
+    let spec = ConsumerSpec::dedup(partition);
+    let nats = |e: &dyn std::fmt::Display| BatchError::Nats(e.to_string());
+    let stream = streams::ensure_stream(&shared.js, Stream::Accepted, shared.replicas)
+        .await
+        .map_err(|e| nats(&e))?;
+    streams::ensure_stream(&shared.js, Stream::Unique, shared.replicas)
+        .await
+        .map_err(|e| nats(&e))?;
+    streams::ensure_stream(&shared.js, Stream::Dlq, shared.replicas)
+        .await
+        .map_err(|e| nats(&e))?;
+    // A work-queue stream holds only what no one acked: a new consumer
+    // (deliver all) gets exactly the inputs an earlier run left unacked, in
+    // stream order, before anything newer.
+    match stream.delete_consumer(&spec.durable).await {
+        Ok(_) => {}
+        Err(e) => match e.kind() {
+            jetstream::stream::ConsumerErrorKind::JetStream(js_err)
+                if js_err.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND => {}
+            _ => return Err(nats(&e)),
+        },
+    }
+    stream
+        .create_consumer(spec.config(None))
+        .await
+        .map_err(|e| nats(&e))
+}
+
+/// Publishes `outputs`, waits for every ack, then drops them from the outbox.
+async fn publish_outputs<'a>(
+    js: &jetstream::Context,
+    store: &PartitionStore,
+    outputs: impl Iterator<Item = (u64, &'a Output)>,
+) -> Result<(), BatchError> {
+    let mut pending = Vec::new();
+    for (seq, out) in outputs {
+        let ack = js
+            .send_publish(
+                out.subject.clone(),
+                PublishMessage::build()
+                    .payload(out.body.clone().into())
+                    .message_id(&out.msg_id),
+            )
+            .await
+            .map_err(|e| BatchError::Nats(e.to_string()))?;
+        pending.push((seq, ack));
+    }
+    let mut done = Vec::with_capacity(pending.len());
+    for (seq, ack) in pending {
+        ack.await.map_err(|e| BatchError::Nats(e.to_string()))?;
+        done.push(seq);
+    }
+    store.remove_outputs(&done)?;
+    Ok(())
+}
+
+async fn process_batch(
+    shared: &Shared,
+    store: &PartitionStore,
+    msgs: Vec<jetstream::Message>,
+    watermark_ms: &mut i64,
+) -> Result<(), BatchError> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    shared.metrics.batch_size.observe(msgs.len() as f64);
+    let applied = store.last_seq()?;
+    let mut commit = Commit {
+        last_seq: applied,
+        ..Commit::default()
+    };
+    let mut windows: HashMap<String, Window> = HashMap::new();
+    let mut replays = Vec::new();
+    let (mut fresh, mut suppressed, mut unsuppressed) = (0u64, 0u64, 0u64);
+    for msg in &msgs {
+        let seq = msg
+            .info()
+            .map_err(|e| BatchError::Nats(format!("message without JetStream info: {e}")))?
+            .stream_sequence;
+        if seq <= commit.last_seq {
+            // Applied already (redelivered after a crash or a lost ack): its
+            // output, if JetStream never acked it, goes out again.
+            if let Some(out) = store.output(seq)? {
+                replays.push((seq, out));
+            }
+            continue;
+        }
+        commit.last_seq = seq;
+        let mut alert: Alert = match serde_json::from_slice(&msg.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                let letter = DeadLetter::new(
+                    STAGE_DEDUP,
+                    format!("not an Alert: {e}"),
+                    msg.subject.as_str(),
+                    Some(seq),
+                    &msg.payload,
+                );
+                commit.outputs.push((
+                    seq,
+                    Output {
+                        subject: dlq_subject(STAGE_DEDUP),
+                        msg_id: derived_msg_id("dlq-dedup", &format!("{STREAM_ACCEPTED}:{seq}")),
+                        // A DeadLetter always serializes.
+                        body: serde_json::to_string(&letter).expect("a DeadLetter serializes"),
+                    },
+                ));
+                continue;
+            }
+        };
+        let at_ms = alert.received_at.timestamp_millis();
+        *watermark_ms = (*watermark_ms).max(at_ms);
+        let key = dedup_key(&alert, &shared.key);
+        let seconds = shared.lengths.seconds(&alert.name, alert.dedup_seconds);
+        let current = match windows.get(&key) {
+            Some(w) => Some(*w),
+            None => store.window(&key)?,
+        };
+        let info = match apply(current, at_ms, seconds, seq) {
+            Verdict::Suppressed(w) => {
+                windows.insert(key, w);
+                suppressed += 1;
+                continue;
+            }
+            Verdict::Fresh(w) => {
+                windows.insert(key.clone(), w);
+                fresh += 1;
+                DedupInfo {
+                    key,
+                    window_start: time_of(w.start_ms),
+                    window_end: time_of(w.end_ms),
+                    suppressed_before: w.suppressed_before,
+                }
+            }
+            Verdict::Unsuppressed => {
+                unsuppressed += 1;
+                DedupInfo {
+                    key,
+                    window_start: alert.received_at,
+                    window_end: alert.received_at,
+                    suppressed_before: 0,
+                }
+            }
+        };
+        alert.dedup = Some(info);
+        commit.outputs.push((
+            seq,
+            Output {
+                subject: SUBJECT_UNIQUE.to_owned(),
+                msg_id: alert.id.clone(),
+                // An Alert holds strings, numbers and JSON values: it always
+                // serializes.
+                body: serde_json::to_string(&alert).expect("an Alert serializes"),
+            },
+        ));
+    }
+    if commit.last_seq > applied {
+        commit.windows = windows.into_iter().collect();
+        let started = Instant::now();
+        store.commit(&commit).await?;
+        shared
+            .metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    publish_outputs(
+        &shared.js,
+        store,
+        commit
+            .outputs
+            .iter()
+            .chain(replays.iter())
+            .map(|(s, o)| (*s, o)),
+    )
+    .await?;
+    for msg in &msgs {
+        if let Err(e) = msg.ack().await {
+            // Comes back after the ack wait; recognised as applied then.
+            tracing::warn!(error = %e, "cannot ack input");
+        }
+    }
+    let m = &shared.metrics.alerts;
+    m.with_label_values(&["fresh"]).inc_by(fresh);
+    m.with_label_values(&["suppressed"]).inc_by(suppressed);
+    m.with_label_values(&["unsuppressed"]).inc_by(unsuppressed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_stay_within_rfc3339() {
+        assert_eq!(time_of(0).to_rfc3339(), "1970-01-01T00:00:00+00:00");
+        assert_eq!(
+            time_of(i64::MAX).to_rfc3339(),
+            "9999-12-31T23:59:59.999+00:00"
+        );
+        assert_eq!(time_of(i64::MIN).to_rfc3339(), "0000-01-01T00:00:00+00:00");
+    }
+}

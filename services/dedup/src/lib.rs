@@ -1,0 +1,135 @@
+//! talon-dedup: one durable consumer per owned partition of
+//! `talon.alerts.accepted.<p>`; an alert that opens its key's window goes on
+//! to `talon.alerts.unique`, later ones inside the window are suppressed and
+//! counted. Windows live in sled, one store per partition, flushed before
+//! the inputs they reflect are acked.
+
+pub mod consume;
+pub mod http;
+pub mod metrics;
+pub mod store;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use talon_kit::config::Config;
+use talon_kit::http::Health;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// sled's page cache per partition.
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens the stores of the owned partitions, binds the HTTP API, and runs
+/// one loop per partition until `shutdown` fires.
+pub async fn start(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let dedup = &config.dedup;
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
+    let health = Health::new(client.clone(), registry);
+    let lengths = window::Lengths::new(dedup).context("dedup.override: bad regex")?;
+    let shared = Arc::new(consume::Shared {
+        js: talon_kit::nats::jetstream(client),
+        key: dedup.key.clone(),
+        lengths,
+        metrics,
+        replicas: config.nats.stream_replicas,
+    });
+
+    std::fs::create_dir_all(&dedup.data_dir)
+        .with_context(|| format!("dedup.data_dir: cannot create {}", dedup.data_dir.display()))?;
+    let mut owned = BTreeMap::new();
+    let mut loops = Vec::new();
+    let mut readiness = Vec::new();
+    for &partition in &dedup.partitions {
+        let store = Arc::new(
+            store::PartitionStore::open(&dedup.data_dir, partition, CACHE_BYTES)
+                .with_context(|| format!("dedup.data_dir: cannot open partition {partition}"))?,
+        );
+        let (commands, receiver) = mpsc::channel(16);
+        let (ready_tx, ready_rx) = watch::channel(false);
+        readiness.push(ready_rx);
+        owned.insert(
+            partition,
+            http::Owned {
+                store: store.clone(),
+                commands,
+            },
+        );
+        loops.push((partition, store, receiver, ready_tx));
+    }
+    let api = http::Api {
+        partitions: Arc::new(owned),
+        total_partitions: config.ingest.partitions,
+    };
+    let router = http::routes(api).merge(talon_kit::http::health_routes(health.clone()));
+    let (listener, http_addr) = talon_kit::http::bind(&dedup.http_listen)
+        .await
+        .with_context(|| format!("dedup.http_listen: cannot listen on {}", dedup.http_listen))?;
+    tracing::info!(addr = %http_addr, partitions = ?dedup.partitions, "dedup listening");
+    let server = tokio::spawn(talon_kit::http::serve(listener, router, shutdown.clone()));
+
+    // Ready while every partition's consumer is pulling.
+    tokio::spawn(watch_readiness(health, readiness, shutdown.clone()));
+
+    let handles: Vec<_> = loops
+        .into_iter()
+        .map(|(partition, store, receiver, ready)| {
+            tokio::spawn(consume::run_partition(
+                shared.clone(),
+                partition,
+                store,
+                receiver,
+                ready,
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    let task = tokio::spawn(async move {
+        for h in handles {
+            h.await?;
+        }
+        server.await??;
+        tracing::info!("dedup stopped");
+        Ok(())
+    });
+    Ok(Running { http_addr, task })
+}
+
+async fn watch_readiness(
+    health: Health,
+    mut readiness: Vec<watch::Receiver<bool>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let all = readiness.iter().all(|r| *r.borrow());
+        health.set_streams_ready(all);
+        let changes =
+            futures::future::select_all(readiness.iter_mut().map(|r| Box::pin(r.changed())));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            (result, _, _) = changes => if result.is_err() { return },
+        }
+    }
+}
+
+pub async fn run(
+    config: Config,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    start(config, client, shutdown).await?.task.await?
+}
