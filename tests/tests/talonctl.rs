@@ -189,3 +189,81 @@ async fn alert_tail_and_dlq_list() {
     assert_eq!(out, "", "no notify dead letters");
     ingest.stop().await.unwrap();
 }
+
+// talonctl is run blocking while the in-process dedup answers it: the
+// runtime needs a second thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_list_and_forget_through_a_replica() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dedup = start_dedup(
+        &nats,
+        &format!(
+            "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+            dir.path().display().to_string()
+        ),
+    )
+    .await;
+    let js = jetstream::new(nats.client().await);
+    let now = chrono::Utc::now().timestamp_millis();
+    for (i, name) in ["Honey file opened", "Honey pot login", "Sigma hit"]
+        .iter()
+        .enumerate()
+    {
+        publish_accepted(&js, 0, &accepted_alert(&format!("a{i}"), name, now, 3600)).await;
+        publish_accepted(
+            &js,
+            0,
+            &accepted_alert(&format!("b{i}"), name, now + 1, 3600),
+        )
+        .await;
+    }
+    let url = dedup.http_addr.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let (code, out, err) = run_binary(
+            "talonctl",
+            &["dedup", "list", "--url", &url, "--prefix", "Honey"],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        if out.lines().count() == 2 {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "windows never listed: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("Honey file opened\t"), "{out}");
+    assert!(lines[0].ends_with("suppressed=1"), "{out}");
+    assert!(lines[1].starts_with("Honey pot login\t"), "{out}");
+
+    let (_, out, _) = run_binary(
+        "talonctl",
+        &["dedup", "list", "--url", &url, "--limit", "1", "--json"],
+        &[],
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let w: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(w["key"], "Honey file opened");
+
+    let (code, out, err) = run_binary(
+        "talonctl",
+        &["dedup", "forget", "Sigma hit", "--url", &url],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "forgot \"Sigma hit\"");
+    let (_, out, _) = run_binary("talonctl", &["dedup", "list", "--url", &url], &[]);
+    assert!(!out.contains("Sigma hit"), "{out}");
+    let (code, out, _) = run_binary(
+        "talonctl",
+        &["dedup", "forget", "Sigma hit", "--url", &url],
+        &[],
+    );
+    assert_eq!((code, out.trim()), (0, "\"Sigma hit\" had no window"));
+    dedup.stop().await.unwrap();
+}

@@ -66,6 +66,35 @@ enum Command {
     },
     /// Parse the config file and report the first problem.
     CheckConfig,
+    /// Dedup windows, through a dedup replica's HTTP API.
+    Dedup {
+        /// The replica's address; default: `[dedup].http_listen` of the config.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[command(subcommand)]
+        command: DedupCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DedupCommand {
+    /// List windows, in key order.
+    List {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Ended windows too (those kept for `suppressed_before`).
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print whole records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a key's window: its next alert is sent and opens a new one.
+    Forget { key: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,10 +150,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = load_config(&cli, &env)?;
+    if let Command::Dedup { url, command } = &cli.command {
+        let base = dedup_base(url.as_deref(), &config);
+        return dedup(&base, command).await;
+    }
     let client = connect(&config, &env).await?;
     let js = nats::jetstream(client.clone());
     match cli.command {
-        Command::CheckConfig => unreachable!("handled above"),
+        Command::CheckConfig | Command::Dedup { .. } => unreachable!("handled above"),
         Command::Init => {
             talon_kit::streams::ensure_suite(&js, &config).await?;
             for spec in talon_kit::streams::suite_consumers(&config) {
@@ -188,6 +221,99 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         letter.reason
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `http://host:port/v1/windows` of the dedup replica.
+fn dedup_base(url: Option<&str>, config: &Config) -> String {
+    let addr = url.unwrap_or(&config.dedup.http_listen);
+    let addr = addr.trim_end_matches('/');
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        format!("{addr}/v1/windows")
+    } else {
+        format!("http://{addr}/v1/windows")
+    }
+}
+
+async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let answer = |resp: reqwest::Response| async move {
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .context("the dedup API answered without JSON")?;
+        if !status.is_success() {
+            bail!(
+                "{status}: {}",
+                body["error"].as_str().unwrap_or("(no reason)")
+            );
+        }
+        Ok(body)
+    };
+    match command {
+        DedupCommand::List {
+            prefix,
+            all,
+            limit,
+            json,
+        } => {
+            let mut after: Option<String> = None;
+            let mut printed = 0usize;
+            loop {
+                let page = limit.map_or(1000, |l| (l - printed).min(1000));
+                let mut query = vec![
+                    ("prefix", prefix.clone()),
+                    ("limit", page.to_string()),
+                    ("all", all.to_string()),
+                ];
+                if let Some(a) = &after {
+                    query.push(("after", a.clone()));
+                }
+                let resp = http
+                    .get(base)
+                    .query(&query)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach dedup at {base}"))?;
+                let body = answer(resp).await?;
+                for w in body["windows"].as_array().into_iter().flatten() {
+                    if *json {
+                        println!("{w}");
+                    } else {
+                        println!(
+                            "{}\t{}\t{}\tsuppressed={}",
+                            w["key"].as_str().unwrap_or(""),
+                            w["window_start"].as_str().unwrap_or(""),
+                            w["window_end"].as_str().unwrap_or(""),
+                            w["suppressed"]
+                        );
+                    }
+                    printed += 1;
+                }
+                match body["next"].as_str() {
+                    Some(next) if limit.is_none_or(|l| printed < l) => {
+                        after = Some(next.to_owned())
+                    }
+                    _ => break,
+                }
+            }
+        }
+        DedupCommand::Forget { key } => {
+            let resp = http
+                .delete(base)
+                .query(&[("key", key)])
+                .send()
+                .await
+                .with_context(|| format!("cannot reach dedup at {base}"))?;
+            let body = answer(resp).await?;
+            if body["forgotten"] == true {
+                println!("forgot {key:?}");
+            } else {
+                println!("{key:?} had no window");
             }
         }
     }
