@@ -84,6 +84,15 @@ pub mod metrics {
     pub const DEDUP_FLUSH_SECONDS: &str = "talon_dedup_flush_seconds";
     /// Histogram of inputs per batch.
     pub const DEDUP_BATCH_SIZE: &str = "talon_dedup_batch_size";
+
+    /// Counter of alerts by `outcome`: routed, unrouted, rejected.
+    pub const ENRICH_ALERTS_TOTAL: &str = "talon_enrich_alerts_total";
+    /// Counter of messages published per `channel`.
+    pub const ENRICH_ROUTED_TOTAL: &str = "talon_enrich_routed_total";
+    /// Histogram of the time from pulling a batch to acking it.
+    pub const ENRICH_BATCH_SECONDS: &str = "talon_enrich_batch_seconds";
+    /// Histogram of inputs per batch.
+    pub const ENRICH_BATCH_SIZE: &str = "talon_enrich_batch_size";
 }
 
 /// `talon.alerts.accepted.<partition>`

@@ -534,3 +534,22 @@ pub async fn publish_accepted(
     .expect("ack")
     .sequence
 }
+
+/// An enrich started in-process against `nats` with the given config text.
+pub async fn start_enrich(nats: &NatsServer, extra: &str) -> InProcess {
+    let env = talon_kit::Env::default();
+    let config = parse_config(&test_config_text(nats, extra), &env);
+    let client = nats.service_client("talon-enrich-test").await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = talon_enrich::start(config, client, shutdown.clone())
+        .await
+        .expect("enrich starts");
+    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
+        .await
+        .expect("enrich ready");
+    InProcess {
+        http_addr: running.http_addr,
+        shutdown,
+        task: running.task,
+    }
+}

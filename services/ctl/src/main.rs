@@ -66,6 +66,11 @@ enum Command {
     },
     /// Parse the config file and report the first problem.
     CheckConfig,
+    /// The client inventory (KV bucket talon_clients).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Dedup windows, through a dedup replica's HTTP API.
     Dedup {
         /// The replica's address; default: `[dedup].http_listen` of the config.
@@ -74,6 +79,13 @@ enum Command {
         #[command(subcommand)]
         command: DedupCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Load JSON lines of {client_id, hostname, fqdn, os, labels}; every line
+    /// is checked before anything is written.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +170,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let js = nats::jetstream(client.clone());
     match cli.command {
         Command::CheckConfig | Command::Dedup { .. } => unreachable!("handled above"),
+        Command::Clients {
+            command: ClientsCommand::Import { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let clients =
+                parse_inventory(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let store =
+                talon_kit::streams::ensure_clients_bucket(&js, config.nats.stream_replicas).await?;
+            for (id, info) in &clients {
+                store
+                    .put(id, serde_json::to_vec(info)?.into())
+                    .await
+                    .with_context(|| format!("cannot store client {id}"))?;
+            }
+            println!("imported {} clients", clients.len());
+        }
         Command::Init => {
             talon_kit::streams::ensure_suite(&js, &config).await?;
             for spec in talon_kit::streams::suite_consumers(&config) {
@@ -320,6 +349,25 @@ async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The client records of a JSON-lines inventory, keyed by client id; the
+/// first bad line is an error naming it.
+fn parse_inventory(text: &str) -> Result<Vec<(String, talon_proto::ClientInfo)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let info: talon_proto::ClientInfo =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let id = match info.client_id.as_deref() {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => return Err(format!("line {}: client_id is missing", i + 1)),
+        };
+        out.push((id, info));
+    }
+    Ok(out)
+}
+
 struct AlertArgs {
     name: String,
     dedup: Option<i64>,
@@ -437,6 +485,23 @@ mod tests {
         assert_eq!(row["dedup"], -1);
         assert_eq!(row["client_id"], "server");
         assert!(talon_proto::RawAlert::from_value(row).is_ok());
+    }
+
+    #[test]
+    fn inventory_lines_are_checked_before_anything_is_written() {
+        let good = "{\"client_id\":\"C.1\",\"hostname\":\"web-1\",\"labels\":[\"prod\"]}\n\n{\"client_id\":\"C.2\"}\n";
+        let parsed = parse_inventory(good).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].1.hostname.as_deref(), Some("web-1"));
+        assert_eq!(
+            parse_inventory("{\"hostname\":\"x\"}").unwrap_err(),
+            "line 1: client_id is missing"
+        );
+        assert!(
+            parse_inventory("{\"client_id\":\"C.1\"}\n{\"client_id\":\"C.2\",\"colour\":1}")
+                .unwrap_err()
+                .starts_with("line 2: unknown field `colour`")
+        );
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub enum StreamError {
         consumer: String,
         source: jetstream::stream::ConsumerError,
     },
+    #[error("cannot create key-value bucket {bucket}: {reason}")]
+    Bucket {
+        bucket: &'static str,
+        reason: String,
+    },
     #[error("cannot read stream {stream}: {source}")]
     Get {
         stream: &'static str,
@@ -133,6 +138,31 @@ pub async fn ensure_stream(
             stream: which.name(),
             source,
         })
+}
+
+/// The client inventory bucket `talon_clients` (key: client id; value: a
+/// `ClientInfo` as JSON), created when missing.
+pub async fn ensure_clients_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, StreamError> {
+    if let Ok(store) = js.get_key_value(BUCKET_CLIENTS).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: BUCKET_CLIENTS.to_owned(),
+        description: "talon client inventory: client id -> {client_id, hostname, fqdn, os, labels}"
+            .to_owned(),
+        history: 1,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| StreamError::Bucket {
+        bucket: BUCKET_CLIENTS,
+        reason: e.to_string(),
+    })
 }
 
 /// Creates every stream of the suite.
@@ -272,6 +302,7 @@ pub async fn ensure_suite(
 ) -> Result<(), StreamError> {
     let replicas = config.nats.stream_replicas;
     ensure_all(js, replicas).await?;
+    ensure_clients_bucket(js, replicas).await?;
     for spec in suite_consumers(config) {
         ensure_consumer(js, &spec, replicas).await?;
     }

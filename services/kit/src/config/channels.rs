@@ -200,6 +200,9 @@ pub struct ChannelConfig {
     /// Severities sent: a string means at or above it, a list exactly these; unset: all.
     #[serde(default)]
     pub severity_threshold: Option<SeverityThreshold>,
+    /// Refuse alerts without a severity (by default they pass, as in Velociraptor).
+    #[serde(default)]
+    pub require_severity: bool,
     /// Include the client section (hostname, os, labels).
     #[serde(default = "yes")]
     pub include_client_details: bool,
@@ -256,6 +259,7 @@ impl ChannelConfig {
             alert_include: include_all(),
             alert_exclude: String::new(),
             severity_threshold: None,
+            require_severity: false,
             include_client_details: true,
             include_flow_details: true,
             include_artifact_details: false,
