@@ -252,7 +252,8 @@ async fn ingest_dedup_enrich_route_counts_per_channel() {
     let js = jetstream::new(nats.client().await);
 
     // (name, severity member and value, times published)
-    let cases: [(&str, Option<(&str, &str)>, usize); 7] = [
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, usize);
+    let cases: [Case; 7] = [
         ("Honey file opened", Some(("Severity", "High")), 3),
         ("Honey pot login", None, 2),
         ("Sigma: mimikatz", Some(("Level", "ERROR")), 1),
