@@ -18,9 +18,9 @@ pub struct EnrichConfig {
     pub context_include: String,
     /// Regex on (flattened) context keys dropped; empty drops none.
     pub context_exclude: String,
-    /// Most context keys kept per alert.
+    /// Most context keys kept per alert; 0: no limit.
     pub context_field_limit: usize,
-    /// Longest context value kept, in characters.
+    /// Longest context value kept, in characters; 0: no limit.
     pub context_value_limit: usize,
     /// The severities, lowest first.
     pub severity_levels: Vec<String>,
