@@ -1,8 +1,5 @@
-use anyhow::Context as _;
 use clap::Parser;
 use talon_kit::cli::ServiceArgs;
-use talon_kit::config::Env;
-use talon_kit::nats::{self, Initial};
 
 /// talon-dedup: dedup windows per key, in sled, that survive restarts.
 #[derive(Debug, Parser)]
@@ -14,12 +11,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let env = Env::from_process();
-    let config = args.service.start(&env);
-    let client = nats::connect(&config.nats, &env, "talon-dedup", Initial::Retry)
-        .await
-        .context("connecting to NATS")?;
-    let shutdown = talon_kit::shutdown::on_signals();
-    talon_dedup::run(config, client, shutdown).await
+    let boot = Args::parse().service.boot("talon-dedup").await?;
+    talon_dedup::run(boot.config, boot.client, boot.shutdown).await
 }

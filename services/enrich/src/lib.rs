@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
 use talon_kit::config::Config;
 use talon_kit::http::Health;
-use talon_kit::pipeline::{self, LoopMetrics, Outcome};
+use talon_kit::pipeline::{self, Outcome};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::key::derived_msg_id;
 use talon_proto::names::{notify_subject, STAGE_ENRICH, STREAM_UNIQUE};
@@ -112,12 +112,7 @@ pub async fn start(
             clients = inventory.len(),
             "enrich consuming talon.alerts.unique"
         );
-        let loop_metrics = LoopMetrics {
-            inputs: metrics.alerts.clone(),
-            batch_seconds: metrics.batch_seconds.clone(),
-            batch_size: metrics.batch_size.clone(),
-        };
-        pipeline::run(consumer, BATCH, loop_metrics, shutdown, |msg| {
+        pipeline::run(consumer, BATCH, metrics.consume.clone(), shutdown, |msg| {
             let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
             async move {
                 let outcome = handle(js, &msg, rules, inventory, metrics).await;

@@ -3,7 +3,7 @@
 //! only once its output has its JetStream ack (`talon_kit::pipeline`).
 
 use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
-use talon_kit::pipeline::{self, LoopMetrics, Outcome};
+use talon_kit::pipeline::{self, Outcome};
 use talon_proto::key::derived_msg_id;
 use talon_proto::names::{HEADER_MSG_ID, HEADER_SOURCE};
 use tokio_util::sync::CancellationToken;
@@ -23,12 +23,7 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let loop_metrics = LoopMetrics {
-        inputs: metrics.alerts.clone(),
-        batch_seconds: metrics.batch_seconds.clone(),
-        batch_size: metrics.batch_size.clone(),
-    };
-    pipeline::run(consumer, BATCH, loop_metrics, shutdown, |msg| {
+    pipeline::run(consumer, BATCH, metrics.consume, shutdown, |msg| {
         let (js, settings) = (&js, &settings);
         async move {
             let outcome = start_one(js, &msg, settings).await;

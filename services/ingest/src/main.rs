@@ -1,8 +1,5 @@
-use anyhow::Context as _;
 use clap::Parser;
 use talon_kit::cli::ServiceArgs;
-use talon_kit::config::Env;
-use talon_kit::nats::{self, Initial};
 
 /// talon-ingest: validates and partitions alerts from NATS and HTTP.
 #[derive(Debug, Parser)]
@@ -14,12 +11,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let env = Env::from_process();
-    let config = args.service.start(&env);
-    let client = nats::connect(&config.nats, &env, "talon-ingest", Initial::Retry)
-        .await
-        .context("connecting to NATS")?;
-    let shutdown = talon_kit::shutdown::on_signals();
-    talon_ingest::run(config, &env, client, shutdown).await
+    let boot = Args::parse().service.boot("talon-ingest").await?;
+    talon_ingest::run(boot.config, &boot.env, boot.client, boot.shutdown).await
 }

@@ -38,3 +38,31 @@ impl ServiceArgs {
         }
     }
 }
+
+/// What a service's `main` needs: its config, the environment, a NATS client
+/// that keeps reconnecting, and the shutdown token (SIGTERM, Ctrl-C).
+pub struct Boot {
+    pub config: Config,
+    pub env: Env,
+    pub client: async_nats::Client,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl ServiceArgs {
+    /// Loads the config (exiting with one line on a bad one), connects to
+    /// NATS as `name` and watches for signals.
+    pub async fn boot(&self, name: &str) -> anyhow::Result<Boot> {
+        use anyhow::Context as _;
+        let env = Env::from_process();
+        let config = self.start(&env);
+        let client = crate::nats::connect(&config.nats, &env, name, crate::nats::Initial::Retry)
+            .await
+            .context("connecting to NATS")?;
+        Ok(Boot {
+            config,
+            env,
+            client,
+            shutdown: crate::shutdown::on_signals(),
+        })
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, context::PublishAckFuture, AckKind};
 use futures::StreamExt;
-use prometheus::{Histogram, IntCounterVec};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
 /// How long a failed input waits before it comes back.
@@ -43,6 +43,43 @@ pub struct LoopMetrics {
     pub inputs: IntCounterVec,
     pub batch_seconds: Histogram,
     pub batch_size: Histogram,
+}
+
+/// The names of a stage's loop metrics.
+pub struct LoopMetricNames {
+    /// Counter of inputs by `outcome`, and its help text.
+    pub inputs: (&'static str, &'static str),
+    pub batch_seconds: &'static str,
+    pub batch_size: &'static str,
+}
+
+impl LoopMetrics {
+    /// Creates the loop's metrics under `names` in `registry`.
+    pub fn register(
+        registry: &Registry,
+        names: LoopMetricNames,
+    ) -> prometheus::Result<LoopMetrics> {
+        let inputs = IntCounterVec::new(Opts::new(names.inputs.0, names.inputs.1), &["outcome"])?;
+        let batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                names.batch_seconds,
+                "Time from pulling a batch to acking it",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
+        )?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new(names.batch_size, "Inputs per batch")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 11)?),
+        )?;
+        registry.register(Box::new(inputs.clone()))?;
+        registry.register(Box::new(batch_seconds.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
+        Ok(LoopMetrics {
+            inputs,
+            batch_seconds,
+            batch_size,
+        })
+    }
 }
 
 /// Pulls from `consumer` in batches of `batch` and hands each input to
