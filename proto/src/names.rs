@@ -93,6 +93,18 @@ pub mod metrics {
     pub const ENRICH_BATCH_SECONDS: &str = "talon_enrich_batch_seconds";
     /// Histogram of inputs per batch.
     pub const ENRICH_BATCH_SIZE: &str = "talon_enrich_batch_size";
+
+    /// Counter of delivery attempts by `channel` and `outcome`: sent,
+    /// skipped, retry, dead.
+    pub const NOTIFY_DELIVERIES_TOTAL: &str = "talon_notify_deliveries_total";
+    /// Histogram of successful delivery time by `channel`.
+    pub const NOTIFY_DELIVERY_SECONDS: &str = "talon_notify_delivery_seconds";
+    /// Counter of retries scheduled by `channel`.
+    pub const NOTIFY_RETRIES_TOTAL: &str = "talon_notify_retries_total";
+    /// Counter of dead letters by `channel`.
+    pub const NOTIFY_DEAD_LETTERS_TOTAL: &str = "talon_notify_dead_letters_total";
+    /// Gauge of deliveries in progress by `channel`.
+    pub const NOTIFY_IN_FLIGHT: &str = "talon_notify_in_flight";
 }
 
 /// `talon.alerts.accepted.<partition>`

@@ -553,3 +553,495 @@ pub async fn start_enrich(nats: &NatsServer, extra: &str) -> InProcess {
         task: running.task,
     }
 }
+
+/// A web hook receiver on a free loopback port: answers each request with
+/// the next scripted reply (the last one repeats) and records what came.
+pub mod receiver {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    use axum::Router;
+
+    /// One scripted answer.
+    #[derive(Debug, Clone)]
+    pub struct Reply {
+        pub status: u16,
+        pub retry_after: Option<String>,
+        pub delay: Duration,
+    }
+
+    impl Reply {
+        pub fn status(status: u16) -> Reply {
+            Reply {
+                status,
+                retry_after: None,
+                delay: Duration::ZERO,
+            }
+        }
+        pub fn retry_after(mut self, value: &str) -> Reply {
+            self.retry_after = Some(value.to_owned());
+            self
+        }
+        pub fn delay(mut self, delay: Duration) -> Reply {
+            self.delay = delay;
+            self
+        }
+    }
+
+    /// One request as received.
+    #[derive(Debug, Clone)]
+    pub struct Hit {
+        pub at: Instant,
+        pub headers: HeaderMap,
+        pub body: Bytes,
+        /// The status it was answered with.
+        pub status: u16,
+    }
+
+    #[derive(Default)]
+    struct Inner {
+        script: Vec<Reply>,
+        next: usize,
+        hits: Vec<Hit>,
+    }
+
+    #[derive(Clone)]
+    pub struct Receiver {
+        inner: Arc<Mutex<Inner>>,
+        pub addr: SocketAddr,
+    }
+
+    impl Receiver {
+        /// Starts a receiver answering with `script` in order.
+        pub async fn start(script: Vec<Reply>) -> Receiver {
+            let inner = Arc::new(Mutex::new(Inner {
+                script,
+                ..Default::default()
+            }));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let app = Router::new()
+                .route("/{*path}", post(hook))
+                .with_state(inner.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Receiver { inner, addr }
+        }
+
+        pub fn url(&self, path: &str) -> String {
+            format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+        }
+
+        /// From now on, answer with `script`.
+        pub fn set_script(&self, script: Vec<Reply>) {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.script = script;
+            inner.next = 0;
+        }
+
+        pub fn hits(&self) -> Vec<Hit> {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hits
+                .clone()
+        }
+
+        /// The bodies answered with 2xx, as JSON.
+        pub fn accepted(&self) -> Vec<serde_json::Value> {
+            self.hits()
+                .iter()
+                .filter(|h| (200..300).contains(&h.status))
+                .map(|h| serde_json::from_slice(&h.body).unwrap_or(serde_json::Value::Null))
+                .collect()
+        }
+
+        /// Waits until `n` requests were answered 2xx.
+        pub async fn wait_accepted(&self, n: usize, within: Duration) -> anyhow::Result<()> {
+            let deadline = Instant::now() + within;
+            loop {
+                let got = self.accepted().len();
+                if got >= n {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("{got} of {n} deliveries accepted after {within:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    async fn hook(
+        State(inner): State<Arc<Mutex<Inner>>>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> impl IntoResponse {
+        let at = Instant::now();
+        let reply = {
+            let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+            let i = inner.next.min(inner.script.len().saturating_sub(1));
+            inner.next += 1;
+            inner.script.get(i).cloned().unwrap_or(Reply::status(200))
+        };
+        if !reply.delay.is_zero() {
+            tokio::time::sleep(reply.delay).await;
+        }
+        inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hits
+            .push(Hit {
+                at,
+                headers,
+                body,
+                status: reply.status,
+            });
+        let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+        let mut response = (status, "").into_response();
+        if let Some(ra) = reply.retry_after {
+            if let Ok(v) = ra.parse() {
+                response.headers_mut().insert("retry-after", v);
+            }
+        }
+        response
+    }
+}
+
+/// A notify started in-process against `nats` with the given config text.
+pub async fn start_notify(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
+    let config = parse_config(&test_config_text(nats, extra), &env);
+    let client = nats.service_client("talon-notify-test").await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = talon_notify::start(config, &env, client, shutdown.clone(), None)
+        .await
+        .expect("notify starts");
+    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
+        .await
+        .expect("notify ready");
+    InProcess {
+        http_addr: running.http_addr,
+        shutdown,
+        task: running.task,
+    }
+}
+
+/// Publishes `alert` as enrich would for `channel`.
+pub async fn publish_routed(js: &jetstream::Context, channel: &str, alert: &talon_proto::Alert) {
+    let mut alert = alert.clone();
+    alert.channel = Some(channel.to_owned());
+    js.send_publish(
+        talon_proto::names::notify_subject(channel),
+        jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(&alert).expect("serializes").into())
+            .message_id(format!("{}:{channel}", alert.id)),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+}
+
+/// A real SMTP server for e-mail tests: `python3 -m aiosmtpd` with a small
+/// handler that stores every accepted mail as JSON in a temporary folder.
+///
+/// The handler refuses some recipients, by their local part: `reject…@`
+/// gets `550 no such user`, `busy…@` gets `451 try again later`; every
+/// other address is accepted.
+pub mod smtp {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use tokio::io::AsyncReadExt;
+
+    /// The handler module aiosmtpd loads (`-c talon_smtp.Handler <dir>`).
+    const HANDLER: &str = r#"
+import email, email.policy, json, os, time
+
+
+def parse(raw):
+    """The headers (decoded) and the leaf parts of a message, by Python's own MIME parser."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        headers = [[name, str(value)] for name, value in msg.items()]
+        parts = []
+        for part in msg.walk():
+            if part.is_multipart():
+                continue
+            try:
+                text = part.get_content()
+            except Exception as e:
+                text = "<cannot decode: %s>" % e
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            parts.append({"content_type": part.get_content_type(), "text": text})
+        return msg.get_content_type(), headers, parts
+    except Exception as e:
+        return "<cannot parse: %s>" % e, [], []
+
+
+class Handler:
+    def __init__(self, outdir):
+        self.outdir = outdir
+        self.count = 0
+
+    @classmethod
+    def from_cli(cls, parser, *args):
+        if len(args) != 1:
+            parser.error("talon_smtp.Handler takes the output folder")
+        return cls(args[0])
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0].lower()
+        if local.startswith("reject"):
+            return "550 no such user"
+        if local.startswith("busy"):
+            return "451 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        content_type, headers, parts = parse(raw)
+        record = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "data": raw.decode("utf-8", "replace"),
+            "content_type": content_type,
+            "headers": headers,
+            "parts": parts,
+        }
+        name = "%020d-%d-%06d.json" % (time.time_ns(), os.getpid(), self.count)
+        tmp = os.path.join(self.outdir, name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.rename(tmp, os.path.join(self.outdir, name))
+        return "250 Message accepted for delivery"
+"#;
+
+    /// One mail as the server stored it.
+    #[derive(Debug, Clone, serde::Deserialize)]
+    pub struct StoredMail {
+        /// `MAIL FROM`.
+        pub mail_from: String,
+        /// The accepted `RCPT TO`s.
+        pub rcpt_tos: Vec<String>,
+        /// The message as received (headers, blank line, body), CRLF lines.
+        pub data: String,
+        /// The top-level content type, e.g. `multipart/alternative`.
+        pub content_type: String,
+        /// Every header, in order, as Python's e-mail parser decodes it.
+        pub headers: Vec<(String, String)>,
+        /// The leaf parts, decoded (transfer encoding and charset undone).
+        pub parts: Vec<MailPart>,
+    }
+
+    /// One leaf part of a stored mail.
+    #[derive(Debug, Clone, serde::Deserialize)]
+    pub struct MailPart {
+        /// e.g. `text/plain`, `text/html`.
+        pub content_type: String,
+        /// The decoded content.
+        pub text: String,
+    }
+
+    impl StoredMail {
+        /// The values of header `name` (case-insensitive).
+        pub fn header(&self, name: &str) -> Vec<String> {
+            self.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .collect()
+        }
+
+        /// The decoded text of the first part of `content_type`.
+        pub fn part(&self, content_type: &str) -> Option<&str> {
+            self.parts
+                .iter()
+                .find(|p| p.content_type == content_type)
+                .map(|p| p.text.as_str())
+        }
+    }
+
+    /// An aiosmtpd on a fixed loopback port; stopped (SIGKILL) on drop.
+    pub struct SmtpServer {
+        pub port: u16,
+        dir: tempfile::TempDir,
+        child: Option<Child>,
+    }
+
+    impl SmtpServer {
+        /// A server on a free port, not started yet.
+        pub fn new() -> SmtpServer {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("talon_smtp.py"), HANDLER).expect("write handler");
+            std::fs::create_dir(dir.path().join("mail")).expect("mail folder");
+            SmtpServer {
+                port: crate::free_port(),
+                dir,
+                child: None,
+            }
+        }
+
+        /// A server on a free port, started and accepting connections.
+        pub async fn started() -> SmtpServer {
+            let mut server = SmtpServer::new();
+            server.start().await;
+            server
+        }
+
+        fn mail_dir(&self) -> PathBuf {
+            self.dir.path().join("mail")
+        }
+
+        /// Starts it (again) on its port; returns once it greets.
+        pub async fn start(&mut self) {
+            self.stop();
+            let python = std::env::var_os("TALON_PYTHON").unwrap_or_else(|| "python3".into());
+            let log = std::fs::File::create(self.dir.path().join("aiosmtpd.log")).expect("log");
+            let child = Command::new(&python)
+                .args(["-m", "aiosmtpd", "-n", "-l"])
+                .arg(format!("127.0.0.1:{}", self.port))
+                .args(["-c", "talon_smtp.Handler"])
+                .arg(self.mail_dir())
+                .env("PYTHONPATH", self.dir.path())
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
+            self.child = Some(child);
+            self.wait_ready().await;
+        }
+
+        async fn wait_ready(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if greets(self.port).await {
+                    return;
+                }
+                let exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    let log = std::fs::read_to_string(self.dir.path().join("aiosmtpd.log"))
+                        .unwrap_or_default();
+                    panic!(
+                        "aiosmtpd exited ({status}); install it with `pip install aiosmtpd` \
+                         (or scripts/setup), or point TALON_PYTHON at a python that has it:\n{log}"
+                    );
+                }
+                assert!(Instant::now() < deadline, "aiosmtpd did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        /// Stops it (SIGKILL); the stored mail stays.
+        pub fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// `[secrets.<name>]` for this server: `tls = "none"`, no auth.
+        pub fn secret_toml(&self, name: &str) -> String {
+            format!(
+                "[secrets.{name}]\nserver = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+                 from = \"Velociraptor alerts <alerts@example.org>\"\n",
+                self.port
+            )
+        }
+
+        /// An email `[[channels]]` entry `id` to `recipients` through this
+        /// server, with its `[secrets.<id>_smtp]` table.
+        pub fn channel_toml(&self, id: &str, recipients: &[&str]) -> String {
+            let secret = format!("{}_smtp", id.replace('-', "_"));
+            format!(
+                "[[channels]]\nid = \"{id}\"\nkind = \"email\"\nsecret = \"{secret}\"\n\
+                 recipients = {recipients:?}\nrate_per_minute = 0\n\n{}",
+                self.secret_toml(&secret)
+            )
+        }
+
+        /// Every mail stored so far, oldest first.
+        pub fn messages(&self) -> Vec<StoredMail> {
+            read_mail(&self.mail_dir())
+        }
+
+        /// Waits until at least `n` mails are stored (or `within` passes),
+        /// then returns them all.
+        pub async fn wait_for_messages(&self, n: usize, within: Duration) -> Vec<StoredMail> {
+            let deadline = Instant::now() + within;
+            loop {
+                let mail = self.messages();
+                if mail.len() >= n || Instant::now() >= deadline {
+                    return mail;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    impl Default for SmtpServer {
+        fn default() -> Self {
+            SmtpServer::new()
+        }
+    }
+
+    impl Drop for SmtpServer {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// Does something on `port` answer with an SMTP greeting?
+    async fn greets(port: u16) -> bool {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        else {
+            return false;
+        };
+        let mut buf = [0u8; 3];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut buf)).await,
+            Ok(Ok(_)) if &buf == b"220"
+        )
+    }
+
+    fn read_mail(dir: &Path) -> Vec<StoredMail> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .map(|bytes| serde_json::from_slice(&bytes).expect("stored mail is JSON"))
+            .collect()
+    }
+}

@@ -120,6 +120,16 @@ enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Put dead letters back on the subject they came from (a notify one
+    /// back on its channel), then remove them from the queue.
+    Replay {
+        /// Only this stage's.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only the dead letter with this DLQ sequence or alert id.
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -233,6 +243,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if count.is_some_and(|c| seen >= c) {
                     break;
                 }
+            }
+        }
+        Command::Dlq {
+            command: DlqCommand::Replay { stage, id },
+        } => {
+            let stream = js.get_stream(STREAM_DLQ).await.context("no DLQ stream")?;
+            let mut replayed = 0;
+            for (seq, letter) in read_dlq(&js, stage.as_deref()).await? {
+                if let Some(id) = &id {
+                    if seq.to_string() != *id && letter.alert_id.as_deref() != Some(id.as_str()) {
+                        continue;
+                    }
+                }
+                let subject = replay_subject(&letter);
+                let bytes = letter
+                    .raw_bytes()
+                    .with_context(|| format!("dead letter {seq}: bad raw_base64"))?;
+                js.send_publish(
+                    subject.clone(),
+                    async_nats::jetstream::message::PublishMessage::build()
+                        .payload(bytes.into())
+                        .message_id(talon_proto::key::derived_msg_id("replay", &seq.to_string())),
+                )
+                .await?
+                .await
+                .with_context(|| format!("dead letter {seq}: {subject} did not ack"))?;
+                stream
+                    .delete_message(seq)
+                    .await
+                    .with_context(|| format!("dead letter {seq} replayed but not removed"))?;
+                println!("{seq}\t{}\t-> {subject}", letter.stage);
+                replayed += 1;
+            }
+            if replayed == 0 {
+                bail!("no dead letter matched");
             }
         }
         Command::Dlq {
@@ -417,6 +462,16 @@ fn alert_row(args: AlertArgs) -> anyhow::Result<Value> {
     row.insert("event_data".into(), Value::Object(event_data));
     row.insert("_Source".into(), "talonctl".into());
     Ok(Value::Object(row))
+}
+
+/// Where a replayed dead letter goes: its own subject, or for HTTP input
+/// (which has none) `Server.Internal.Alerts`.
+fn replay_subject(letter: &DeadLetter) -> String {
+    if letter.subject.starts_with("http:") {
+        SUBJECT_ALERTS.to_owned()
+    } else {
+        letter.subject.clone()
+    }
 }
 
 /// Every dead letter (of `stage`, or of all stages) with its DLQ sequence.

@@ -245,6 +245,16 @@ pub struct ChannelConfig {
     /// Icon to post with, where the service allows it.
     #[serde(default)]
     pub icon_url: Option<String>,
+    /// webhook: extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// webhook: environment variable holding the HMAC-SHA256 signing secret
+    /// (the body's signature goes in `X-Talon-Signature: sha256=<hex>`).
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
+    /// webhook: file holding the signing secret.
+    #[serde(default)]
+    pub signing_secret_file: Option<PathBuf>,
 }
 
 impl ChannelConfig {
@@ -274,7 +284,23 @@ impl ChannelConfig {
             channel: None,
             username: None,
             icon_url: None,
+            headers: BTreeMap::new(),
+            signing_secret_env: None,
+            signing_secret_file: None,
         }
+    }
+
+    /// webhook: the signing secret from `signing_secret_env` or
+    /// `signing_secret_file`, when one is configured.
+    pub fn signing_secret(&self, env: &Env) -> Result<Option<String>, ConfigError> {
+        resolve(
+            "signing_secret_env",
+            self.signing_secret_env.as_deref(),
+            "signing_secret_file",
+            self.signing_secret_file.as_deref(),
+            env,
+        )
+        .map_err(|e| e.within(&self.prefix()))
     }
 
     /// The key prefix of this channel in run-time errors: `channels[id=<id>]`.
@@ -406,6 +432,14 @@ impl ChannelConfig {
             src,
             here,
             &[
+                ("signing_secret_env", self.signing_secret_env.is_some()),
+                ("signing_secret_file", self.signing_secret_file.is_some()),
+            ],
+        )?;
+        check::at_most_one(
+            src,
+            here,
+            &[
                 ("routing_key_env", self.routing_key_env.is_some()),
                 ("routing_key_file", self.routing_key_file.is_some()),
             ],
@@ -460,6 +494,18 @@ impl ChannelConfig {
             ("channel", self.channel.is_some() && !chat),
             ("username", self.username.is_some() && !chat),
             ("icon_url", self.icon_url.is_some() && !chat),
+            (
+                "headers",
+                !self.headers.is_empty() && kind != ChannelKind::Webhook,
+            ),
+            (
+                "signing_secret_env",
+                self.signing_secret_env.is_some() && kind != ChannelKind::Webhook,
+            ),
+            (
+                "signing_secret_file",
+                self.signing_secret_file.is_some() && kind != ChannelKind::Webhook,
+            ),
         ];
         if let Some((key, _)) = refused.iter().find(|(_, bad)| *bad) {
             return Err(src.error(&here.key(key), format!("does not apply to {kind} channels")));

@@ -1,0 +1,348 @@
+//! The `email` channel: one multipart/alternative mail (plain text and HTML)
+//! per alert, through lettre's pooled async SMTP transport, to the server of
+//! the channel's `[secrets.<name>]` table.
+//!
+//! A retried delivery sends the same `Message-ID` (`<alert-id.channel@talon>`),
+//! so a mail server or client that deduplicates on it shows one mail.
+
+mod render;
+
+use std::time::Duration;
+
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use talon_kit::config::{ChannelConfig, Config, Env};
+use talon_proto::Alert;
+
+pub use render::{escape, html_body, one_line, subject, suppressed_line, text_body, Sections};
+
+use super::DeliveryError;
+
+/// How long connecting, and each SMTP command, may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The header naming the alert a mail is about.
+pub const ALERT_ID_HEADER: &str = "X-Talon-Alert-Id";
+
+/// The `tls` of a secret that sets none.
+pub const DEFAULT_TLS: &str = "starttls";
+
+/// An email channel, ready to send (connections are opened on first use).
+#[derive(Debug, Clone)]
+pub struct Email {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// `host:port`, for error messages.
+    server: String,
+    channel: String,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    sections: Sections,
+}
+
+impl Email {
+    /// Builds the transport from the channel's `[secrets.<secret>]` (server,
+    /// port, tls, username and the password resolved through `env`); does
+    /// not connect yet. Call it inside a Tokio runtime, and drop the value
+    /// there too: the connection pool runs a cleanup task on it.
+    pub fn new(channel: &ChannelConfig, config: &Config, env: &Env) -> Result<Email, String> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err("an email channel is built inside a Tokio runtime".to_owned());
+        }
+        let prefix = format!("channels[id={}]", channel.id);
+        let name = channel
+            .secret
+            .as_deref()
+            .ok_or_else(|| format!("{prefix}.secret: an email channel needs a secret"))?;
+        let table = format!("secrets.{name}");
+        let secret = config
+            .secrets
+            .get(name)
+            .ok_or_else(|| format!("{prefix}.secret: no [{table}] table"))?;
+        let host = secret
+            .server
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{table}.server: needed by email channel {:?}", channel.id))?;
+        let from_text = secret
+            .from
+            .as_deref()
+            .ok_or_else(|| format!("{table}.from: needed by email channel {:?}", channel.id))?;
+        let from: Mailbox = from_text
+            .parse()
+            .map_err(|e| format!("{table}.from: {from_text:?} is not a mailbox: {e}"))?;
+        let to = channel
+            .recipient_addresses()
+            .iter()
+            .map(|a| {
+                a.parse::<Mailbox>()
+                    .map_err(|e| format!("{prefix}.recipients: {a:?} is not an address: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if to.is_empty() {
+            return Err(format!("{prefix}.recipients: no recipient address"));
+        }
+
+        let mode = secret.tls.as_deref().unwrap_or(DEFAULT_TLS);
+        let tls = match mode {
+            "none" => Tls::None,
+            "starttls" | "tls" => {
+                let params =
+                    TlsParameters::new(host.to_owned()).map_err(|e| format!("{table}.tls: {e}"))?;
+                if mode == "tls" {
+                    Tls::Wrapper(params)
+                } else {
+                    Tls::Required(params)
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{table}.tls: {other:?} is not starttls, tls or none"
+                ))
+            }
+        };
+        let port = secret.port.unwrap_or(match mode {
+            "tls" => 465,
+            "none" => 25,
+            _ => 587,
+        });
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .tls(tls)
+            .timeout(Some(TIMEOUT))
+            .pool_config(PoolConfig::new().max_size(channel.max_in_flight.max(1)));
+        if let Some(username) = &secret.username {
+            let password = config
+                .secret_password(name, env)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{table}.username: needs password_env or password_file"))?;
+            builder = builder.credentials(Credentials::new(username.clone(), password));
+        }
+        Ok(Email {
+            transport: builder.build(),
+            server: format!("{host}:{port}"),
+            channel: channel.id.clone(),
+            from,
+            to,
+            sections: Sections::of(channel),
+        })
+    }
+
+    /// The mail for `alert`, as it would be sent.
+    pub fn message(&self, alert: &Alert) -> Result<Message, DeliveryError> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(subject(alert))
+            .message_id(Some(message_id(&alert.id, &self.channel)))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(ALERT_ID_HEADER),
+                one_line(&alert.id),
+            ))
+            .date_now();
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        builder
+            .multipart(MultiPart::alternative_plain_html(
+                text_body(alert, &self.sections),
+                html_body(alert, &self.sections),
+            ))
+            .map_err(|e| DeliveryError::Permanent(format!("cannot build the mail: {e}")))
+    }
+
+    /// Sends one mail. SMTP 5xx (a rejected recipient among them) is
+    /// permanent; SMTP 4xx, connection and TLS errors and timeouts are
+    /// transient.
+    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        let message = self.message(alert)?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(classify(&self.server, &e)),
+        }
+    }
+}
+
+/// SMTP 5xx replies are permanent; anything else (4xx replies, refused or
+/// dropped connections, TLS failures, timeouts, a server lacking STARTTLS)
+/// may pass, and is retried until the channel's deadline.
+fn classify(server: &str, e: &lettre::transport::smtp::Error) -> DeliveryError {
+    let reason = format!("SMTP {server}: {}", chain(e));
+    if e.is_permanent() {
+        DeliveryError::Permanent(reason)
+    } else {
+        DeliveryError::transient(reason)
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// `<{alert id}.{channel}@talon>`, the same on every retry. Characters that
+/// a Message-ID cannot hold are %-escaped (so two ids never collide).
+pub fn message_id(alert_id: &str, channel: &str) -> String {
+    fn id_part(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for b in text.bytes() {
+            let c = b as char;
+            if c.is_ascii_alphanumeric() || "!#$&'*+-/=?^_`{|}~".contains(c) {
+                out.push(c);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+    format!("<{}.{}@talon>", id_part(alert_id), id_part(channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(secret: &str) -> Config {
+        let text = format!(
+            r#"
+[[channels]]
+id = "email-soc"
+kind = "email"
+secret = "smtp"
+recipients = ["soc@example.org", "Ops <ops@example.org>"]
+include_artifact_details = true
+
+[secrets.smtp]
+server = "smtp.example.org"
+from = "Velociraptor alerts <alerts@example.org>"
+{secret}
+"#
+        );
+        Config::parse(&text, &Env::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn alert(id: &str, name: &str) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "received_at": "2020-10-07T20:43:09Z", "source": "nats",
+            "name": name, "timestamp": "2020-10-07T20:43:08Z", "client_id": "server",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn message_ids() {
+        fn check(alert_id: &str, channel: &str, expected: &str) {
+            assert_eq!(message_id(alert_id, channel), expected);
+        }
+        check("0123abcd", "email-soc", "<0123abcd.email-soc@talon>");
+        check("a b>c@d", "x", "<a%20b%3Ec%40d.x@talon>");
+        check("a.b", "c", "<a%2Eb.c@talon>");
+        check("%", "c", "<%25.c@talon>");
+    }
+
+    #[tokio::test]
+    async fn new_reads_the_secret() {
+        fn check(secret: &str, env: Env, expected: Result<&str, &str>) {
+            let config = config(secret);
+            let got = Email::new(&config.channels[0], &config, &env).map(|e| e.server);
+            match expected {
+                Ok(server) => assert_eq!(got.as_deref(), Ok(server), "{secret}"),
+                Err(part) => {
+                    let e = got.expect_err(secret);
+                    assert!(e.contains(part), "{e:?} should mention {part:?}");
+                }
+            }
+        }
+        let env = Env::default().with("SMTP_PASSWORD", "hunter2");
+        check("", Env::default(), Ok("smtp.example.org:587"));
+        check("tls = \"tls\"", Env::default(), Ok("smtp.example.org:465"));
+        check("tls = \"none\"", Env::default(), Ok("smtp.example.org:25"));
+        check(
+            "tls = \"none\"\nport = 2525",
+            Env::default(),
+            Ok("smtp.example.org:2525"),
+        );
+        check(
+            "username = \"alerts\"\npassword_env = \"SMTP_PASSWORD\"",
+            env,
+            Ok("smtp.example.org:587"),
+        );
+        check(
+            "username = \"alerts\"\npassword_env = \"SMTP_PASSWORD\"",
+            Env::default(),
+            Err("SMTP_PASSWORD"),
+        );
+        check(
+            "username = \"alerts\"",
+            Env::default(),
+            Err("secrets.smtp.username: needs password_env"),
+        );
+    }
+
+    #[test]
+    fn new_outside_a_runtime_is_an_error() {
+        let config = config("");
+        let e = Email::new(&config.channels[0], &config, &Env::default()).unwrap_err();
+        assert!(e.contains("Tokio runtime"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_mail_is_multipart_with_stable_headers() {
+        let config = config("tls = \"none\"");
+        let email = Email::new(&config.channels[0], &config, &Env::default()).unwrap();
+        let message = email
+            .message(&alert("0123abcd", "Bad\r\nBcc: evil@example.org"))
+            .unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        let headers = &text[..text.find("\r\n\r\n").unwrap()];
+        assert!(
+            headers.contains("\r\nSubject: Server alert: Bad  Bcc: evil@example.org\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\nMessage-ID: <0123abcd.email-soc@talon>\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\nX-Talon-Alert-Id: 0123abcd\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("Content-Type: multipart/alternative"),
+            "{headers}"
+        );
+        assert!(
+            !headers.to_ascii_lowercase().contains("\r\nbcc:"),
+            "{headers}"
+        );
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8"));
+        assert!(text.contains("Content-Type: text/html; charset=utf-8"));
+        let envelope = message.envelope();
+        let to: Vec<String> = envelope.to().iter().map(|a| a.to_string()).collect();
+        assert_eq!(to, ["soc@example.org", "ops@example.org"]);
+        assert_eq!(
+            envelope.from().map(|a| a.to_string()).as_deref(),
+            Some("alerts@example.org")
+        );
+        // A retry builds the same Message-ID.
+        let again = email
+            .message(&alert("0123abcd", "Other"))
+            .unwrap()
+            .headers()
+            .get_raw("Message-ID")
+            .map(str::to_owned);
+        assert_eq!(again.as_deref(), Some("<0123abcd.email-soc@talon>"));
+    }
+}

@@ -1,0 +1,217 @@
+//! The generic web hook: POST the enriched alert as JSON, with the
+//! configured headers and, when a secret is configured, an
+//! `X-Talon-Signature: sha256=<hex>` HMAC-SHA256 of the body.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use sha2::Sha256;
+use talon_proto::Alert;
+
+use super::DeliveryError;
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "X-Talon-Signature";
+/// How long one POST may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    http: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
+    secret: Option<Vec<u8>>,
+}
+
+impl Webhook {
+    pub fn new(
+        url: String,
+        headers: HeaderMap,
+        secret: Option<Vec<u8>>,
+    ) -> Result<Webhook, reqwest::Error> {
+        let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+        Ok(Webhook {
+            http,
+            url,
+            headers,
+            secret,
+        })
+    }
+
+    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        // An Alert always serializes.
+        let body = serde_json::to_vec(alert).expect("an Alert serializes");
+        post_json(
+            &self.http,
+            &self.url,
+            &self.headers,
+            self.secret.as_deref(),
+            body,
+        )
+        .await
+    }
+}
+
+/// `sha256=<hex>` of `body` under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs `body` as JSON and classifies the answer; shared by every
+/// HTTP-based channel kind.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &HeaderMap,
+    secret: Option<&[u8]>,
+    body: Vec<u8>,
+) -> Result<(), DeliveryError> {
+    let mut request = http
+        .post(url)
+        .headers(headers.clone())
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(secret) = secret {
+        request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| DeliveryError::transient(format!("POST {}: {}", redact(url), e)))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let text = response.text().await.unwrap_or_default();
+    let reason = format!(
+        "POST {} answered {}: {}",
+        redact(url),
+        status,
+        text.chars().take(300).collect::<String>()
+    );
+    Err(classify(status.as_u16(), reason, retry_after))
+}
+
+/// HTTP 4xx but 408 and 429 is permanent; anything else (5xx, 408, 429,
+/// unexpected 1xx/3xx) is worth retrying.
+pub fn classify(status: u16, reason: String, retry_after: Option<Duration>) -> DeliveryError {
+    match status {
+        408 | 429 => DeliveryError::Transient {
+            reason,
+            retry_after,
+        },
+        400..=499 => DeliveryError::Permanent(reason),
+        _ => DeliveryError::Transient {
+            reason,
+            retry_after,
+        },
+    }
+}
+
+/// `Retry-After`: delta seconds, or an HTTP date (then the time until it).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The URL without its path and query, which may hold a token (Slack,
+/// Discord and Teams URLs do): errors and logs show only the host.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
+        Err(_) => "<url>".to_owned(),
+    }
+}
+
+/// Headers from configuration (`name: value` pairs).
+pub fn headers_of(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
+        let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let check = |status: u16, permanent: bool| {
+            let e = classify(status, "r".into(), None);
+            assert_eq!(
+                matches!(e, DeliveryError::Permanent(_)),
+                permanent,
+                "{status}"
+            );
+        };
+        for (status, permanent) in [
+            (400, true),
+            (401, true),
+            (404, true),
+            (408, false),
+            (429, false),
+            (500, false),
+            (503, false),
+            (302, false),
+        ] {
+            check(status, permanent);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let future =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = parse_retry_after(&future).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn signatures_are_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn urls_are_redacted_to_their_host() {
+        assert_eq!(
+            redact("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(redact("not a url"), "<url>");
+    }
+}

@@ -1,0 +1,201 @@
+//! The delivery ledger: the KV bucket `talon_deliveries`, one key per
+//! (alert, channel). A replica claims the pair before sending and marks it
+//! sent after; a pair already sent is never sent again; a claim older than
+//! the ack wait (its replica died) is taken over.
+//!
+//! The one window for a duplicate: a replica that crashes after the remote
+//! side accepted the delivery and before `mark_sent` reached the bucket. The
+//! pair's claim then goes stale and another replica sends it again.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use talon_proto::names::BUCKET_DELIVERIES;
+
+/// A claim older than this belongs to a replica that is gone.
+pub const STALE_CLAIM: Duration = talon_kit::streams::ACK_WAIT;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Claimed,
+    Sent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub state: State,
+    /// The replica that wrote it.
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What `claim` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to send; the revision to mark it sent with.
+    Mine(u64),
+    /// Delivered before: ack without sending.
+    AlreadySent,
+    /// Another replica is sending it right now: try again later.
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery ledger: {0}")]
+pub struct LedgerError(String);
+
+fn err(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    store: kv::Store,
+    replica: String,
+}
+
+/// The ledger key of (alert, channel): readable when the alert id is made
+/// of key-safe characters (as ingest's ids are), else hashed.
+pub fn key(alert_id: &str, channel: &str) -> String {
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let id = if safe(alert_id) {
+        alert_id.to_owned()
+    } else {
+        talon_proto::key::derived_msg_id("ledger", alert_id)
+    };
+    format!("{channel}.{id}")
+}
+
+impl Ledger {
+    /// Opens (creating when missing) the bucket, keeping records for `keep`
+    /// (longer than the longest retry deadline).
+    pub async fn open(
+        js: &jetstream::Context,
+        replicas: usize,
+        keep: Duration,
+        replica: String,
+    ) -> Result<Ledger, LedgerError> {
+        let store = match js.get_key_value(BUCKET_DELIVERIES).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET_DELIVERIES.to_owned(),
+                    description: "talon notify: (alert, channel) claimed or sent".to_owned(),
+                    history: 1,
+                    max_age: keep,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas.max(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(err)?,
+        };
+        Ok(Ledger { store, replica })
+    }
+
+    fn record(&self, state: State) -> bytes::Bytes {
+        let record = Record {
+            state,
+            by: self.replica.clone(),
+            at: Utc::now(),
+        };
+        // A Record holds a tag, a string and a time: it always serializes.
+        serde_json::to_vec(&record)
+            .expect("a Record serializes")
+            .into()
+    }
+
+    pub async fn claim(&self, key: &str) -> Result<Claim, LedgerError> {
+        match self.store.create(key, self.record(State::Claimed)).await {
+            Ok(revision) => return Ok(Claim::Mine(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+        let Some(entry) = self.store.entry(key).await.map_err(err)? else {
+            // Deleted between the two calls: try once more.
+            return match self.store.create(key, self.record(State::Claimed)).await {
+                Ok(revision) => Ok(Claim::Mine(revision)),
+                Err(_) => Ok(Claim::Busy),
+            };
+        };
+        if entry.operation != kv::Operation::Put {
+            // Released: claim it over the delete marker.
+            return match self
+                .store
+                .update(key, self.record(State::Claimed), entry.revision)
+                .await
+            {
+                Ok(revision) => Ok(Claim::Mine(revision)),
+                Err(_) => Ok(Claim::Busy),
+            };
+        }
+        let record: Record = serde_json::from_slice(&entry.value).map_err(err)?;
+        match record.state {
+            State::Sent => Ok(Claim::AlreadySent),
+            State::Claimed => {
+                let age = Utc::now().signed_duration_since(record.at);
+                let stale = age.to_std().map(|a| a >= STALE_CLAIM).unwrap_or(false);
+                if !stale {
+                    return Ok(Claim::Busy);
+                }
+                tracing::info!(key, previous = %record.by, "taking over a stale claim");
+                match self
+                    .store
+                    .update(key, self.record(State::Claimed), entry.revision)
+                    .await
+                {
+                    Ok(revision) => Ok(Claim::Mine(revision)),
+                    Err(_) => Ok(Claim::Busy),
+                }
+            }
+        }
+    }
+
+    /// Records that the pair was delivered.
+    pub async fn mark_sent(&self, key: &str, revision: u64) -> Result<(), LedgerError> {
+        match self
+            .store
+            .update(key, self.record(State::Sent), revision)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Someone took the claim over meanwhile: the pair is delivered
+            // all the same, say so unconditionally.
+            Err(_) => self
+                .store
+                .put(key, self.record(State::Sent))
+                .await
+                .map(|_| ())
+                .map_err(err),
+        }
+    }
+
+    /// Gives the claim up after a failed attempt, so the next attempt (on any
+    /// replica) can claim it at once.
+    pub async fn release(&self, key: &str) -> Result<(), LedgerError> {
+        self.store.delete(key).await.map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_readable_when_safe_and_hashed_otherwise() {
+        assert_eq!(key("0123abcd", "email-soc"), "email-soc.0123abcd");
+        let hashed = key("a b/c", "hook");
+        assert!(
+            hashed.starts_with("hook.") && hashed.len() == 5 + 32,
+            "{hashed}"
+        );
+        assert_eq!(hashed, key("a b/c", "hook"));
+    }
+}

@@ -1,0 +1,27 @@
+use clap::Parser;
+use talon_kit::cli::ServiceArgs;
+
+/// talon-notify: delivers routed alerts once, retrying what can be retried.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Deliver only these channels (comma-separated ids); default: all.
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let boot = args.service.boot("talon-notify").await?;
+    talon_notify::run(
+        boot.config,
+        &boot.env,
+        boot.client,
+        boot.shutdown,
+        args.channels,
+    )
+    .await
+}

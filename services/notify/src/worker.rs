@@ -1,0 +1,398 @@
+//! One channel's delivery loop: pull from `Server.Monitor.Alerts.<id>`
+//! (a durable consumer shared by every replica), at most `max_in_flight`
+//! deliveries at once, paced by the channel's token bucket, each claimed in
+//! the ledger before it is sent. Channels run in their own tasks: one slow
+//! or failing channel never delays another.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use talon_kit::streams::{self, ConsumerSpec, Stream};
+use talon_proto::key::derived_msg_id;
+use talon_proto::names::{STAGE_NOTIFY, STREAM_NOTIFY};
+use talon_proto::{Alert, DeadLetter};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::{email::Email, webhook::Webhook, DeliveryError};
+use crate::ledger::{self, Claim, Ledger};
+use crate::metrics::Metrics;
+
+/// Longest one delivery attempt may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// First retry delay; doubled each attempt, with ±20 % jitter.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// While a message waits its turn, JetStream is told it is in progress this
+/// often, so waiting never turns into a redelivery.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// How a channel delivers.
+pub enum Sender {
+    Webhook(Webhook),
+    Email(Box<Email>),
+}
+
+impl Sender {
+    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        match self {
+            Sender::Webhook(w) => w.deliver(alert).await,
+            Sender::Email(e) => e.deliver(alert).await,
+        }
+    }
+}
+
+/// One configured channel, ready to deliver.
+pub struct Channel {
+    pub id: String,
+    pub sender: Sender,
+    pub max_in_flight: usize,
+    /// `None` when `rate_per_minute` is 0.
+    pub limiter: Option<DefaultDirectRateLimiter>,
+    pub retry_deadline: Duration,
+    /// Set by a 429 or a `Retry-After`: no attempt on this channel before it.
+    pub paused_until: Mutex<Option<Instant>>,
+}
+
+impl Channel {
+    pub fn new(
+        id: String,
+        sender: Sender,
+        max_in_flight: u32,
+        rate_per_minute: u32,
+        retry_deadline: Duration,
+    ) -> Channel {
+        let limiter = std::num::NonZeroU32::new(rate_per_minute)
+            .map(|rate| RateLimiter::direct(Quota::per_minute(rate)));
+        Channel {
+            id,
+            sender,
+            max_in_flight: max_in_flight.max(1) as usize,
+            limiter,
+            retry_deadline,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    fn pause_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    fn paused_for(&self) -> Option<Duration> {
+        let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        paused.and_then(|p| p.checked_duration_since(Instant::now()))
+    }
+}
+
+/// What every channel shares.
+pub struct Shared {
+    pub js: jetstream::Context,
+    pub ledger: Ledger,
+    pub metrics: Metrics,
+    pub replicas: usize,
+}
+
+/// The delay before retry number `attempt` (1 = the first retry).
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let exp = BACKOFF_BASE.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
+    let capped = exp.min(BACKOFF_MAX.as_secs_f64());
+    Duration::from_secs_f64((capped * (1.0 + jitter.clamp(-0.2, 0.2))).max(0.0))
+}
+
+/// Runs `channel` until `shutdown` fires, then lets the deliveries in
+/// progress finish.
+pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(channel.max_in_flight));
+    while !shutdown.is_cancelled() {
+        let consumer = match consumer(&shared, &channel).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(channel = %channel.id, error = %e, "channel not ready; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(channel.max_in_flight)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(channel = %channel.id, error = %e, "cannot pull; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            // A free slot first, so nothing is pulled that cannot start.
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let (shared, channel) = (shared.clone(), channel.clone());
+                    tokio::spawn(async move {
+                        deliver_one(&shared, &channel, msg).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => tracing::warn!(channel = %channel.id, error = %e, "pull error"),
+                None => break,
+            }
+        }
+    }
+    // Let what is in progress finish (each attempt is bounded).
+    let all = channel.max_in_flight as u32;
+    let _ = tokio::time::timeout(ATTEMPT_TIMEOUT, slots.acquire_many(all)).await;
+}
+
+async fn consumer(
+    shared: &Shared,
+    channel: &Channel,
+) -> Result<jetstream::consumer::PullConsumer, String> {
+    let stream = streams::ensure_stream(&shared.js, Stream::Notify, shared.replicas)
+        .await
+        .map_err(|e| e.to_string())?;
+    streams::ensure_stream(&shared.js, Stream::Dlq, shared.replicas)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut spec = ConsumerSpec::notify(&channel.id);
+    // The server hands out no more than can be worked on: waiting happens
+    // in the stream, not in this process.
+    spec.max_ack_pending = channel.max_in_flight as i64;
+    // Created or updated, so a changed max_in_flight takes effect.
+    stream
+        .create_consumer(spec.config(None))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until the channel is not paused and its token bucket allows one
+/// more, telling JetStream the message is in progress meanwhile.
+async fn wait_turn(channel: &Channel, msg: &jetstream::Message) {
+    let turn = async {
+        while let Some(wait) = channel.paused_for() {
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(limiter) = &channel.limiter {
+            limiter.until_ready().await;
+        }
+    };
+    tokio::pin!(turn);
+    loop {
+        tokio::select! {
+            _ = &mut turn => return,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+async fn deliver_one(shared: &Shared, channel: &Channel, msg: jetstream::Message) {
+    let id = channel.id.as_str();
+    let m = &shared.metrics;
+    m.in_flight.with_label_values(&[id]).inc();
+    let outcome = attempt(shared, channel, &msg).await;
+    m.in_flight.with_label_values(&[id]).dec();
+    m.deliveries.with_label_values(&[id, outcome]).inc();
+}
+
+/// One delivery attempt; returns the outcome label.
+async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -> &'static str {
+    let (seq, delivered, published) = match msg.info() {
+        Ok(i) => (i.stream_sequence, i.delivered.max(1) as u32, i.published),
+        Err(e) => {
+            tracing::warn!(channel = %channel.id, error = %e, "message without JetStream info");
+            return "retry";
+        }
+    };
+    let alert: Alert = match serde_json::from_slice(&msg.payload) {
+        Ok(a) => a,
+        Err(e) => {
+            let letter = DeadLetter::new(
+                STAGE_NOTIFY,
+                format!("not an Alert: {e}"),
+                msg.subject.as_str(),
+                Some(seq),
+                &msg.payload,
+            );
+            return dead_letter(shared, channel, msg, letter).await;
+        }
+    };
+    let key = ledger::key(&alert.id, &channel.id);
+    let revision = match shared.ledger.claim(&key).await {
+        Ok(Claim::Mine(revision)) => revision,
+        Ok(Claim::AlreadySent) => {
+            let _ = msg.ack().await;
+            return "skipped";
+        }
+        Ok(Claim::Busy) => {
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+            return "retry";
+        }
+        Err(e) => {
+            tracing::warn!(channel = %channel.id, error = %e, "ledger unavailable; retrying");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return "retry";
+        }
+    };
+    wait_turn(channel, msg).await;
+    let started = Instant::now();
+    let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, channel.sender.deliver(&alert)).await {
+        Ok(r) => r,
+        Err(_) => Err(DeliveryError::transient(format!(
+            "no answer within {ATTEMPT_TIMEOUT:?}"
+        ))),
+    };
+    match result {
+        Ok(()) => {
+            shared
+                .metrics
+                .delivery_seconds
+                .with_label_values(&[&channel.id])
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = shared.ledger.mark_sent(&key, revision).await {
+                // The stale claim will be taken over and the alert sent
+                // again: the documented duplicate window.
+                tracing::warn!(channel = %channel.id, alert = %alert.id, error = %e, "delivered, but not recorded");
+            }
+            let _ = msg.double_ack().await;
+            "sent"
+        }
+        Err(DeliveryError::Permanent(reason)) => {
+            tracing::warn!(channel = %channel.id, alert = %alert.id, %reason, "permanent failure");
+            let _ = shared.ledger.release(&key).await;
+            let mut letter = DeadLetter::new(
+                STAGE_NOTIFY,
+                reason,
+                msg.subject.as_str(),
+                Some(seq),
+                &msg.payload,
+            );
+            letter.alert_id = Some(alert.id.clone());
+            dead_letter(shared, channel, msg, letter).await
+        }
+        Err(DeliveryError::Transient {
+            reason,
+            retry_after,
+        }) => {
+            let _ = shared.ledger.release(&key).await;
+            if let Some(wait) = retry_after {
+                channel.pause_for(wait);
+            }
+            let age = chrono::Utc::now()
+                .signed_duration_since(published)
+                .to_std()
+                .unwrap_or_default();
+            if age >= channel.retry_deadline {
+                let reason = format!("{reason} (still failing after {} s)", age.as_secs());
+                let mut letter = DeadLetter::new(
+                    STAGE_NOTIFY,
+                    reason,
+                    msg.subject.as_str(),
+                    Some(seq),
+                    &msg.payload,
+                );
+                letter.alert_id = Some(alert.id.clone());
+                return dead_letter(shared, channel, msg, letter).await;
+            }
+            let jitter = rand::rng().random_range(-0.2..=0.2);
+            let delay = retry_after.unwrap_or_else(|| backoff(delivered, jitter));
+            tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, %reason, "delivery failed; will retry");
+            shared
+                .metrics
+                .retries
+                .with_label_values(&[&channel.id])
+                .inc();
+            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+            "retry"
+        }
+    }
+}
+
+/// Parks the message on `talon.dlq.notify` and acks it; naks it when the
+/// dead letter itself cannot be stored.
+async fn dead_letter(
+    shared: &Shared,
+    channel: &Channel,
+    msg: &jetstream::Message,
+    mut letter: DeadLetter,
+) -> &'static str {
+    letter.channel = Some(channel.id.clone());
+    let seq = letter.stream_seq.unwrap_or(0);
+    let msg_id = derived_msg_id("dlq-notify", &format!("{STREAM_NOTIFY}:{seq}"));
+    let stored = match talon_kit::dlq::publish(&shared.js, &letter, &msg_id).await {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match stored {
+        Ok(()) => {
+            shared
+                .metrics
+                .dead_letters
+                .with_label_values(&[&channel.id])
+                .inc();
+            let _ = msg.double_ack().await;
+            "dead"
+        }
+        Err(e) => {
+            tracing::warn!(channel = %channel.id, error = %e, "cannot store dead letter; retrying");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            "retry"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_cap() {
+        let check = |attempt: u32, jitter: f64, secs: f64| {
+            let got = backoff(attempt, jitter).as_secs_f64();
+            assert!(
+                (got - secs).abs() < 1e-9,
+                "attempt {attempt}: {got} != {secs}"
+            );
+        };
+        check(1, 0.0, 1.0);
+        check(2, 0.0, 2.0);
+        check(4, 0.0, 8.0);
+        check(4, 0.2, 9.6);
+        check(4, -0.2, 6.4);
+        check(4, 5.0, 9.6); // jitter is clamped
+        check(30, 0.0, 300.0);
+        check(0, 0.0, 1.0);
+    }
+}
