@@ -17,6 +17,10 @@ pub struct ServiceArgs {
     /// Log as text or as JSON lines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Listen here instead of the service's `http_listen` (several replicas
+    /// of one service on one host).
+    #[arg(long)]
+    pub http_listen: Option<String>,
 }
 
 impl ServiceArgs {
@@ -54,7 +58,17 @@ impl ServiceArgs {
     pub async fn boot(&self, name: &str) -> anyhow::Result<Boot> {
         use anyhow::Context as _;
         let env = Env::from_process();
-        let config = self.start(&env);
+        let mut config = self.start(&env);
+        if let Some(addr) = &self.http_listen {
+            let slot = match name {
+                "talon-ingest" => &mut config.ingest.http_listen,
+                "talon-dedup" => &mut config.dedup.http_listen,
+                "talon-enrich" => &mut config.enrich.http_listen,
+                "talon-notify" => &mut config.notify.http_listen,
+                other => anyhow::bail!("--http-listen: {other} has no http_listen"),
+            };
+            *slot = addr.clone();
+        }
         let client = crate::nats::connect(&config.nats, &env, name, crate::nats::Initial::Retry)
             .await
             .context("connecting to NATS")?;
