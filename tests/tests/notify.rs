@@ -169,8 +169,8 @@ async fn a_hanging_receiver_does_not_slow_another_channel() {
     let nats = NatsServer::start().await;
     let slow = Receiver::start(vec![Reply::status(200).delay(Duration::from_secs(30))]).await;
     let fast = Receiver::start(vec![Reply::status(200)]).await;
-    let channels =
-        hook_channel("slow", &slow.url("/hook"), "") + &hook_channel("fast", &fast.url("/hook"), "");
+    let channels = hook_channel("slow", &slow.url("/hook"), "")
+        + &hook_channel("fast", &fast.url("/hook"), "");
     let notify = start_notify(&nats, &notify_config(&channels), Env::default()).await;
     let js = jetstream::new(nats.client().await);
     for i in 0..20 {
