@@ -259,3 +259,29 @@ async fn two_replicas_2000_alerts_one_killed_nothing_lost() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn smtp_down_for_10_s_then_up_the_mail_arrives_once() {
+    let nats = NatsServer::start().await;
+    let mut smtp = talon_tests::smtp::SmtpServer::new(); // not started yet
+    // The channel with its [secrets.mail_smtp] table.
+    let channels = smtp.channel_toml("mail", &["soc@example.org"]);
+    let notify = start_notify(&nats, &notify_config(&channels), Env::default()).await;
+    let js = jetstream::new(nats.client().await);
+    let mut alert = accepted_alert("m1", "Honey file opened", 1_790_000_000_000, 0);
+    alert.severity = Some("high".into());
+    publish_routed(&js, "mail", &alert).await;
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(smtp.messages().is_empty());
+    smtp.start().await;
+    let mails = smtp.wait_for_messages(1, Duration::from_secs(60)).await;
+    assert_eq!(mails.len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "the mail arrives once");
+    assert_eq!(
+        mails[0].header("Subject"),
+        ["Server alert (high): Honey file opened"]
+    );
+    notify.stop().await.unwrap();
+}
