@@ -263,8 +263,8 @@ async fn two_replicas_2000_alerts_one_killed_nothing_lost() {
 #[tokio::test]
 async fn smtp_down_for_10_s_then_up_the_mail_arrives_once() {
     let nats = NatsServer::start().await;
-    let mut smtp = talon_tests::smtp::SmtpServer::new(); // not started yet
-    // The channel with its [secrets.mail_smtp] table.
+    // Not started yet. The channel comes with its [secrets.mail_smtp] table.
+    let mut smtp = talon_tests::smtp::SmtpServer::new();
     let channels = smtp.channel_toml("mail", &["soc@example.org"]);
     let notify = start_notify(&nats, &notify_config(&channels), Env::default()).await;
     let js = jetstream::new(nats.client().await);
