@@ -129,15 +129,15 @@ fn the_example_file_parses() {
             seconds: 3600
         }]
     );
-    let rows = c.enrich.severity_transforms.as_ref().expect("two rows");
-    assert_eq!(rows.len(), 2);
+    let rows = c.enrich.severity_transforms.as_ref().expect("seven rows");
+    assert_eq!(rows.len(), 7);
     assert_eq!(
         (
-            rows[0].member.as_str(),
-            rows[0].regex.as_str(),
-            rows[0].replace.as_str()
+            rows[2].member.as_str(),
+            rows[2].regex.as_str(),
+            rows[2].replace.as_str()
         ),
-        ("level", "(?i)warn", "medium")
+        ("Level", "(?i)warn", "medium")
     );
     assert_eq!(c.notify.users[0].name, "alice");
     assert_eq!(c.notify.users[0].roles, ["administrator"]);
