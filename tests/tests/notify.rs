@@ -254,10 +254,13 @@ async fn two_replicas_2000_alerts_one_killed_nothing_lost() {
         duplicates <= 8,
         "more duplicates ({duplicates}) than deliveries in flight at the kill"
     );
-    assert_eq!(
-        b.terminate(Duration::from_secs(20)).and_then(|s| s.code()),
-        Some(0)
-    );
+    let status = b.terminate(Duration::from_secs(20));
+    if status.is_none() {
+        for line in b.stderr_lines().iter().rev().take(20) {
+            eprintln!("notify b: {line}");
+        }
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM exits 0");
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How long one pull waits for messages before it is asked again.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// While a message waits its turn, JetStream is told it is in progress this
 /// often, so waiting never turns into a redelivery.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -110,9 +112,14 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 
 /// Runs `channel` until `shutdown` fires, then lets the deliveries in
 /// progress finish.
+///
+/// Each pull asks for exactly as many messages as this process has free
+/// slots (`max_in_flight` per process): nothing is pulled that cannot start
+/// at once, so replicas share the channel's consumer fairly and a message
+/// never waits in a process that is busy.
 pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(channel.max_in_flight));
-    while !shutdown.is_cancelled() {
+    'consumer: while !shutdown.is_cancelled() {
         let consumer = match consumer(&shared, &channel).await {
             Ok(c) => c,
             Err(e) => {
@@ -123,44 +130,60 @@ pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: C
                 }
             }
         };
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(channel.max_in_flight)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(channel = %channel.id, error = %e, "cannot pull; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
         loop {
-            // A free slot first, so nothing is pulled that cannot start.
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'consumer,
                 p = slots.clone().acquire_owned() => match p {
                     Ok(p) => p,
-                    Err(_) => break,
+                    Err(_) => break 'consumer,
                 },
             };
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    let (shared, channel) = (shared.clone(), channel.clone());
-                    tokio::spawn(async move {
-                        deliver_one(&shared, &channel, msg).await;
-                        drop(permit);
-                    });
+            let free = slots.available_permits() + 1;
+            let batch = consumer
+                .batch()
+                .max_messages(free)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(channel = %channel.id, error = %e, "cannot pull; retrying");
+                    drop(first);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue 'consumer;
                 }
-                Some(Err(e)) => tracing::warn!(channel = %channel.id, error = %e, "pull error"),
-                None => break,
+            };
+            let mut permit = Some(first);
+            while let Some(item) = batch.next().await {
+                match item {
+                    Ok(msg) if shutdown.is_cancelled() => {
+                        // Pulled as the shutdown came: back to the stream
+                        // for another replica, at once.
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                    Ok(msg) => {
+                        let permit = match permit.take() {
+                            Some(p) => p,
+                            // At most `free` arrive, and only this loop takes
+                            // slots: one is free.
+                            None => match slots.clone().acquire_owned().await {
+                                Ok(p) => p,
+                                Err(_) => break 'consumer,
+                            },
+                        };
+                        let (shared, channel) = (shared.clone(), channel.clone());
+                        tokio::spawn(async move {
+                            deliver_one(&shared, &channel, msg).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = %channel.id, error = %e, "pull error");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -179,13 +202,10 @@ async fn consumer(
     streams::ensure_stream(&shared.js, Stream::Dlq, shared.replicas)
         .await
         .map_err(|e| e.to_string())?;
-    let mut spec = ConsumerSpec::notify(&channel.id);
-    // The server hands out no more than can be worked on: waiting happens
-    // in the stream, not in this process.
-    spec.max_ack_pending = channel.max_in_flight as i64;
-    // Created or updated, so a changed max_in_flight takes effect.
+    // Created or updated: the consumer is shared by every replica; each
+    // replica limits itself to `max_in_flight` by what it pulls.
     stream
-        .create_consumer(spec.config(None))
+        .create_consumer(ConsumerSpec::notify(&channel.id).config(None))
         .await
         .map_err(|e| e.to_string())
 }
