@@ -208,6 +208,10 @@ pub fn binary(name: &str) -> PathBuf {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "-p", name, "--bin", name])
             .env("CARGO_TARGET_DIR", target_dir)
+            // ring's build tracks CARGO_MANIFEST_DIR: passing the tests'
+            // own on would rebuild it (and all above it) at every switch
+            // between a shell build and a test build.
+            .env_remove("CARGO_MANIFEST_DIR")
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
