@@ -288,3 +288,38 @@ async fn smtp_down_for_10_s_then_up_the_mail_arrives_once() {
     );
     notify.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn still_failing_after_the_retry_deadline_goes_to_the_dlq() {
+    let nats = NatsServer::start().await;
+    let hook = Receiver::start(vec![Reply::status(503)]).await;
+    let channel = hook_channel("hook", &hook.url("/hook"), "retry_deadline_seconds = 3");
+    let notify = start_notify(&nats, &notify_config(&channel), Env::default()).await;
+    let js = jetstream::new(nats.client().await);
+    publish_routed(
+        &js,
+        "hook",
+        &accepted_alert("late-1", "Down", 1_790_000_000_000, 0),
+    )
+    .await;
+
+    wait_for_messages(&js, "DLQ", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let letters = collect(&js, "DLQ", "talon.dlq.notify", 2, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter: DeadLetter = serde_json::from_slice(&letters[0].payload).unwrap();
+    assert!(
+        letter.reason.contains("503") && letter.reason.contains("still failing after"),
+        "{}",
+        letter.reason
+    );
+    assert!(
+        hook.hits().len() >= 2,
+        "it was retried before it was given up"
+    );
+    assert!(hook.accepted().is_empty());
+    notify.stop().await.unwrap();
+}
