@@ -35,6 +35,7 @@ use talon_dedup::window::Window;
 use talon_proto::names::metrics::DEDUP_LIVE_WINDOWS;
 use talon_proto::names::{accepted_subject, STREAM_ACCEPTED, STREAM_UNIQUE};
 use talon_proto::Alert;
+use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
 use talon_tests::{
     accepted_alert, binary, free_port, stream_messages, test_config_text, NatsServer,
     ServiceProcess,
@@ -233,17 +234,6 @@ fn stop(mut dedup: ServiceProcess) -> anyhow::Result<Duration> {
     }
 }
 
-/// CPU seconds (user + system) used so far by process `pid`, from
-/// `/proc/<pid>/stat` (in USER_HZ = 100 ticks; Linux only).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state ppid ... utime (14th) stime (15th).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MB.
 fn status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -258,21 +248,6 @@ fn status_mb(pid: u32, field: &str) -> Option<f64> {
             .ok()?;
         Some(kb / 1024.0)
     })
-}
-
-/// The nats-server the harness started: our child named `nats-server`.
-fn nats_server_pid() -> Option<u32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(") ")?;
-            let ppid = rest.split_whitespace().nth(1)?;
-            (comm.ends_with("(nats-server") && ppid == me).then_some(pid)
-        })
 }
 
 /// Bytes of the files under `path`: apparent and allocated.
@@ -624,18 +599,6 @@ async fn at_scale(
         disk_filled,
         disk_after: dir_size(&dir.data()),
     })
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn mb(bytes: u64) -> String {

@@ -47,6 +47,7 @@ use talon_proto::names::{
     notify_subject, DUPLICATE_WINDOW, STREAM_ACCEPTED, STREAM_NOTIFY, SUBJECT_UNIQUE,
 };
 use talon_proto::{Alert, ClientInfo, DedupInfo};
+use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
 use talon_tests::{accepted_alert, parse_config, start_enrich, stream_messages, NatsServer};
 
 /// Same batch size as enrich's (`kit::pipeline` batches).
@@ -477,32 +478,6 @@ async fn republish(js: jetstream::Context, consumer: consumer::PullConsumer, n: 
     }
 }
 
-/// CPU seconds (user + system) used so far by process `pid`, from
-/// `/proc/<pid>/stat` (in USER_HZ = 100 ticks; Linux only).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state ppid ... utime (14th) stime (15th).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-/// The nats-server the harness started: our child named `nats-server`.
-fn nats_server_pid() -> Option<u32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(") ")?;
-            let ppid = rest.split_whitespace().nth(1)?;
-            (comm.ends_with("(nats-server") && ppid == me).then_some(pid)
-        })
-}
-
 /// CPU seconds of nats-server and of this process (enrich, the baseline
 /// hop and the pollers all run here).
 #[derive(Clone, Copy)]
@@ -631,18 +606,6 @@ async fn enrich_nats(nats: &NatsServer, server: Option<u32>, n: usize) -> anyhow
     let cpu = Cpu::now(server).since(cpu);
     enrich.stop().await.context("stopping enrich")?;
     Ok(Measured::of(n, started, &progress, cpu))
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn print_transform(t: &Transform) {

@@ -33,6 +33,7 @@ use talon_ingest::process::{decide, Decision, Input, Settings};
 use talon_kit::streams::{ensure_stream, Stream};
 use talon_kit::Env;
 use talon_proto::names::{DUPLICATE_WINDOW, STREAM_ACCEPTED, SUBJECT_ALERTS};
+use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
 use talon_tests::{parse_config, start_ingest, stream_messages, test_config_text, NatsServer};
 
 /// Same batch size as ingest's `consume::BATCH`.
@@ -253,32 +254,6 @@ fn decided(msg: &jetstream::Message, settings: &Settings) -> bytes::Bytes {
             .into(),
         other => panic!("every bench row is a valid alert, got {other:?}"),
     }
-}
-
-/// CPU seconds (user + system) used so far by process `pid`, from
-/// `/proc/<pid>/stat` (in USER_HZ = 100 ticks; Linux only).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state ppid ... utime (14th) stime (15th).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-/// The nats-server the harness started: our child named `nats-server`.
-fn nats_server_pid() -> Option<u32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(") ")?;
-            let ppid = rest.split_whitespace().nth(1)?;
-            (comm.ends_with("(nats-server") && ppid == me).then_some(pid)
-        })
 }
 
 /// CPU seconds of nats-server and of this process (ingest, the baseline hop,
@@ -512,18 +487,6 @@ async fn ingest_http(
         steady: None,
         cpu,
     })
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn print_table(rows: &[(&str, &Measured)]) {

@@ -29,6 +29,7 @@ use anyhow::{bail, Context as _};
 use async_nats::jetstream;
 use futures::StreamExt;
 use talon_proto::names::STREAM_NOTIFY;
+use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
 use talon_tests::receiver::{Hit, Receiver, Reply};
 use talon_tests::{
     accepted_alert, binary, free_port, publish_routed, stream_messages, test_config_text,
@@ -332,48 +333,10 @@ async fn run(scenario: &Scenario) -> anyhow::Result<Measured> {
     })
 }
 
-/// CPU seconds (user + system) used so far by process `pid`, from
-/// `/proc/<pid>/stat` (in USER_HZ = 100 ticks; Linux only).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state ppid ... utime (14th) stime (15th).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
 /// CPU seconds used so far by all of `pids` (a replica not started yet
 /// counts 0).
 fn cpu_of(pids: impl Iterator<Item = u32>) -> f64 {
     pids.filter_map(cpu_seconds).sum()
-}
-
-/// The nats-server the harness started: our child named `nats-server`.
-fn nats_server_pid() -> Option<u32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(") ")?;
-            let ppid = rest.split_whitespace().nth(1)?;
-            (comm.ends_with("(nats-server") && ppid == me).then_some(pid)
-        })
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn print_table(rows: &[(Scenario, Measured)]) {
