@@ -405,8 +405,7 @@ pub fn json(m: &jetstream::Message) -> serde_json::Value {
     serde_json::from_slice(&m.payload).expect("message is JSON")
 }
 
-/// An ingest started in-process against `nats`, with `[ingest]` and other
-/// tables from `extra` (its `http_listen` should be `127.0.0.1:0`).
+/// A service started in-process, and how to stop it.
 pub struct InProcess {
     pub http_addr: std::net::SocketAddr,
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -421,21 +420,104 @@ impl InProcess {
     }
 }
 
-pub async fn start_ingest(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
+/// Starts a service in-process against `nats` with `[nats]` plus `extra` as
+/// its config, and waits until its `/readyz` answers.
+async fn start_in_process<F, Fut>(
+    nats: &NatsServer,
+    extra: &str,
+    env: talon_kit::Env,
+    name: &str,
+    start: F,
+) -> InProcess
+where
+    F: FnOnce(
+        talon_kit::Config,
+        talon_kit::Env,
+        async_nats::Client,
+        tokio_util::sync::CancellationToken,
+    ) -> Fut,
+    Fut: std::future::Future<
+        Output = anyhow::Result<(
+            std::net::SocketAddr,
+            tokio::task::JoinHandle<anyhow::Result<()>>,
+        )>,
+    >,
+{
     let config = parse_config(&test_config_text(nats, extra), &env);
-    let client = nats.service_client("talon-ingest-test").await;
+    let client = nats.service_client(&format!("{name}-test")).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = talon_ingest::start(config, &env, client, shutdown.clone())
+    let (http_addr, task) = start(config, env, client, shutdown.clone())
         .await
-        .expect("ingest starts");
-    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{name} starts: {e:#}"));
+    wait_ready(&http_addr.to_string(), Duration::from_secs(20))
         .await
-        .expect("ingest ready");
+        .unwrap_or_else(|e| panic!("{name} ready: {e:#}"));
     InProcess {
-        http_addr: running.http_addr,
+        http_addr,
         shutdown,
-        task: running.task,
+        task,
     }
+}
+
+/// An ingest started in-process against `nats`, with `[ingest]` and other
+/// tables from `extra` (its `http_listen` should be `127.0.0.1:0`).
+pub async fn start_ingest(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
+    start_in_process(
+        nats,
+        extra,
+        env,
+        "talon-ingest",
+        |config, env, client, shutdown| async move {
+            let r = talon_ingest::start(config, &env, client, shutdown).await?;
+            Ok((r.http_addr, r.task))
+        },
+    )
+    .await
+}
+
+/// A dedup started in-process against `nats` with the given config text.
+pub async fn start_dedup(nats: &NatsServer, extra: &str) -> InProcess {
+    start_in_process(
+        nats,
+        extra,
+        Default::default(),
+        "talon-dedup",
+        |config, _, client, shutdown| async move {
+            let r = talon_dedup::start(config, client, shutdown).await?;
+            Ok((r.http_addr, r.task))
+        },
+    )
+    .await
+}
+
+/// An enrich started in-process against `nats` with the given config text.
+pub async fn start_enrich(nats: &NatsServer, extra: &str) -> InProcess {
+    start_in_process(
+        nats,
+        extra,
+        Default::default(),
+        "talon-enrich",
+        |config, _, client, shutdown| async move {
+            let r = talon_enrich::start(config, client, shutdown).await?;
+            Ok((r.http_addr, r.task))
+        },
+    )
+    .await
+}
+
+/// A notify started in-process against `nats` with the given config text.
+pub async fn start_notify(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
+    start_in_process(
+        nats,
+        extra,
+        env,
+        "talon-notify",
+        |config, env, client, shutdown| async move {
+            let r = talon_notify::start(config, &env, client, shutdown, None).await?;
+            Ok((r.http_addr, r.task))
+        },
+    )
+    .await
 }
 
 /// Messages in `stream` right now.
@@ -463,25 +545,6 @@ pub async fn wait_for_messages(
             bail!("{stream} holds {have} messages, expected {n}, after {within:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A dedup started in-process against `nats` with the given config text.
-pub async fn start_dedup(nats: &NatsServer, extra: &str) -> InProcess {
-    let env = talon_kit::Env::default();
-    let config = parse_config(&test_config_text(nats, extra), &env);
-    let client = nats.service_client("talon-dedup-test").await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = talon_dedup::start(config, client, shutdown.clone())
-        .await
-        .expect("dedup starts");
-    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
-        .await
-        .expect("dedup ready");
-    InProcess {
-        http_addr: running.http_addr,
-        shutdown,
-        task: running.task,
     }
 }
 
@@ -537,25 +600,6 @@ pub async fn publish_accepted(
     .await
     .expect("ack")
     .sequence
-}
-
-/// An enrich started in-process against `nats` with the given config text.
-pub async fn start_enrich(nats: &NatsServer, extra: &str) -> InProcess {
-    let env = talon_kit::Env::default();
-    let config = parse_config(&test_config_text(nats, extra), &env);
-    let client = nats.service_client("talon-enrich-test").await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = talon_enrich::start(config, client, shutdown.clone())
-        .await
-        .expect("enrich starts");
-    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
-        .await
-        .expect("enrich ready");
-    InProcess {
-        http_addr: running.http_addr,
-        shutdown,
-        task: running.task,
-    }
 }
 
 /// A web hook receiver on a free loopback port: answers each request with
@@ -718,24 +762,6 @@ pub mod receiver {
             }
         }
         response
-    }
-}
-
-/// A notify started in-process against `nats` with the given config text.
-pub async fn start_notify(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
-    let config = parse_config(&test_config_text(nats, extra), &env);
-    let client = nats.service_client("talon-notify-test").await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = talon_notify::start(config, &env, client, shutdown.clone(), None)
-        .await
-        .expect("notify starts");
-    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
-        .await
-        .expect("notify ready");
-    InProcess {
-        http_addr: running.http_addr,
-        shutdown,
-        task: running.task,
     }
 }
 
