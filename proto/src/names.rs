@@ -39,12 +39,17 @@ pub const BUCKET_CLIENTS: &str = "talon_clients";
 pub const BUCKET_DELIVERIES: &str = "talon_deliveries";
 /// KV bucket of console sessions.
 pub const BUCKET_SESSIONS: &str = "talon_sessions";
+/// KV bucket of each user's inbox state (read up to, cleared up to).
+pub const BUCKET_INBOX_STATE: &str = "talon_inbox_state";
 
 /// JetStream's de-duplication header.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Set by ingest's HTTP edge on what it publishes to `Server.Internal.Alerts`,
 /// so the alert's `source` says `http`.
 pub const HEADER_SOURCE: &str = "Talon-Source";
+
+/// The alert id of a message on `talon.inbox.<user>`.
+pub const HEADER_ALERT_ID: &str = "Talon-Alert-Id";
 
 /// How long JetStream remembers a `Nats-Msg-Id` (DESIGN §3: at least 2 min).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -105,6 +110,12 @@ pub mod metrics {
     pub const NOTIFY_DEAD_LETTERS_TOTAL: &str = "talon_notify_dead_letters_total";
     /// Gauge of deliveries in progress by `channel`.
     pub const NOTIFY_IN_FLIGHT: &str = "talon_notify_in_flight";
+    /// Counter of messages put in users' inboxes, by `channel`.
+    pub const NOTIFY_INBOX_MESSAGES_TOTAL: &str = "talon_notify_inbox_messages_total";
+    /// Counter of console logins by `outcome`: ok, refused.
+    pub const NOTIFY_CONSOLE_LOGINS_TOTAL: &str = "talon_notify_console_logins_total";
+    /// Counter of console API requests by `route` and `status`.
+    pub const NOTIFY_CONSOLE_REQUESTS_TOTAL: &str = "talon_notify_console_requests_total";
 }
 
 /// `talon.alerts.accepted.<partition>`
@@ -135,6 +146,12 @@ pub fn monitoring_subject(artifact: &str) -> String {
 /// `talon.inbox.<user>`
 pub fn inbox_subject(user: &str) -> String {
     format!("{SUBJECT_INBOX_PREFIX}.{user}")
+}
+
+/// `Nats-Msg-Id` of one alert in one user's inbox: a redelivered alert
+/// never reaches the same user twice.
+pub fn inbox_msg_id(alert_id: &str, user: &str) -> String {
+    format!("{alert_id}:{user}")
 }
 
 /// `talon.dlq.<stage>`

@@ -602,6 +602,8 @@ pub async fn publish_accepted(
     .sequence
 }
 
+pub mod console;
+
 /// A web hook receiver on a free loopback port: answers each request with
 /// the next scripted reply (the last one repeats) and records what came.
 pub mod receiver {

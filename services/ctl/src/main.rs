@@ -1,6 +1,8 @@
 //! talonctl: set up the streams, raise alerts, watch subjects, read the
 //! dead-letter queue, check a config file (DESIGN §8).
 
+mod hash_password;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +68,10 @@ enum Command {
     },
     /// Parse the config file and report the first problem.
     CheckConfig,
+    /// Print an argon2 hash of a console password, for a user's
+    /// `password_hash_env` / `password_hash_file`. Asks twice on a terminal;
+    /// otherwise reads the first line of standard input.
+    HashPassword,
     /// The client inventory (KV bucket talon_clients).
     Clients {
         #[command(subcommand)]
@@ -160,6 +166,9 @@ async fn connect(config: &Config, env: &Env) -> anyhow::Result<async_nats::Clien
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = Env::from_process();
+    if let Command::HashPassword = cli.command {
+        return hash_password::run();
+    }
     if let Command::CheckConfig = cli.command {
         let Some(path) = &cli.config else {
             bail!("check-config needs --config PATH (or TALON_CONFIG)");
@@ -179,7 +188,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = connect(&config, &env).await?;
     let js = nats::jetstream(client.clone());
     match cli.command {
-        Command::CheckConfig | Command::Dedup { .. } => unreachable!("handled above"),
+        Command::CheckConfig | Command::HashPassword | Command::Dedup { .. } => {
+            unreachable!("handled above")
+        }
         Command::Clients {
             command: ClientsCommand::Import { file },
         } => {

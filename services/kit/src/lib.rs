@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod http;
 pub mod logging;
 pub mod nats;
+pub mod password;
 pub mod pipeline;
 pub mod shutdown;
 pub mod streams;

@@ -146,21 +146,41 @@ pub async fn ensure_clients_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, StreamError> {
-    if let Ok(store) = js.get_key_value(BUCKET_CLIENTS).await {
+    ensure_bucket(
+        js,
+        BUCKET_CLIENTS,
+        "talon client inventory: client id -> {client_id, hostname, fqdn, os, labels}",
+        Duration::ZERO,
+        replicas,
+    )
+    .await
+}
+
+/// Opens the key-value bucket `bucket`, creating it when missing (one value
+/// a key, file storage, `replicas` copies, entries kept for `max_age`; zero
+/// keeps them for ever).
+pub async fn ensure_bucket(
+    js: &jetstream::Context,
+    bucket: &'static str,
+    description: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, StreamError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     js.create_key_value(jetstream::kv::Config {
-        bucket: BUCKET_CLIENTS.to_owned(),
-        description: "talon client inventory: client id -> {client_id, hostname, fqdn, os, labels}"
-            .to_owned(),
+        bucket: bucket.to_owned(),
+        description: description.to_owned(),
         history: 1,
+        max_age,
         storage: stream::StorageType::File,
         num_replicas: replicas.max(1),
         ..Default::default()
     })
     .await
     .map_err(|e| StreamError::Bucket {
-        bucket: BUCKET_CLIENTS,
+        bucket,
         reason: e.to_string(),
     })
 }

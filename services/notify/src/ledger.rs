@@ -82,21 +82,15 @@ impl Ledger {
         keep: Duration,
         replica: String,
     ) -> Result<Ledger, LedgerError> {
-        let store = match js.get_key_value(BUCKET_DELIVERIES).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET_DELIVERIES.to_owned(),
-                    description: "talon notify: (alert, channel) claimed or sent".to_owned(),
-                    history: 1,
-                    max_age: keep,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(err)?,
-        };
+        let store = talon_kit::streams::ensure_bucket(
+            js,
+            BUCKET_DELIVERIES,
+            "talon notify: (alert, channel) claimed or sent",
+            keep,
+            replicas,
+        )
+        .await
+        .map_err(err)?;
         Ok(Ledger { store, replica })
     }
 

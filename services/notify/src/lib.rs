@@ -4,6 +4,7 @@
 //! cannot be delivered parked on `talon.dlq.notify`.
 
 pub mod channels;
+pub mod console;
 pub mod ledger;
 pub mod metrics;
 pub mod worker;
@@ -18,7 +19,7 @@ use talon_kit::http::Health;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{email::Email, webhook};
+use crate::channels::{email::Email, inbox, webhook};
 use crate::worker::{Channel, Sender};
 
 pub struct Running {
@@ -31,7 +32,12 @@ const LEDGER_MARGIN: Duration = Duration::from_secs(24 * 3600);
 
 /// How `channel` delivers, or `None` for a kind this release cannot deliver
 /// yet (its messages wait in the stream).
-fn sender(channel: &ChannelConfig, config: &Config, env: &Env) -> anyhow::Result<Option<Sender>> {
+fn sender(
+    channel: &ChannelConfig,
+    config: &Config,
+    env: &Env,
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<Option<Sender>> {
     Ok(Some(match channel.kind {
         ChannelKind::Webhook => {
             let url = channel.url(env)?;
@@ -45,6 +51,15 @@ fn sender(channel: &ChannelConfig, config: &Config, env: &Env) -> anyhow::Result
             Email::new(channel, config, env)
                 .map_err(|e| anyhow::anyhow!("channels[id={}]: {e}", channel.id))?,
         )),
+        ChannelKind::Inbox => {
+            let users: Vec<inbox::User> = config.notify.users.iter().map(Into::into).collect();
+            let inbox = inbox::Inbox::new(js.clone(), channel, &users)
+                .map_err(|e| anyhow::anyhow!("channels[id={}]: {e}", channel.id))?;
+            if inbox.users().is_empty() {
+                tracing::warn!(channel = %channel.id, "no user matches this inbox channel's recipients and recipient_roles");
+            }
+            Sender::Inbox(inbox)
+        }
         _ => return Ok(None),
     }))
 }
@@ -65,12 +80,17 @@ pub async fn start(
             }
         }
     }
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
+    let console = console::Console::new(&config, env, &registry, shutdown.clone())?;
+    let health = Health::new(client.clone(), registry);
+    let js = talon_kit::nats::jetstream(client);
     let mut channels = Vec::new();
     for c in &config.channels {
         if only.as_ref().is_some_and(|o| !o.contains(&c.id)) {
             continue;
         }
-        match sender(c, &config, env)? {
+        match sender(c, &config, env, &js)? {
             Some(s) => channels.push(Arc::new(Channel::new(
                 c.id.clone(),
                 s,
@@ -83,10 +103,6 @@ pub async fn start(
             }
         }
     }
-    let registry = prometheus::Registry::new();
-    let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
-    let health = Health::new(client.clone(), registry);
-    let js = talon_kit::nats::jetstream(client);
     let replicas = config.nats.stream_replicas;
     let keep = config
         .channels
@@ -96,7 +112,8 @@ pub async fn start(
         .unwrap_or_default()
         + LEDGER_MARGIN;
 
-    let router = talon_kit::http::health_routes(health.clone());
+    let router =
+        talon_kit::http::health_routes(health.clone()).merge(console::routes(console.clone()));
     let (listener, http_addr) = talon_kit::http::bind(&config.notify.http_listen)
         .await
         .with_context(|| {
@@ -115,10 +132,14 @@ pub async fn start(
     );
     let task = tokio::spawn(async move {
         let ledger = loop {
-            match ledger::Ledger::open(&js, replicas, keep, replica.clone()).await {
+            let opened = async {
+                console.connect(&js, replicas).await?;
+                anyhow::Ok(ledger::Ledger::open(&js, replicas, keep, replica.clone()).await?)
+            };
+            match opened.await {
                 Ok(l) => break l,
                 Err(e) => {
-                    tracing::warn!(error = %e, "delivery ledger not ready; retrying");
+                    tracing::warn!(error = %e, "delivery ledger or console not ready; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             server.await??;

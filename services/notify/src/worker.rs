@@ -18,7 +18,7 @@ use talon_proto::{Alert, DeadLetter};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{email::Email, webhook::Webhook, DeliveryError};
+use crate::channels::{email::Email, inbox::Inbox, webhook::Webhook, DeliveryError};
 use crate::ledger::{self, Claim, Ledger};
 use crate::metrics::Metrics;
 
@@ -38,6 +38,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 pub enum Sender {
     Webhook(Webhook),
     Email(Box<Email>),
+    Inbox(Inbox),
 }
 
 impl Sender {
@@ -45,6 +46,7 @@ impl Sender {
         match self {
             Sender::Webhook(w) => w.deliver(alert).await,
             Sender::Email(e) => e.deliver(alert).await,
+            Sender::Inbox(i) => i.deliver(alert).await,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 pub mod email;
+pub mod inbox;
 pub mod webhook;
 
 /// Why a delivery failed.

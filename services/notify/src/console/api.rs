@@ -1,0 +1,297 @@
+//! The console API. Every route but login answers 401 without a live
+//! session, and acts only on the session's own user: no route takes a user
+//! name, so no one can read, count or clear another user's messages.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::session::{self, Sessions};
+use super::store::{Inbox, StoreError};
+use super::{Backend, Console};
+
+/// Messages a page holds by default, and at most.
+pub const PAGE_DEFAULT: usize = 50;
+pub const PAGE_MAX: usize = 200;
+/// How often an open event stream checks that its session still lives.
+const SESSION_RECHECK: Duration = Duration::from_secs(30);
+
+pub fn routes(console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/v1/login", post(login))
+        .route("/v1/logout", post(logout))
+        .route("/v1/me", get(me))
+        .route("/v1/messages", get(messages))
+        .route("/v1/messages/read", post(read))
+        .route("/v1/messages/clear", post(clear))
+        .route("/v1/events", get(events))
+        .with_state(console)
+}
+
+/// An API failure: a status and a reason, as `{"error": reason}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotReady => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            StoreError::Nats(_) => {
+                tracing::warn!(error = %e, "console request failed");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError(StatusCode::UNAUTHORIZED, "not logged in".into())
+}
+
+fn backend(console: &Console) -> Result<&Backend, ApiError> {
+    console.backend().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the console is not connected to NATS yet".into(),
+        )
+    })
+}
+
+/// The session's user, or 401.
+async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = session::token(headers).ok_or_else(unauthorized)?;
+    let backend = backend(console)?;
+    let user = backend.sessions.user(&token).await.map_err(|e| {
+        tracing::warn!(error = %e, "session lookup failed");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    })?;
+    // A user taken out of the config loses the session too.
+    match user {
+        Some(u) if console.users.contains_key(&u) => Ok(u),
+        _ => Err(unauthorized()),
+    }
+}
+
+/// A JSON body of type `T`; an empty body is `T::default()`.
+fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login(State(console): State<Arc<Console>>, bytes: Bytes) -> Result<Response, ApiError> {
+    let LoginBody { name, password } = body(&bytes)?;
+    let hash = console.users.get(&name).cloned().flatten();
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => talon_kit::password::verify(&h, &password),
+        None => {
+            // As slow as a real check, so timing tells no one which names exist.
+            talon_kit::password::verify(dummy_hash(), &password);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        console.logins.with_label_values(&["refused"]).inc();
+        tracing::info!(user = %name, "console login refused");
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong name or password".into(),
+        ));
+    }
+    let token = backend(&console)?
+        .sessions
+        .create(&name)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    console.logins.with_label_values(&["ok"]).inc();
+    tracing::info!(user = %name, "console login");
+    Ok((
+        [(header::SET_COOKIE, session::set_cookie(&token))],
+        Json(json!({ "name": name })),
+    )
+        .into_response())
+}
+
+/// A hash of nothing anyone knows, made once, to check unknown names against.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let secret = hex::encode(rand::random::<[u8; 16]>());
+        talon_kit::password::hash(&secret).unwrap_or_default()
+    })
+}
+
+async fn logout(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let (Some(token), Some(backend)) = (session::token(&headers), console.backend()) {
+        backend
+            .sessions
+            .end(&token)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    }
+    Ok((
+        [(header::SET_COOKIE, session::clear_cookie())],
+        Json(json!({ "logged_out": true })),
+    )
+        .into_response())
+}
+
+async fn me(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = user_of(&console, &headers).await?;
+    Ok(Json(json!({ "name": user })))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn messages(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let user = user_of(&console, &headers).await?;
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
+    let page = backend(&console)?
+        .inbox
+        .page(&user, q.before, limit)
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpTo {
+    up_to: Option<u64>,
+}
+
+async fn read(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let user = user_of(&console, &headers).await?;
+    let UpTo { up_to } = body(&bytes)?;
+    let unread = backend(&console)?.inbox.read(&user, up_to).await?;
+    Ok(Json(json!({ "unread": unread })).into_response())
+}
+
+async fn clear(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let user = user_of(&console, &headers).await?;
+    let UpTo { up_to } = body(&bytes)?;
+    let cleared = backend(&console)?.inbox.clear(&user, up_to).await?;
+    Ok(Json(json!({ "cleared": cleared })).into_response())
+}
+
+/// `GET /v1/events`: server-sent events. An `unread` event with
+/// `{"unread": n, "latest": seq}` at once and whenever the user's inbox
+/// changes; the stream ends with the session or the service.
+async fn events(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let user = user_of(&console, &headers).await?;
+    let token = session::token(&headers).unwrap_or_default();
+    let backend = backend(&console)?;
+    let watch = Watch {
+        inbox: backend.inbox.clone(),
+        sessions: backend.sessions.clone(),
+        changes: backend.inbox.subscribe(),
+        shutdown: console.shutdown.clone(),
+        user,
+        token,
+        first: true,
+    };
+    let stream = futures::stream::unfold(watch, |mut w| async move {
+        let event = w.next().await?;
+        Some((Ok(event), w))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One user's open event stream.
+struct Watch {
+    inbox: Arc<Inbox>,
+    sessions: Sessions,
+    changes: tokio::sync::broadcast::Receiver<String>,
+    shutdown: tokio_util::sync::CancellationToken,
+    user: String,
+    token: String,
+    first: bool,
+}
+
+impl Watch {
+    /// The next event, or `None` when the stream should end.
+    async fn next(&mut self) -> Option<Event> {
+        if std::mem::take(&mut self.first) {
+            return Some(self.unread_event().await.retry(Duration::from_secs(1)));
+        }
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(SESSION_RECHECK) => {
+                    if !matches!(self.sessions.user(&self.token).await, Ok(Some(_))) {
+                        return None;
+                    }
+                }
+                change = self.changes.recv() => match change {
+                    Ok(user) if user == self.user => return Some(self.unread_event().await),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return Some(self.unread_event().await),
+                    Err(RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+
+    async fn unread_event(&self) -> Event {
+        let data = match self.inbox.unread(&self.user).await {
+            Ok((unread, latest)) => json!({ "unread": unread, "latest": latest }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        Event::default().event("unread").data(data.to_string())
+    }
+}

@@ -1,0 +1,120 @@
+//! The inbox console on notify's `http_listen`: the page (`/`), its API
+//! (`/v1/...`) and its event stream. Any replica serves any user: sessions
+//! live in `talon_sessions`, messages in `INBOX`, read and cleared marks in
+//! `talon_inbox_state`.
+
+pub mod api;
+pub mod index;
+pub mod page;
+pub mod session;
+pub mod store;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use async_nats::jetstream;
+use axum::Router;
+use prometheus::{IntCounterVec, Opts, Registry};
+use talon_kit::config::{Config, Env};
+use talon_kit::streams::{self, Stream};
+use talon_proto::names::{
+    metrics::NOTIFY_CONSOLE_LOGINS_TOTAL, BUCKET_INBOX_STATE, BUCKET_SESSIONS,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::session::{Sessions, SESSION_TTL};
+use self::store::Inbox;
+
+/// What the console needs from NATS, there once notify has connected.
+pub struct Backend {
+    pub sessions: Sessions,
+    pub inbox: Arc<Inbox>,
+}
+
+pub struct Console {
+    /// User name → argon2 hash (`None`: the user cannot log in).
+    users: HashMap<String, Option<String>>,
+    backend: OnceLock<Backend>,
+    shutdown: CancellationToken,
+    logins: IntCounterVec,
+}
+
+impl Console {
+    /// The console of `config`'s users; their hashes are resolved and checked
+    /// here, so a bad one stops notify at start with the key named.
+    pub fn new(
+        config: &Config,
+        env: &Env,
+        registry: &Registry,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Console>> {
+        let mut users = HashMap::new();
+        for u in &config.notify.users {
+            let hash = u.password_hash(env)?;
+            if let Some(h) = &hash {
+                talon_kit::password::check_hash(h).map_err(|e| {
+                    let key = if u.password_hash_env.is_some() {
+                        "password_hash_env"
+                    } else {
+                        "password_hash_file"
+                    };
+                    anyhow::anyhow!("notify.users[name={}].{key}: {e}", u.name)
+                })?;
+            }
+            users.insert(u.name.clone(), hash.map(|h| h.trim().to_owned()));
+        }
+        let logins = IntCounterVec::new(
+            Opts::new(NOTIFY_CONSOLE_LOGINS_TOTAL, "Console logins by outcome"),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(logins.clone()))?;
+        Ok(Arc::new(Console {
+            users,
+            backend: OnceLock::new(),
+            shutdown,
+            logins,
+        }))
+    }
+
+    /// Opens the console's buckets and starts following the inbox.
+    pub async fn connect(&self, js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
+        if self.backend.get().is_some() {
+            return Ok(());
+        }
+        let stream = streams::ensure_stream(js, Stream::Inbox, replicas).await?;
+        let sessions = streams::ensure_bucket(
+            js,
+            BUCKET_SESSIONS,
+            "talon console sessions: sha256(token) -> {user, expires_at}",
+            SESSION_TTL,
+            replicas,
+        )
+        .await?;
+        let marks = streams::ensure_bucket(
+            js,
+            BUCKET_INBOX_STATE,
+            "talon inbox marks: user -> {read_up_to, cleared_up_to}",
+            std::time::Duration::ZERO,
+            replicas,
+        )
+        .await?;
+        let inbox = Inbox::start(stream, marks, self.shutdown.clone());
+        let _ = self.backend.set(Backend {
+            sessions: Sessions::new(sessions),
+            inbox,
+        });
+        Ok(())
+    }
+
+    fn backend(&self) -> Option<&Backend> {
+        self.backend.get()
+    }
+}
+
+/// The console's routes.
+pub fn routes(console: Arc<Console>) -> Router {
+    page::routes()
+        .merge(api::routes(console))
+        .layer(axum::middleware::map_response(page::secure))
+}

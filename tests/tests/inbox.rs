@@ -1,0 +1,485 @@
+//! The inbox channel and its console API, end to end through a real
+//! nats-server and real notify replicas: logins, isolation between users,
+//! recipients and roles, read and clear across restarts, two replicas
+//! serving one session, server-sent events.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use talon_tests::console::{ids, notify_users, password, Console};
+use talon_tests::*;
+
+/// Two inbox channels: Velociraptor's defaults (every name, administrators)
+/// and one for analysts named alice or bob.
+const CHANNELS: &str = r#"
+[[channels]]
+id = "inbox"
+kind = "inbox"
+rate_per_minute = 0
+
+[[channels]]
+id = "inbox-analysts"
+kind = "inbox"
+recipients = "^(alice|bob)$"
+recipient_roles = "^analyst$"
+rate_per_minute = 0
+"#;
+
+async fn start(nats: &NatsServer) -> (InProcess, talon_kit::Env, String) {
+    let (users, env) = notify_users("127.0.0.1:0");
+    let config = format!("{users}{CHANNELS}");
+    let notify = start_notify(nats, &config, env.clone()).await;
+    (notify, env, config)
+}
+
+fn alert(id: &str, name: &str) -> talon_proto::Alert {
+    let mut a = accepted_alert(id, name, 1_790_000_000_000, 0);
+    a.severity = Some("high".into());
+    a.context = Some(vec![talon_proto::ContextEntry {
+        key: "FileName".into(),
+        value: format!("/home/{id}.docx"),
+    }]);
+    a
+}
+
+async fn login(notify: &InProcess, user: &str) -> Console {
+    Console::login(notify.http_addr, user, password(user))
+        .await
+        .unwrap_or_else(|(s, b)| panic!("{user} logs in: {s} {b}"))
+}
+
+/// Messages on `talon.inbox.<user>` in the stream right now.
+async fn stored(js: &jetstream::Context, user: &str) -> usize {
+    let stream = js.get_stream("INBOX").await.expect("INBOX exists");
+    let subject = talon_proto::names::inbox_subject(user);
+    let info = stream
+        .info_with_subjects(&subject)
+        .await
+        .expect("stream info");
+    let subjects: Vec<(String, usize)> = info
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    subjects
+        .into_iter()
+        .filter(|(s, _)| *s == subject)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test]
+async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
+    let nats = NatsServer::start().await;
+    let (notify, _, _) = start(&nats).await;
+    let addr = notify.http_addr;
+
+    for (name, pw) in [
+        ("alice", "wrong"),
+        ("alice", ""),
+        ("ALICE", "alice-secret"),
+        ("mallory", "alice-secret"),
+        ("dave", ""),
+        ("dave", "anything"),
+        ("", ""),
+    ] {
+        let (status, body) = Console::login(addr, name, pw).await.err().expect("refused");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name:?}/{pw:?}");
+        assert_eq!(body["error"], "wrong name or password");
+    }
+    let anon = Console::anonymous(addr);
+    let (status, body) = anon.post("/v1/login", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an empty login: {body}");
+    let bad_json = anon
+        .http
+        .post(format!("{}/v1/login", anon.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), StatusCode::BAD_REQUEST);
+
+    // No cookie, a forged one, a well-formed unknown one: 401 everywhere.
+    let forged = Console {
+        cookie: Some("talon_session=../../etc".into()),
+        ..anon.clone()
+    };
+    let unknown = Console {
+        cookie: Some(format!("talon_session={}", "ab".repeat(32))),
+        ..anon.clone()
+    };
+    for c in [&anon, &forged, &unknown] {
+        for path in ["/v1/messages", "/v1/me", "/v1/events"] {
+            assert_eq!(c.get(path).await.0, StatusCode::UNAUTHORIZED, "GET {path}");
+        }
+        for path in ["/v1/messages/read", "/v1/messages/clear"] {
+            assert_eq!(
+                c.post(path, Some(json!({}))).await.0,
+                StatusCode::UNAUTHORIZED,
+                "POST {path}"
+            );
+        }
+    }
+
+    // A good login: the cookie is HttpOnly and SameSite=Strict; after
+    // logout the same cookie is refused.
+    let alice = login(&notify, "alice").await;
+    let set_cookie = alice.set_cookie.clone().unwrap();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    let (status, me) = alice.get("/v1/me").await;
+    assert_eq!((status, me), (StatusCode::OK, json!({"name": "alice"})));
+    assert_eq!(alice.post("/v1/logout", None).await.0, StatusCode::OK);
+    assert_eq!(alice.get("/v1/messages").await.0, StatusCode::UNAUTHORIZED);
+
+    // The page and its files carry the strict policy.
+    let page = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(page.text().await.unwrap().contains("id=\"bell\""));
+    let js = reqwest::get(format!("http://{addr}/app.js")).await.unwrap();
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let script = js.text().await.unwrap();
+    assert!(!script.contains("innerHTML"), "values go in as text only");
+    notify.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn recipients_and_roles_choose_users_who_see_only_their_own() {
+    let nats = NatsServer::start().await;
+    let (notify, _, _) = start(&nats).await;
+    let js = jetstream::new(nats.client().await);
+
+    publish_routed(&js, "inbox", &alert("a1", "For administrators")).await;
+    publish_routed(
+        &js,
+        "inbox-analysts",
+        &alert("a2", "For analysts alice or bob"),
+    )
+    .await;
+
+    let alice = login(&notify, "alice").await;
+    let bob = login(&notify, "bob").await;
+    let carol = login(&notify, "carol").await;
+    // inbox: administrators (alice, carol); inbox-analysts: named alice or
+    // bob and an analyst (bob only).
+    let page = carol.wait_messages(1, Duration::from_secs(20)).await;
+    bob.wait_messages(1, Duration::from_secs(20)).await;
+    assert_eq!(alice.alert_ids().await, ["a1"]);
+    assert_eq!(bob.alert_ids().await, ["a2"]);
+    assert_eq!(ids(&page), ["a1"]);
+    assert_eq!(stored(&js, "alice").await, 1);
+    assert_eq!(stored(&js, "bob").await, 1);
+    assert_eq!(stored(&js, "carol").await, 1);
+    assert_eq!(
+        stored(&js, "dave").await,
+        1,
+        "dave has no password, but is an administrator"
+    );
+
+    // What a message says.
+    let m = &page["messages"][0];
+    assert_eq!(page["unread"], 1);
+    assert_eq!(m["name"], "For administrators");
+    assert_eq!(m["severity"], "high");
+    assert_eq!(m["read"], false);
+    assert_eq!(
+        m["context"],
+        json!([{"key": "FileName", "value": "/home/a1.docx"}])
+    );
+
+    // Alice reads and clears everything: carol's copy of a1 is untouched,
+    // and no parameter lets alice name another user.
+    let carol_seq = m["seq"].as_u64().unwrap();
+    let (status, read) = alice
+        .post("/v1/messages/read", Some(json!({"up_to": carol_seq + 100})))
+        .await;
+    assert_eq!((status, read), (StatusCode::OK, json!({"unread": 0})));
+    let (status, cleared) = alice.post("/v1/messages/clear", None).await;
+    assert_eq!((status, cleared), (StatusCode::OK, json!({"cleared": 1})));
+    assert!(alice.alert_ids().await.is_empty());
+    assert_eq!(
+        alice.get("/v1/messages?user=carol").await.1["messages"],
+        json!([])
+    );
+    assert_eq!(carol.messages().await["unread"], 1);
+    assert_eq!(carol.alert_ids().await, ["a1"]);
+    assert_eq!(bob.messages().await["unread"], 1);
+    assert_eq!(stored(&js, "alice").await, 0, "cleared for good");
+    assert_eq!(stored(&js, "carol").await, 1);
+    let (status, body) = alice
+        .post("/v1/messages/read", Some(json!({"user": "carol"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // The same alert again (a redelivery past JetStream's duplicate window,
+    // say) never reaches a user twice.
+    let again = alert("a2", "For analysts alice or bob");
+    js.send_publish(
+        talon_proto::names::inbox_subject("bob"),
+        jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(&again).unwrap().into())
+            .header(talon_proto::names::HEADER_ALERT_ID, "a2")
+            .message_id("a2:bob:late"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    publish_routed(&js, "inbox-analysts", &alert("a3", "Second")).await;
+    bob.wait_messages(2, Duration::from_secs(20)).await;
+    assert_eq!(bob.alert_ids().await, ["a3", "a2"]);
+    notify.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_and_clear_survive_a_restart_and_sessions_too() {
+    let nats = NatsServer::start().await;
+    let (notify, env, config) = start(&nats).await;
+    let js = jetstream::new(nats.client().await);
+    for i in 1..=3 {
+        publish_routed(
+            &js,
+            "inbox",
+            &alert(&format!("r{i}"), &format!("Alert {i}")),
+        )
+        .await;
+    }
+    let alice = login(&notify, "alice").await;
+    let carol = login(&notify, "carol").await;
+    let page = alice.wait_messages(3, Duration::from_secs(20)).await;
+    carol.wait_messages(3, Duration::from_secs(20)).await;
+    assert_eq!(ids(&page), ["r3", "r2", "r1"]);
+    let second = page["messages"][1]["seq"].as_u64().unwrap();
+    let (_, read) = alice
+        .post("/v1/messages/read", Some(json!({"up_to": second})))
+        .await;
+    assert_eq!(read, json!({"unread": 1}));
+    let (_, cleared) = carol.post("/v1/messages/clear", Some(json!({}))).await;
+    assert_eq!(cleared, json!({"cleared": 3}));
+    notify.stop().await.unwrap();
+
+    // A new process: the sessions, the marks and the clear are all in NATS.
+    let notify = start_notify(&nats, &config, env).await;
+    let alice = alice.at(notify.http_addr);
+    let carol = carol.at(notify.http_addr);
+    let page = alice.messages().await;
+    assert_eq!(page["unread"], 1);
+    assert_eq!(ids(&page), ["r3", "r2", "r1"]);
+    let read: Vec<bool> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["read"].as_bool().unwrap())
+        .collect();
+    assert_eq!(read, [false, true, true]);
+    assert_eq!(carol.messages().await, json!({"unread": 0, "messages": []}));
+    assert_eq!(stored(&js, "carol").await, 0);
+
+    // New messages after the restart count as unread again.
+    publish_routed(&js, "inbox", &alert("r4", "Alert 4")).await;
+    let page = carol.wait_messages(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        (ids(&page), &page["unread"]),
+        (vec!["r4".to_owned()], &json!(1))
+    );
+    notify.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_replicas_serve_one_session() {
+    let nats = NatsServer::start().await;
+    let (a, env, config) = start(&nats).await;
+    let b = start_notify(&nats, &config, env).await;
+    let js = jetstream::new(nats.client().await);
+    for i in 1..=4 {
+        publish_routed(
+            &js,
+            "inbox",
+            &alert(&format!("t{i}"), &format!("Alert {i}")),
+        )
+        .await;
+    }
+    let on_a = login(&a, "alice").await;
+    let on_b = on_a.at(b.http_addr);
+    on_a.wait_messages(4, Duration::from_secs(20)).await;
+    let page = on_b.wait_messages(4, Duration::from_secs(20)).await;
+    assert_eq!(ids(&page), ["t4", "t3", "t2", "t1"]);
+    assert_eq!(on_b.get("/v1/me").await.1, json!({"name": "alice"}));
+
+    // Paging, newest first.
+    let (_, first) = on_b.get("/v1/messages?limit=3").await;
+    assert_eq!(ids(&first), ["t4", "t3", "t2"]);
+    let before = first["next_before"].as_u64().expect("an older page");
+    let (_, older) = on_a
+        .get(&format!("/v1/messages?limit=3&before={before}"))
+        .await;
+    assert_eq!(ids(&older), ["t1"]);
+    assert!(older.get("next_before").is_none(), "{older}");
+
+    // Read on B, seen on A; clear on A, seen on B.
+    on_b.post("/v1/messages/read", None).await;
+    wait_until(Duration::from_secs(10), || async {
+        on_a.messages().await["unread"] == 0
+    })
+    .await;
+    on_a.post("/v1/messages/clear", None).await;
+    wait_until(Duration::from_secs(10), || async {
+        on_b.alert_ids().await.is_empty()
+    })
+    .await;
+    // Logging out on A ends the session on B.
+    on_a.post("/v1/logout", None).await;
+    assert_eq!(on_b.get("/v1/messages").await.0, StatusCode::UNAUTHORIZED);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+async fn wait_until<F, Fut>(within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads server-sent events until one named `unread` arrives; its data.
+async fn next_unread(
+    events: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+) -> Value {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if name.as_deref() == Some("unread") {
+                return serde_json::from_str(&data).expect("event data is JSON");
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("an event within 20 s")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn events_tell_of_each_change_to_my_inbox_only() {
+    let nats = NatsServer::start().await;
+    let (notify, _, _) = start(&nats).await;
+    let js = jetstream::new(nats.client().await);
+    let alice = login(&notify, "alice").await;
+    let response = alice
+        .http
+        .get(format!("{}/v1/events", alice.base))
+        .header(reqwest::header::COOKIE, alice.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut events = response.bytes_stream();
+    let mut buffer = String::new();
+    assert_eq!(next_unread(&mut events, &mut buffer).await["unread"], 0);
+
+    // Bob's message says nothing to alice; hers does.
+    publish_routed(&js, "inbox-analysts", &alert("e0", "For bob")).await;
+    publish_routed(&js, "inbox", &alert("e1", "For alice")).await;
+    let event = next_unread(&mut events, &mut buffer).await;
+    assert_eq!(event["unread"], 1, "{event}");
+    let latest = event["latest"].as_u64().unwrap();
+    assert_eq!(alice.messages().await["messages"][0]["seq"], latest);
+    alice.post("/v1/messages/read", None).await;
+    assert_eq!(next_unread(&mut events, &mut buffer).await["unread"], 0);
+    notify.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_password_hash_stops_notify_naming_the_key() {
+    let nats = NatsServer::start().await;
+    let text = test_config_text(
+        &nats,
+        "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[[notify.users]]\nname = \"alice\"\npassword_hash_env = \"ALICE_HASH\"\n",
+    );
+    let env = talon_kit::Env::default().with("ALICE_HASH", "hunter2");
+    let config = parse_config(&text, &env);
+    let client = nats.client().await;
+    let err = talon_notify::start(config, &env, client, Default::default(), None)
+        .await
+        .err()
+        .expect("refused");
+    let line = err.to_string();
+    assert!(
+        line.starts_with("notify.users[name=alice].password_hash_env: not an argon2 password hash"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn talonctl_hash_password_makes_a_hash_that_logs_in() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(binary("talonctl"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let hash = hash.trim();
+    assert!(talon_kit::password::verify(hash, "s3cret pass"), "{hash}");
+    assert!(!talon_kit::password::verify(hash, "s3cret pass\n"));
+
+    let nats = NatsServer::start().await;
+    let config = "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[[notify.users]]\nname = \"erin\"\npassword_hash_env = \"ERIN_HASH\"\n";
+    let notify = start_notify(
+        &nats,
+        config,
+        talon_kit::Env::default().with("ERIN_HASH", hash),
+    )
+    .await;
+    Console::login(notify.http_addr, "erin", "s3cret pass")
+        .await
+        .unwrap_or_else(|(s, b)| panic!("{s} {b}"));
+    notify.stop().await.unwrap();
+}
