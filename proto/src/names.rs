@@ -110,12 +110,8 @@ pub mod metrics {
     pub const NOTIFY_DEAD_LETTERS_TOTAL: &str = "talon_notify_dead_letters_total";
     /// Gauge of deliveries in progress by `channel`.
     pub const NOTIFY_IN_FLIGHT: &str = "talon_notify_in_flight";
-    /// Counter of messages put in users' inboxes, by `channel`.
-    pub const NOTIFY_INBOX_MESSAGES_TOTAL: &str = "talon_notify_inbox_messages_total";
     /// Counter of console logins by `outcome`: ok, refused.
     pub const NOTIFY_CONSOLE_LOGINS_TOTAL: &str = "talon_notify_console_logins_total";
-    /// Counter of console API requests by `route` and `status`.
-    pub const NOTIFY_CONSOLE_REQUESTS_TOTAL: &str = "talon_notify_console_requests_total";
 }
 
 /// `talon.alerts.accepted.<partition>`

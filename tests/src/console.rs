@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -166,4 +167,25 @@ pub fn ids(page: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Messages on `talon.inbox.<user>` in the stream right now.
+pub async fn stored(js: &async_nats::jetstream::Context, user: &str) -> usize {
+    let stream = js.get_stream("INBOX").await.expect("INBOX exists");
+    let subject = talon_proto::names::inbox_subject(user);
+    let info = stream
+        .info_with_subjects(&subject)
+        .await
+        .expect("stream info");
+    let subjects: Vec<(String, usize)> = info
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    subjects
+        .into_iter()
+        .filter(|(s, _)| *s == subject)
+        .map(|(_, n)| n)
+        .sum()
 }

@@ -9,16 +9,18 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use talon_tests::console::{ids, notify_users, password, Console};
+use talon_tests::console::{ids, notify_users, password, stored, Console};
 use talon_tests::*;
 
 /// Two inbox channels: Velociraptor's defaults (every name, administrators)
-/// and one for analysts named alice or bob.
+/// and one for analysts named alice or bob. One delivery at a time, so a
+/// single replica fills the inbox in publishing order.
 const CHANNELS: &str = r#"
 [[channels]]
 id = "inbox"
 kind = "inbox"
 rate_per_minute = 0
+max_in_flight = 1
 
 [[channels]]
 id = "inbox-analysts"
@@ -26,6 +28,7 @@ kind = "inbox"
 recipients = "^(alice|bob)$"
 recipient_roles = "^analyst$"
 rate_per_minute = 0
+max_in_flight = 1
 "#;
 
 async fn start(nats: &NatsServer) -> (InProcess, talon_kit::Env, String) {
@@ -49,27 +52,6 @@ async fn login(notify: &InProcess, user: &str) -> Console {
     Console::login(notify.http_addr, user, password(user))
         .await
         .unwrap_or_else(|(s, b)| panic!("{user} logs in: {s} {b}"))
-}
-
-/// Messages on `talon.inbox.<user>` in the stream right now.
-async fn stored(js: &jetstream::Context, user: &str) -> usize {
-    let stream = js.get_stream("INBOX").await.expect("INBOX exists");
-    let subject = talon_proto::names::inbox_subject(user);
-    let info = stream
-        .info_with_subjects(&subject)
-        .await
-        .expect("stream info");
-    let subjects: Vec<(String, usize)> = info
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    subjects
-        .into_iter()
-        .filter(|(s, _)| *s == subject)
-        .map(|(_, n)| n)
-        .sum()
 }
 
 #[tokio::test]
@@ -319,17 +301,33 @@ async fn two_replicas_serve_one_session() {
     let on_b = on_a.at(b.http_addr);
     on_a.wait_messages(4, Duration::from_secs(20)).await;
     let page = on_b.wait_messages(4, Duration::from_secs(20)).await;
-    assert_eq!(ids(&page), ["t4", "t3", "t2", "t1"]);
+    // Two replicas deliver side by side: the inbox holds all four, in the
+    // order they landed (newest first), the same on both replicas.
+    let all = ids(&page);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["t1", "t2", "t3", "t4"]);
+    assert_eq!(on_a.alert_ids().await, all);
+    let seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
     assert_eq!(on_b.get("/v1/me").await.1, json!({"name": "alice"}));
 
     // Paging, newest first.
     let (_, first) = on_b.get("/v1/messages?limit=3").await;
-    assert_eq!(ids(&first), ["t4", "t3", "t2"]);
+    assert_eq!(ids(&first), all[..3]);
     let before = first["next_before"].as_u64().expect("an older page");
     let (_, older) = on_a
         .get(&format!("/v1/messages?limit=3&before={before}"))
         .await;
-    assert_eq!(ids(&older), ["t1"]);
+    assert_eq!(ids(&older), all[3..]);
     assert!(older.get("next_before").is_none(), "{older}");
 
     // Read on B, seen on A; clear on A, seen on B.

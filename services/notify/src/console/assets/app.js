@@ -53,8 +53,8 @@
 
   function metaItem(parent, label, value, className) {
     if (!value) return;
-    const item = el('span', className);
-    item.append(el('b', null, label + ': '), document.createTextNode(String(value)));
+    const item = el('span');
+    item.append(el('b', null, label + ': '), el('span', className, value));
     parent.append(item);
   }
 

@@ -1,0 +1,368 @@
+//! The inbox console in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver), against the whole pipeline — ingest, dedup,
+//! enrich and notify — on a real nats-server.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (scripts/setup installs
+//! them); `TALON_CHROMEDRIVER` and `TALON_CHROMIUM` override their paths.
+//! Leaves a screenshot of the open panel in
+//! `target/screenshots/console-inbox-panel.png`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use talon_tests::console::{notify_users, password, stored};
+use talon_tests::*;
+
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// chromedriver on a free loopback port, ended when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(var: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    let found = if path.is_absolute() {
+        path.exists()
+    } else {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {}", path.display())])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        found,
+        "{} not found: run `bash scripts/setup` (it installs Debian's chromium and chromium-driver) or set {var}",
+        path.display()
+    );
+    path
+}
+
+async fn browser() -> (Driver, Client) {
+    let chromedriver = tool("TALON_CHROMEDRIVER", "chromedriver");
+    let chromium = tool("TALON_CHROMIUM", "/usr/bin/chromium");
+    let port = free_port();
+    let child = Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _profile: profile,
+    };
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&driver.url)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("a chromium session through chromedriver: {e}"),
+        }
+    };
+    (driver, client)
+}
+
+/// Polls `check` until it is true, at most `within`; returns how long it took.
+async fn until<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+async fn bell_is_red(client: &Client) -> bool {
+    let bell = client.find(Locator::Id("bell")).await.expect("the bell");
+    let class = bell.attr("class").await.unwrap().unwrap_or_default();
+    let colour = bell.css_value("background-color").await.unwrap();
+    let red = colour.replace(' ', "").starts_with("rgb(211,47,47")
+        || colour.replace(' ', "").starts_with("rgba(211,47,47");
+    assert_eq!(
+        class.split_whitespace().any(|c| c == "unread"),
+        red,
+        "class {class:?}, colour {colour}"
+    );
+    red
+}
+
+async fn visible(client: &Client, id: &str) -> bool {
+    match client.find(Locator::Id(id)).await {
+        Ok(e) => e.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+fn screenshot_path() -> PathBuf {
+    // target/<profile>/deps/<test> -> target/screenshots
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("tests run from target/<profile>/deps")
+        .to_path_buf();
+    target.join("screenshots").join("console-inbox-panel.png")
+}
+
+#[tokio::test]
+async fn the_bell_turns_red_the_panel_shows_the_alert_as_text_and_clear_empties_it() {
+    let nats = NatsServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (users, env) = notify_users("127.0.0.1:0");
+    let config = format!(
+        r#"
+[ingest]
+http_listen = "127.0.0.1:0"
+[dedup]
+http_listen = "127.0.0.1:0"
+data_dir = {:?}
+[enrich]
+http_listen = "127.0.0.1:0"
+[[enrich.severity_transforms]]
+member = "Severity"
+regex = "(?i)^(low|medium|high|critical)$"
+replace = ""
+{users}
+[[channels]]
+id = "inbox"
+kind = "inbox"
+rate_per_minute = 0
+"#,
+        data.path().display().to_string()
+    );
+    let ingest = start_ingest(&nats, &config, env.clone()).await;
+    let dedup = start_dedup(&nats, &config).await;
+    let enrich = start_enrich(&nats, &config).await;
+    let notify = start_notify(&nats, &config, env).await;
+    let js = jetstream::new(nats.client().await);
+    let (_driver, client) = browser().await;
+
+    // Log in.
+    client
+        .goto(&format!("http://{}/", notify.http_addr))
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the login form shows", || {
+        visible(&client, "login")
+    })
+    .await;
+    let name = client.find(Locator::Id("login-name")).await.unwrap();
+    name.send_keys("alice").await.unwrap();
+    let pw = client.find(Locator::Id("login-password")).await.unwrap();
+    pw.send_keys(password("alice")).await.unwrap();
+    client
+        .find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the bell shows", || {
+        visible(&client, "bell")
+    })
+    .await;
+    assert!(!bell_is_red(&client).await, "nothing unread yet");
+    let who = client.find(Locator::Id("whoami")).await.unwrap();
+    assert_eq!(who.text().await.unwrap(), "alice");
+
+    // Raise an alert as Velociraptor would; its context holds markup.
+    let row = json!({
+        "client_id": "server",
+        "name": "Honey file opened",
+        "artifact": "Linux.Detection.Honeyfiles",
+        "artifact_type": "SERVER_MONITORING",
+        "event_data": {"FileName": XSS, "Severity": "High", "Pid": 4242},
+    });
+    js.publish(
+        talon_proto::names::SUBJECT_ALERTS,
+        serde_json::to_vec(&row).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    // Through the pipeline into alice's inbox; from there the bell turns
+    // red within 2 s.
+    until(
+        Duration::from_secs(30),
+        "the alert reaches the inbox",
+        || async { stored(&js, "alice").await >= 1 },
+    )
+    .await;
+    let took = until(Duration::from_secs(10), "the bell turns red", || {
+        bell_is_red(&client)
+    })
+    .await;
+    assert!(
+        took < Duration::from_secs(2),
+        "the bell turned red after {took:?}"
+    );
+    let badge = client.find(Locator::Id("badge")).await.unwrap();
+    assert_eq!(badge.text().await.unwrap(), "1");
+
+    // Open the panel: the alert, its client, severity and context.
+    client
+        .find(Locator::Id("bell"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        Duration::from_secs(10),
+        "the panel opens with the alert",
+        || async {
+            match client.find(Locator::Css("#list .message h3")).await {
+                Ok(h) => h.text().await.unwrap_or_default() == "Honey file opened",
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    let item = client.find(Locator::Css("#list .message")).await.unwrap();
+    let meta = item
+        .find(Locator::Css(".meta"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(meta.to_lowercase().contains("severity: high"), "{meta}");
+    assert!(meta.contains("Client: server"), "{meta}");
+    assert!(
+        meta.contains("Artifact: Linux.Detection.Honeyfiles"),
+        "{meta}"
+    );
+    let rows = item.find_all(Locator::Css(".context tr")).await.unwrap();
+    let mut context = Vec::new();
+    for row in rows {
+        let key = row
+            .find(Locator::Css("th"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = row
+            .find(Locator::Css("td"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        context.push((key, value));
+    }
+    assert!(
+        context.contains(&("FileName".to_owned(), XSS.to_owned())),
+        "the markup shows as text: {context:?}"
+    );
+    assert!(
+        context.contains(&("Pid".to_owned(), "4242".to_owned())),
+        "{context:?}"
+    );
+    // Shown as text: no element was made of it, and no script ran.
+    let images = client
+        .execute(
+            "return document.querySelectorAll('#panel img').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(images, json!(0));
+    assert!(
+        client.get_alert_text().await.is_err(),
+        "no alert() dialog is open"
+    );
+    let shot = client.screenshot().await.unwrap();
+    let path = screenshot_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &shot).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    // Opening the panel read the message.
+    until(
+        Duration::from_secs(5),
+        "the bell is no longer red once read",
+        || async { !bell_is_red(&client).await },
+    )
+    .await;
+
+    // Clear: the list is empty, the messages are gone for good, the bell
+    // stays quiet.
+    client
+        .find(Locator::Id("clear"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the panel is empty", || async {
+        visible(&client, "empty").await
+            && client
+                .find_all(Locator::Css("#list .message"))
+                .await
+                .map(|m| m.is_empty())
+                .unwrap_or(false)
+    })
+    .await;
+    assert!(!bell_is_red(&client).await);
+    assert_eq!(stored(&js, "alice").await, 0, "cleared from the stream");
+    // A reload (a new page, the same session) shows the same.
+    client.refresh().await.unwrap();
+    until(
+        Duration::from_secs(10),
+        "the bell shows after a reload",
+        || visible(&client, "bell"),
+    )
+    .await;
+    assert!(!bell_is_red(&client).await);
+
+    client.close().await.unwrap();
+    for service in [notify, enrich, dedup, ingest] {
+        service.stop().await.unwrap();
+    }
+}
