@@ -19,6 +19,7 @@ use talon_kit::http::Health;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::chat::{ChannelOptions, Chat, ChatKind};
 use crate::channels::{email::Email, inbox, webhook};
 use crate::worker::{Channel, Sender};
 
@@ -38,6 +39,9 @@ fn sender(
     env: &Env,
     js: &async_nats::jetstream::Context,
 ) -> anyhow::Result<Option<Sender>> {
+    if let Some(kind) = ChatKind::of(channel.kind) {
+        return chat_sender(kind, channel, env).map(Some);
+    }
     Ok(Some(match channel.kind {
         ChannelKind::Webhook => {
             let url = channel.url(env)?;
@@ -62,6 +66,20 @@ fn sender(
         }
         _ => return Ok(None),
     }))
+}
+
+/// A chat or incident channel: its URL (PagerDuty's by default) and, for
+/// PagerDuty, its routing key, both resolved from `env` or files.
+fn chat_sender(kind: ChatKind, channel: &ChannelConfig, env: &Env) -> anyhow::Result<Sender> {
+    let url = channel.url(env)?;
+    let routing_key = match kind {
+        ChatKind::PagerDuty => Some(channel.routing_key(env)?),
+        _ => None,
+    };
+    let options = ChannelOptions::of(channel, routing_key);
+    let chat = Chat::new(kind, &url, options)
+        .map_err(|e| anyhow::anyhow!("channels[id={}].url: {e}", channel.id))?;
+    Ok(Sender::Chat(Box::new(chat)))
 }
 
 /// Starts delivering on the configured channels (only those in `only`, when
