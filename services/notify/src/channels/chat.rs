@@ -505,11 +505,9 @@ mod tests {
     #[test]
     fn fit_keeps_the_most_that_fit() {
         fn check(total: usize, limit: usize, expected: usize) {
-            let v = fit(
-                total,
-                |n| Value::from(n),
-                |v| v.as_u64().unwrap() as usize <= limit,
-            );
+            let v = fit(total, Value::from, |v| {
+                v.as_u64().unwrap() as usize <= limit
+            });
             assert_eq!(v, Value::from(expected), "fit({total}, <= {limit})");
         }
         check(10, 100, 10);
@@ -519,6 +517,21 @@ mod tests {
         check(10, 0, 0);
         check(0, 0, 0);
         check(1000, 517, 517);
+    }
+
+    #[test]
+    fn a_bad_google_chat_url_is_refused_without_showing_it() {
+        match Chat::new(ChatKind::GoogleChat, "chat/T0KEN", fixtures::options()) {
+            Err(e @ ChatError::BadUrl { .. }) => {
+                let shown = e.to_string();
+                assert!(shown.starts_with("<url> is not a URL"), "{shown}");
+                assert!(!shown.contains("T0KEN"), "{shown}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted"),
+        }
+        let chat = Chat::new(ChatKind::Slack, "http://127.0.0.1:9/x", fixtures::options());
+        assert_eq!(chat.map(|c| c.kind()).ok(), Some(ChatKind::Slack));
     }
 
     /// The bodies of every kind for a fixed alert, and for one whose

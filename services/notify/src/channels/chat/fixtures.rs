@@ -64,7 +64,7 @@ pub fn alert() -> Alert {
 
 /// [`alert`] with a 2,000-character name and hostname, a 400-character
 /// dedup key, and 500 context fields of 300-character keys and
-/// 1,500-character values (about 900 KB in all).
+/// values of about 1,500 (about 900 KB in all).
 pub fn oversized() -> Alert {
     let mut a = alert();
     a.name = format!("Oversized {}", "N".repeat(1990));
