@@ -85,6 +85,18 @@ async fn deliver(
     (nats, receiver, notify)
 }
 
+/// [`deliver`] on a pagerduty channel with its routing key in the
+/// environment.
+async fn deliver_pagerduty(
+    script: Vec<Reply>,
+    alerts: &[Alert],
+    accepted: usize,
+) -> (NatsServer, Receiver, InProcess) {
+    let env = Env::default().with("PD_ROUTING_KEY", ROUTING_KEY);
+    let extra = "routing_key_env = \"PD_ROUTING_KEY\"";
+    deliver("pagerduty", extra, env, script, alerts, accepted).await
+}
+
 /// The one accepted request, with its body as JSON.
 fn only_accepted(receiver: &Receiver) -> (Hit, Value) {
     let hits: Vec<Hit> = receiver
@@ -323,15 +335,7 @@ async fn discord_gets_an_embed_that_pings_no_one() {
 #[tokio::test]
 async fn pagerduty_gets_a_trigger_event() {
     let alert = enriched("p1", "Honey file opened", "2026-09-21T10:00:00Z");
-    let (_nats, receiver, notify) = deliver(
-        "pagerduty",
-        "routing_key_env = \"PD_ROUTING_KEY\"",
-        Env::default().with("PD_ROUTING_KEY", ROUTING_KEY),
-        vec![Reply::status(202)],
-        &[alert],
-        1,
-    )
-    .await;
+    let (_nats, receiver, notify) = deliver_pagerduty(vec![Reply::status(202)], &[alert], 1).await;
     let (_, event) = only_accepted(&receiver);
     assert_eq!(event["routing_key"], ROUTING_KEY);
     assert_eq!(event["event_action"], "trigger");
@@ -355,15 +359,7 @@ async fn pagerduty_sends_one_dedup_key_for_repeats_across_windows() {
         enriched("w1", key, "2026-09-21T10:00:00Z"),
         enriched("w2", key, "2026-09-21T12:00:00Z"),
     ];
-    let (_nats, receiver, notify) = deliver(
-        "pagerduty",
-        "routing_key_env = \"PD_ROUTING_KEY\"",
-        Env::default().with("PD_ROUTING_KEY", ROUTING_KEY),
-        vec![Reply::status(202)],
-        &alerts,
-        2,
-    )
-    .await;
+    let (_nats, receiver, notify) = deliver_pagerduty(vec![Reply::status(202)], &alerts, 2).await;
     let events = receiver.accepted();
     assert_eq!(events.len(), 2, "each window's alert is sent");
     for event in &events {
@@ -375,15 +371,7 @@ async fn pagerduty_sends_one_dedup_key_for_repeats_across_windows() {
 #[tokio::test]
 async fn a_pagerduty_400_is_dead_lettered() {
     let alert = enriched("bad-pd", "Honey file opened", "2026-09-21T10:00:00Z");
-    let (nats, receiver, notify) = deliver(
-        "pagerduty",
-        "routing_key_env = \"PD_ROUTING_KEY\"",
-        Env::default().with("PD_ROUTING_KEY", ROUTING_KEY),
-        vec![Reply::status(400)],
-        &[alert],
-        0,
-    )
-    .await;
+    let (nats, receiver, notify) = deliver_pagerduty(vec![Reply::status(400)], &[alert], 0).await;
     let js = jetstream::new(nats.client().await);
     wait_for_messages(&js, "DLQ", 1, Duration::from_secs(20))
         .await
