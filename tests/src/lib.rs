@@ -613,7 +613,7 @@ pub mod receiver {
 
     use axum::body::Bytes;
     use axum::extract::State;
-    use axum::http::{HeaderMap, StatusCode};
+    use axum::http::{HeaderMap, StatusCode, Uri};
     use axum::response::IntoResponse;
     use axum::routing::post;
     use axum::Router;
@@ -648,6 +648,8 @@ pub mod receiver {
     #[derive(Debug, Clone)]
     pub struct Hit {
         pub at: Instant,
+        /// The request's path and query.
+        pub uri: String,
         pub headers: HeaderMap,
         pub body: Bytes,
         /// The status it was answered with.
@@ -733,6 +735,7 @@ pub mod receiver {
 
     async fn hook(
         State(inner): State<Arc<Mutex<Inner>>>,
+        uri: Uri,
         headers: HeaderMap,
         body: Bytes,
     ) -> impl IntoResponse {
@@ -752,6 +755,7 @@ pub mod receiver {
             .hits
             .push(Hit {
                 at,
+                uri: uri.to_string(),
                 headers,
                 body,
                 status: reply.status,

@@ -19,6 +19,7 @@ use talon_kit::http::Health;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::chat::{ChannelOptions, Chat, ChatKind};
 use crate::channels::{email::Email, inbox, webhook};
 use crate::worker::{Channel, Sender};
 
@@ -30,15 +31,14 @@ pub struct Running {
 /// Ledger records outlive the longest retry deadline by this much.
 const LEDGER_MARGIN: Duration = Duration::from_secs(24 * 3600);
 
-/// How `channel` delivers, or `None` for a kind this release cannot deliver
-/// yet (its messages wait in the stream).
+/// How `channel` delivers.
 fn sender(
     channel: &ChannelConfig,
     config: &Config,
     env: &Env,
     js: &async_nats::jetstream::Context,
-) -> anyhow::Result<Option<Sender>> {
-    Ok(Some(match channel.kind {
+) -> anyhow::Result<Sender> {
+    Ok(match channel.kind {
         ChannelKind::Webhook => {
             let url = channel.url(env)?;
             let pairs: Vec<(String, String)> = channel.headers.clone().into_iter().collect();
@@ -60,8 +60,32 @@ fn sender(
             }
             Sender::Inbox(inbox)
         }
-        _ => return Ok(None),
-    }))
+        ChannelKind::Slack
+        | ChannelKind::Mattermost
+        | ChannelKind::Teams
+        | ChannelKind::Googlechat
+        | ChannelKind::Discord
+        | ChannelKind::Pagerduty => {
+            let kind = ChatKind::of(channel.kind).ok_or_else(|| {
+                anyhow::anyhow!("channels[id={}]: no chat kind {}", channel.id, channel.kind)
+            })?;
+            chat_sender(kind, channel, env)?
+        }
+    })
+}
+
+/// A chat or incident channel: its URL (PagerDuty's by default) and, for
+/// PagerDuty, its routing key, both resolved from `env` or files.
+fn chat_sender(kind: ChatKind, channel: &ChannelConfig, env: &Env) -> anyhow::Result<Sender> {
+    let url = channel.url(env)?;
+    let routing_key = match kind {
+        ChatKind::PagerDuty => Some(channel.routing_key(env)?),
+        _ => None,
+    };
+    let options = ChannelOptions::of(channel, routing_key);
+    let chat = Chat::new(kind, &url, options)
+        .map_err(|e| anyhow::anyhow!("channels[id={}].url: {e}", channel.id))?;
+    Ok(Sender::Chat(Box::new(chat)))
 }
 
 /// Starts delivering on the configured channels (only those in `only`, when
@@ -90,18 +114,13 @@ pub async fn start(
         if only.as_ref().is_some_and(|o| !o.contains(&c.id)) {
             continue;
         }
-        match sender(c, &config, env, &js)? {
-            Some(s) => channels.push(Arc::new(Channel::new(
-                c.id.clone(),
-                s,
-                c.max_in_flight,
-                c.rate_per_minute,
-                Duration::from_secs(c.retry_deadline_seconds),
-            ))),
-            None => {
-                tracing::warn!(channel = %c.id, kind = %c.kind, "this channel kind is not delivered by this release; its alerts wait in the stream")
-            }
-        }
+        channels.push(Arc::new(Channel::new(
+            c.id.clone(),
+            sender(c, &config, env, &js)?,
+            c.max_in_flight,
+            c.rate_per_minute,
+            Duration::from_secs(c.retry_deadline_seconds),
+        )));
     }
     let replicas = config.nats.stream_replicas;
     let keep = config

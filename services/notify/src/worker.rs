@@ -18,7 +18,7 @@ use talon_proto::{Alert, DeadLetter};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{email::Email, inbox::Inbox, webhook::Webhook, DeliveryError};
+use crate::channels::{chat::Chat, email::Email, inbox::Inbox, webhook::Webhook, DeliveryError};
 use crate::ledger::{self, Claim, Ledger};
 use crate::metrics::Metrics;
 
@@ -39,6 +39,8 @@ pub enum Sender {
     Webhook(Webhook),
     Email(Box<Email>),
     Inbox(Inbox),
+    /// Slack, Mattermost, Teams, Google Chat, Discord, PagerDuty.
+    Chat(Box<Chat>),
 }
 
 impl Sender {
@@ -47,6 +49,7 @@ impl Sender {
             Sender::Webhook(w) => w.deliver(alert).await,
             Sender::Email(e) => e.deliver(alert).await,
             Sender::Inbox(i) => i.deliver(alert).await,
+            Sender::Chat(c) => c.deliver(alert).await,
         }
     }
 }

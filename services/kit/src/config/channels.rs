@@ -236,13 +236,14 @@ pub struct ChannelConfig {
     /// pagerduty: file holding the routing key.
     #[serde(default)]
     pub routing_key_file: Option<PathBuf>,
-    /// Chat channel to post to, where the service allows it.
+    /// slack, mattermost: chat channel to post to (Slack's app web hooks
+    /// ignore it; its legacy ones and Mattermost honour it).
     #[serde(default)]
     pub channel: Option<String>,
-    /// Name to post as, where the service allows it.
+    /// slack, mattermost, discord: name to post as.
     #[serde(default)]
     pub username: Option<String>,
-    /// Icon to post with, where the service allows it.
+    /// slack, mattermost, discord: icon to post with (Discord's `avatar_url`).
     #[serde(default)]
     pub icon_url: Option<String>,
     /// webhook: extra request headers.
@@ -465,7 +466,9 @@ impl ChannelConfig {
         let kind = self.kind;
         let has_url = self.url.is_some() || self.url_env.is_some() || self.url_file.is_some();
         let has_routing_key = self.routing_key_env.is_some() || self.routing_key_file.is_some();
-        let chat = kind.is_web_hook() && kind != ChannelKind::Pagerduty;
+        // Only these services let a web hook pick its channel, name or icon.
+        let picks_channel = matches!(kind, ChannelKind::Slack | ChannelKind::Mattermost);
+        let posts_as = picks_channel || kind == ChannelKind::Discord;
         let refused: &[(&str, bool)] = &[
             (
                 "secret",
@@ -491,9 +494,9 @@ impl ChannelConfig {
                 "routing_key_file",
                 self.routing_key_file.is_some() && kind != ChannelKind::Pagerduty,
             ),
-            ("channel", self.channel.is_some() && !chat),
-            ("username", self.username.is_some() && !chat),
-            ("icon_url", self.icon_url.is_some() && !chat),
+            ("channel", self.channel.is_some() && !picks_channel),
+            ("username", self.username.is_some() && !posts_as),
+            ("icon_url", self.icon_url.is_some() && !posts_as),
             (
                 "headers",
                 !self.headers.is_empty() && kind != ChannelKind::Webhook,

@@ -359,6 +359,12 @@ fn validation_names_the_key_and_its_line() {
         // web hooks
         ("[[channels]]\nid = 's'\nkind = 'slack'\n".into(), "<config>:1: channels[0].url_env: a slack channel needs url, url_env or url_file"),
         ("[[channels]]\nid = 's'\nkind = 'mattermost'\nurl_file = '/u'\nchannel = 'town-square'\nusername = 't'\nicon_url = 'https://i/'\n".into(), "ok"),
+        ("[[channels]]\nid = 's'\nkind = 'slack'\nurl_env = 'U'\nchannel = '#secops'\nusername = 't'\nicon_url = 'https://i/'\n".into(), "ok"),
+        ("[[channels]]\nid = 's'\nkind = 'discord'\nurl_env = 'U'\nusername = 't'\nicon_url = 'https://i/'\n".into(), "ok"),
+        ("[[channels]]\nid = 's'\nkind = 'discord'\nurl_env = 'U'\nchannel = '#x'\n".into(), "<config>:5: channels[0].channel: does not apply to discord channels"),
+        ("[[channels]]\nid = 's'\nkind = 'teams'\nurl_env = 'U'\nusername = 't'\n".into(), "<config>:5: channels[0].username: does not apply to teams channels"),
+        ("[[channels]]\nid = 's'\nkind = 'googlechat'\nurl_env = 'U'\nicon_url = 'https://i/'\n".into(), "<config>:5: channels[0].icon_url: does not apply to googlechat channels"),
+        ("[[channels]]\nid = 's'\nkind = 'webhook'\nurl_env = 'U'\nusername = 't'\n".into(), "<config>:5: channels[0].username: does not apply to webhook channels"),
         ("[[channels]]\nid = 's'\nkind = 'teams'\n".into(), "a teams channel needs url, url_env or url_file"),
         ("[[channels]]\nid = 's'\nkind = 'googlechat'\n".into(), "a googlechat channel needs url"),
         ("[[channels]]\nid = 's'\nkind = 'discord'\n".into(), "a discord channel needs url"),

@@ -18,7 +18,10 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use talon_kit::config::{ChannelConfig, Config, Env};
 use talon_proto::Alert;
 
-pub use render::{escape, html_body, one_line, subject, suppressed_line, text_body, Sections};
+pub use render::{
+    client_id, client_label, context_rows, escape, heading, html_body, one_line, override_of,
+    severity_colour, severity_rgb, subject, suppressed_line, text_body, Sections,
+};
 
 use super::DeliveryError;
 

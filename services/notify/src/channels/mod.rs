@@ -3,8 +3,15 @@
 
 use std::time::Duration;
 
+pub mod chat;
+pub mod discord;
 pub mod email;
+pub mod googlechat;
 pub mod inbox;
+pub mod mattermost;
+pub mod pagerduty;
+pub mod slack;
+pub mod teams;
 pub mod webhook;
 
 /// Why a delivery failed.

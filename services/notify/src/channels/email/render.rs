@@ -38,6 +38,12 @@ impl Sections {
 /// then `: ` and the name cut to 30 characters; every control character in
 /// any part becomes a space, so nothing in an alert can end the header.
 pub fn subject(alert: &Alert) -> String {
+    heading(alert, SUBJECT_NAME_CHARS)
+}
+
+/// The subject's form with the name cut to `name_chars` characters: what
+/// the chat kinds show as their title.
+pub fn heading(alert: &Alert, name_chars: usize) -> String {
     let mut subject = match client_label(alert) {
         Some(client) => format!("Alert from client {}", one_line(client)),
         None => "Server alert".to_owned(),
@@ -45,7 +51,7 @@ pub fn subject(alert: &Alert) -> String {
     if let Some(severity) = alert.severity.as_deref().filter(|s| !s.is_empty()) {
         subject.push_str(&format!(" ({})", one_line(severity)));
     }
-    let name: String = alert.name.chars().take(SUBJECT_NAME_CHARS).collect();
+    let name: String = alert.name.chars().take(name_chars).collect();
     subject.push_str(": ");
     subject.push_str(&one_line(&name));
     subject
@@ -53,7 +59,7 @@ pub fn subject(alert: &Alert) -> String {
 
 /// What the subject calls the client: its inventory hostname, else its id
 /// unless the alert is the server's own.
-fn client_label(alert: &Alert) -> Option<&str> {
+pub fn client_label(alert: &Alert) -> Option<&str> {
     let hostname = alert
         .client
         .as_ref()
@@ -64,7 +70,7 @@ fn client_label(alert: &Alert) -> Option<&str> {
 
 /// The client id after the `event_data.ClientId` override, unless it is
 /// the server (`server`, or none).
-fn client_id(alert: &Alert) -> Option<&str> {
+pub fn client_id(alert: &Alert) -> Option<&str> {
     alert
         .effective_client_id()
         .or_else(|| alert.client.as_ref().and_then(|c| c.client_id.as_deref()))
@@ -120,7 +126,7 @@ struct Section {
 
 /// `event_data.<field>` when it is a non-empty string (the overrides of
 /// `Server.Monitor.Alerts`).
-fn override_of<'a>(alert: &'a Alert, field: &str) -> Option<&'a str> {
+pub fn override_of<'a>(alert: &'a Alert, field: &str) -> Option<&'a str> {
     match alert.event_data.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
@@ -201,7 +207,7 @@ fn sections(alert: &Alert, switches: &Sections) -> Vec<Section> {
 
 /// The context table: enrich's flattened `context`, or the raw `event_data`
 /// of an alert that was not enriched (strings as they are, the rest as JSON).
-fn context_rows(alert: &Alert) -> Vec<(String, String)> {
+pub fn context_rows(alert: &Alert) -> Vec<(String, String)> {
     match &alert.context {
         Some(context) => context
             .iter()
@@ -273,15 +279,21 @@ word-break:break-word;font-family:Consolas,'Courier New',monospace;font-size:13p
 const EMPTY_STYLE: &str = "margin:0;color:#656d76;font-style:italic";
 const FOOTER_STYLE: &str = "margin:20px 0 0 0;color:#656d76;font-size:12px";
 
-/// The colour of a severity badge (unknown severities are grey).
-fn severity_colour(severity: &str) -> &'static str {
+/// The colour of a severity (unknown severities are grey), as `0xRRGGBB`:
+/// the e-mail badge and the chat kinds' colour bars.
+pub fn severity_rgb(severity: &str) -> u32 {
     match severity.to_ascii_lowercase().as_str() {
-        "critical" => "#82071e",
-        "high" => "#cf222e",
-        "medium" => "#bc4c00",
-        "low" => "#0969da",
-        _ => "#57606a",
+        "critical" => 0x82071e,
+        "high" => 0xcf222e,
+        "medium" => 0xbc4c00,
+        "low" => 0x0969da,
+        _ => 0x57606a,
     }
+}
+
+/// The colour of a severity badge, as `#rrggbb`.
+pub fn severity_colour(severity: &str) -> String {
+    format!("#{:06x}", severity_rgb(severity))
 }
 
 /// The HTML body: inline CSS only, no external resources; every value escaped.

@@ -1,0 +1,104 @@
+//! The alerts the chat kinds' tests and golden files render: a usual one,
+//! and one far over every service's limits.
+
+use serde_json::Value;
+use talon_proto::{Alert, ClientInfo, ContextEntry, DedupInfo};
+
+use super::ChannelOptions;
+use crate::channels::email::Sections;
+
+/// An enriched client alert with every field filled, and context values
+/// that need escaping or could mention someone.
+pub fn alert() -> Alert {
+    let at = "2020-10-07T20:43:08Z".parse().expect("a valid time");
+    let context = [
+        ("FileName", "/home/alice/honey.docx"),
+        ("Pid", "4242"),
+        ("ProcessName", "cat"),
+        (
+            "CommandLine",
+            "cat <secrets> && echo @everyone @here <!channel>",
+        ),
+        ("Details.User", "alice@example.org"),
+        ("Empty", ""),
+    ];
+    Alert {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        received_at: "2020-10-07T20:43:09Z".parse().expect("a valid time"),
+        source: "nats".into(),
+        org_id: Some("root".into()),
+        name: "Honey file".into(),
+        timestamp: at,
+        client_id: Some("C.1234".into()),
+        flow_id: Some("F.ABCD".into()),
+        artifact: Some("Linux.Detection.Honeyfiles".into()),
+        artifact_type: Some("CLIENT_EVENT".into()),
+        event_data: Default::default(),
+        dedup_seconds: 0,
+        dedup: Some(DedupInfo {
+            key: "Honey file | C.1234".into(),
+            window_start: at,
+            window_end: "2020-10-07T22:43:08Z".parse().expect("a valid time"),
+            suppressed_before: 3,
+        }),
+        severity: Some("high".into()),
+        context: Some(
+            context
+                .iter()
+                .map(|(k, v)| ContextEntry {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+        ),
+        client: Some(ClientInfo {
+            client_id: Some("C.1234".into()),
+            hostname: Some("web-01".into()),
+            fqdn: Some("web-01.corp.example.org".into()),
+            os: Some("linux".into()),
+            labels: vec!["prod".into()],
+        }),
+        channel: Some("chat".into()),
+    }
+}
+
+/// [`alert`] with a 2,000-character name and hostname, a 400-character
+/// dedup key, and 500 context fields of 300-character keys and
+/// values of about 1,500 (about 900 KB in all).
+pub fn oversized() -> Alert {
+    let mut a = alert();
+    a.name = format!("Oversized {}", "N".repeat(1990));
+    a.severity = Some("critical".into());
+    if let Some(client) = a.client.as_mut() {
+        client.hostname = Some(format!("host-{}", "h".repeat(1995)));
+    }
+    if let Some(dedup) = a.dedup.as_mut() {
+        dedup.key = format!("key-{}", "k".repeat(396));
+    }
+    a.event_data
+        .insert("Ignored".into(), Value::String("context wins".into()));
+    a.context = Some(
+        (0..500)
+            .map(|i| ContextEntry {
+                key: format!("Field.{i:03}.{}", "k".repeat(290)),
+                value: format!("<{i:03}> {}", "v&".repeat(746)),
+            })
+            .collect(),
+    );
+    a
+}
+
+/// Options with every key set, so each kind shows what it uses.
+pub fn options() -> ChannelOptions {
+    ChannelOptions {
+        sections: Sections {
+            client: true,
+            flow: true,
+            artifact: false,
+        },
+        channel: Some("#secops".into()),
+        username: Some("talon".into()),
+        icon_url: Some("https://example.org/talon.png".into()),
+        routing_key: Some("R0UT1NGKEY0123456789abcdef012345".into()),
+    }
+}

@@ -1,0 +1,109 @@
+//! The `mattermost` channel: an incoming-webhook post with `text` (the
+//! title) and one Slack-style attachment: the severity's colour, the facts
+//! as short fields, the context as long fields, the suppressed count and
+//! the alert id as footer; `channel`, `username` and `icon_url` when the
+//! channel sets them.
+//!
+//! Limits: the whole body within 16,383 characters (Mattermost's post
+//! limit), values cut to 1,000 characters, context fields that do not fit
+//! counted in a last one. An `@` in `text` and `fallback` (what
+//! notifications show) is followed by a zero-width space, so no alert text
+//! mentions `@channel`, `@all`, `@here` or anyone.
+
+use serde_json::{json, Map, Value};
+use talon_proto::Alert;
+
+use super::chat::{self, ChannelOptions};
+use super::email;
+
+/// Characters of the whole body.
+pub const BODY_CHARS: usize = 16_383;
+/// Characters of the title.
+pub const TITLE_CHARS: usize = 1000;
+/// Characters of a field's title.
+pub const KEY_CHARS: usize = 200;
+/// Characters of a field's value.
+pub const VALUE_CHARS: usize = 1000;
+
+/// `text` with a zero-width space after each `@`, so it mentions no one.
+pub fn quiet(text: &str) -> String {
+    text.replace('@', "@\u{200b}")
+}
+
+fn field(title: &str, value: &str, short: bool) -> Value {
+    json!({"title": title, "value": value, "short": short})
+}
+
+/// The post for `alert`.
+pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
+    let title = chat::cut(&quiet(&chat::title(alert)), TITLE_CHARS);
+    let facts: Vec<Value> = chat::facts(alert, &options.sections)
+        .iter()
+        .map(|(label, value)| field(label, &chat::cut(value, VALUE_CHARS), true))
+        .collect();
+    let context = chat::context(alert);
+    let build = |n: usize| {
+        let mut fields = facts.clone();
+        fields.extend(chat::kept(&context, n).iter().map(|(key, value)| {
+            let key = chat::cut(&email::one_line(key), KEY_CHARS);
+            field(&key, &chat::cut(chat::shown(value), VALUE_CHARS), false)
+        }));
+        let mut attachment = Map::new();
+        attachment.insert("fallback".into(), Value::String(title.clone()));
+        attachment.insert(
+            "color".into(),
+            Value::String(format!("#{:06x}", chat::colour(alert))),
+        );
+        if let Some(line) = chat::suppressed(alert) {
+            attachment.insert("text".into(), Value::String(line));
+        }
+        attachment.insert("fields".into(), Value::Array(fields));
+        attachment.insert("footer".into(), Value::String(chat::footer(alert)));
+        let mut body = json!({"text": title, "attachments": [attachment]});
+        chat::post_as(&mut body, options);
+        body
+    };
+    chat::fit(context.len(), build, |body| {
+        body.to_string().chars().count() <= BODY_CHARS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::chat::fixtures;
+
+    #[test]
+    fn oversized_alerts_stay_within_mattermosts_limits() {
+        let body = render(&fixtures::oversized(), &fixtures::options());
+        assert!(body.to_string().chars().count() <= BODY_CHARS);
+        let fields = body["attachments"][0]["fields"].as_array().unwrap();
+        let last = fields.last().unwrap();
+        assert_eq!(last["title"], chat::LEFT_OUT_LABEL);
+        assert!(last["value"]
+            .as_str()
+            .unwrap()
+            .ends_with("more fields left out"));
+        for f in fields {
+            assert!(f["value"].as_str().unwrap().chars().count() <= VALUE_CHARS);
+            assert!(f["title"].as_str().unwrap().chars().count() <= KEY_CHARS);
+        }
+        assert!(body["text"].as_str().unwrap().chars().count() <= TITLE_CHARS);
+    }
+
+    #[test]
+    fn notifications_mention_no_one() {
+        fn check(input: &str, expected: &str) {
+            assert_eq!(quiet(input), expected);
+        }
+        check("plain", "plain");
+        check("@channel", "@\u{200b}channel");
+        check("a@b @all", "a@\u{200b}b @\u{200b}all");
+        let mut a = fixtures::alert();
+        a.name = "@here look".into();
+        let body = render(&a, &fixtures::options());
+        for text in [&body["text"], &body["attachments"][0]["fallback"]] {
+            assert!(!text.as_str().unwrap().contains("@here"), "{text}");
+        }
+    }
+}

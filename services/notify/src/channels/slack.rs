@@ -1,0 +1,200 @@
+//! The `slack` channel: an incoming-webhook message with a `text` fallback
+//! (what notifications show) and Block Kit blocks: a header with the title,
+//! a section of fields (severity, client, artifact, ...), the context as
+//! compact `*key*: value` lines in as many sections as it takes, and a
+//! context block with the suppressed count and the alert id.
+//!
+//! Within Slack's limits: at most 50 blocks, 3,000 characters a section
+//! text, 150 a header, 10 fields of 2,000 characters; what does not fit is
+//! cut with `…` or counted in a last "N more fields left out" line. Text is
+//! mrkdwn with `&`, `<`, `>` escaped, so no alert text becomes a mention
+//! (`<!channel>`) or a link.
+
+use serde_json::{json, Map, Value};
+use talon_proto::Alert;
+
+use super::chat::{self, ChannelOptions};
+use super::email;
+
+/// Blocks in one message.
+pub const MAX_BLOCKS: usize = 50;
+/// Characters in a section's text.
+pub const SECTION_CHARS: usize = 3000;
+/// Characters in a header's text.
+pub const HEADER_CHARS: usize = 150;
+/// Fields in one section.
+pub const MAX_FIELDS: usize = 10;
+/// Characters in one field's text.
+pub const FIELD_CHARS: usize = 2000;
+/// Characters of the `text` fallback talon sends (Slack cuts at 40,000).
+pub const TEXT_CHARS: usize = 3000;
+/// Characters of a context key shown before its value.
+pub const KEY_CHARS: usize = 200;
+/// Room kept in the last context section for the "left out" line.
+const LEFT_OUT_ROOM: usize = 40;
+
+/// `text` as mrkdwn, escaped and cut to `max` characters.
+fn mrkdwn(text: &str, max: usize) -> String {
+    chat::cut_escaped(text, max, chat::escape_markup)
+}
+
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+/// The context lines packed into at most `room` section texts, each within
+/// [`SECTION_CHARS`] (a line longer than a section is cut); when some do
+/// not fit, the last section ends by saying how many.
+fn pack(lines: &[(String, String)], room: usize) -> Vec<String> {
+    if room == 0 {
+        return Vec::new();
+    }
+    // The last section keeps room for the "left out" line.
+    let capacity = |index: usize| {
+        if index + 1 >= room {
+            SECTION_CHARS - LEFT_OUT_ROOM
+        } else {
+            SECTION_CHARS
+        }
+    };
+    let mut sections: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut placed = 0;
+    for (key, value) in lines {
+        let head = format!("*{}*: ", mrkdwn(&email::one_line(key), KEY_CHARS));
+        let line_within = |cap: usize| {
+            let room = cap.saturating_sub(head.chars().count());
+            format!("{head}{}", mrkdwn(chat::shown(value), room))
+        };
+        let cap = capacity(sections.len());
+        let line = line_within(cap);
+        let used = current.chars().count();
+        if used == 0 {
+            current = line;
+        } else if used + 1 + line.chars().count() <= cap {
+            current.push('\n');
+            current.push_str(&line);
+        } else if sections.len() + 1 < room {
+            sections.push(std::mem::take(&mut current));
+            current = line_within(capacity(sections.len()));
+        } else {
+            break;
+        }
+        placed += 1;
+    }
+    if placed < lines.len() {
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&format!("_{}_", chat::left_out(lines.len() - placed)));
+    }
+    if !current.is_empty() {
+        sections.push(current);
+    }
+    sections
+}
+
+/// The message for `alert`.
+pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
+    let title = chat::title(alert);
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": chat::cut(&title, HEADER_CHARS), "emoji": false},
+    })];
+    let fields: Vec<Value> = chat::facts(alert, &options.sections)
+        .into_iter()
+        .take(MAX_FIELDS)
+        .map(|(label, value)| {
+            let head = format!("*{label}*\n");
+            let room = FIELD_CHARS - head.chars().count();
+            json!({"type": "mrkdwn", "text": head + &mrkdwn(&value, room)})
+        })
+        .collect();
+    if !fields.is_empty() {
+        blocks.push(json!({"type": "section", "fields": fields}));
+    }
+    let mut notes = Vec::new();
+    if let Some(line) = chat::suppressed(alert) {
+        notes.push(json!({"type": "mrkdwn", "text": mrkdwn(&line, SECTION_CHARS)}));
+    }
+    notes.push(json!({"type": "mrkdwn", "text": mrkdwn(&chat::footer(alert), SECTION_CHARS)}));
+    // Room for the context, before the closing context block.
+    let room = MAX_BLOCKS - blocks.len() - 1;
+    blocks.extend(pack(&chat::context(alert), room).into_iter().map(section));
+    blocks.push(json!({"type": "context", "elements": notes}));
+    let mut body = Value::Object(Map::new());
+    body["text"] = Value::String(mrkdwn(&title, TEXT_CHARS));
+    body["blocks"] = Value::Array(blocks);
+    chat::post_as(&mut body, options);
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::chat::fixtures;
+
+    fn text_of(block: &Value) -> &str {
+        block["text"]["text"].as_str().unwrap_or("")
+    }
+
+    #[test]
+    fn oversized_alerts_stay_within_slacks_limits() {
+        let body = render(&fixtures::oversized(), &fixtures::options());
+        let blocks = body["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), MAX_BLOCKS, "the context fills every block");
+        assert_eq!(blocks[0]["type"], "header");
+        assert!(text_of(&blocks[0]).chars().count() <= HEADER_CHARS);
+        assert!(text_of(&blocks[0]).ends_with(chat::ELLIPSIS));
+        let fields = blocks[1]["fields"].as_array().unwrap();
+        assert!(fields.len() <= MAX_FIELDS);
+        for f in fields {
+            assert!(f["text"].as_str().unwrap().chars().count() <= FIELD_CHARS);
+        }
+        for block in &blocks[2..blocks.len() - 1] {
+            assert_eq!(block["type"], "section");
+            let n = text_of(block).chars().count();
+            assert!(n <= SECTION_CHARS && n > 0, "{n}");
+        }
+        let last_section = text_of(&blocks[blocks.len() - 2]);
+        assert!(
+            last_section.ends_with("more fields left out_"),
+            "{last_section}"
+        );
+        assert!(body["text"].as_str().unwrap().chars().count() <= TEXT_CHARS);
+    }
+
+    #[test]
+    fn context_lines_are_packed_and_escaped() {
+        fn check(lines: &[(&str, &str)], room: usize, expected: &[&str]) {
+            let lines: Vec<(String, String)> = lines
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(pack(&lines, room), expected);
+        }
+        check(&[("a", "1"), ("b", "<x>")], 5, &["*a*: 1\n*b*: &lt;x&gt;"]);
+        check(&[("a", "")], 5, &["*a*: (empty)"]);
+        check(&[], 5, &[]);
+        let long = "x".repeat(SECTION_CHARS);
+        let got = pack(
+            &[
+                ("a".into(), long.clone()),
+                ("b".into(), long.clone()),
+                ("c".into(), long.clone()),
+            ],
+            2,
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|s| s.chars().count() <= SECTION_CHARS));
+        assert!(got[1].ends_with("_1 more field left out_"), "{}", got[1]);
+        assert!(pack(&[("a".into(), long)], 0).is_empty());
+    }
+
+    #[test]
+    fn no_text_can_mention() {
+        let body = render(&fixtures::alert(), &fixtures::options()).to_string();
+        assert!(!body.contains("<!channel>"), "{body}");
+        assert!(body.contains("&lt;!channel&gt;"), "{body}");
+    }
+}

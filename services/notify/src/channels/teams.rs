@@ -1,0 +1,145 @@
+//! The `teams` channel: a message for a Teams Workflows web hook ("Post to
+//! a channel when a webhook request is received"), carrying one Adaptive
+//! Card 1.4: the title as a TextBlock coloured by severity, the suppressed
+//! count, the facts as a FactSet, the context as a second FactSet, and the
+//! alert id in small print. (Teams retired the MessageCard connectors.)
+//!
+//! Limits: the whole body under 28 KB (Teams' message limit; talon keeps it
+//! within 28,000 bytes), the title cut to 500 characters, keys to 200,
+//! values to 1,000; context facts that do not fit are counted in a last one.
+
+use serde_json::{json, Value};
+use talon_proto::Alert;
+
+use super::chat::{self, ChannelOptions};
+use super::email;
+
+/// The attachment's content type.
+pub const CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
+/// The Adaptive Card schema version (the newest every Teams client renders).
+pub const CARD_VERSION: &str = "1.4";
+/// The card schema.
+pub const CARD_SCHEMA: &str = "http://adaptivecards.io/schemas/adaptive-card.json";
+/// Bytes of the whole body.
+pub const BODY_BYTES: usize = 28_000;
+/// Characters of the title.
+pub const TITLE_CHARS: usize = 500;
+/// Characters of a fact's title.
+pub const KEY_CHARS: usize = 200;
+/// Characters of a fact's value.
+pub const VALUE_CHARS: usize = 1000;
+
+/// The TextBlock colour of a severity.
+pub fn colour(severity: Option<&str>) -> &'static str {
+    match severity.map(str::to_ascii_lowercase).as_deref() {
+        Some("critical" | "high") => "Attention",
+        Some("medium") => "Warning",
+        Some("low") => "Accent",
+        _ => "Default",
+    }
+}
+
+fn fact_set<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+    let facts: Vec<Value> = pairs
+        .map(|(title, value)| {
+            json!({
+                "title": chat::cut(&email::one_line(title), KEY_CHARS),
+                "value": chat::cut(chat::shown(value), VALUE_CHARS),
+            })
+        })
+        .collect();
+    json!({"type": "FactSet", "facts": facts})
+}
+
+/// The message for `alert`.
+pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
+    let mut head = vec![json!({
+        "type": "TextBlock",
+        "text": chat::cut(&chat::title(alert), TITLE_CHARS),
+        "size": "Large",
+        "weight": "Bolder",
+        "color": colour(alert.severity.as_deref()),
+        "wrap": true,
+    })];
+    if let Some(line) = chat::suppressed(alert) {
+        head.push(json!({"type": "TextBlock", "text": line, "isSubtle": true, "wrap": true}));
+    }
+    let facts = chat::facts(alert, &options.sections);
+    if !facts.is_empty() {
+        head.push(fact_set(facts.iter().map(|(l, v)| (*l, v.as_str()))));
+    }
+    let context = chat::context(alert);
+    let footer = json!({
+        "type": "TextBlock",
+        "text": chat::footer(alert),
+        "size": "Small",
+        "isSubtle": true,
+        "wrap": true,
+    });
+    let build = |n: usize| {
+        let mut body = head.clone();
+        if !context.is_empty() {
+            body.push(json!({
+                "type": "TextBlock",
+                "text": "Details",
+                "weight": "Bolder",
+                "spacing": "Medium",
+                "wrap": true,
+            }));
+            let kept = chat::kept(&context, n);
+            body.push(fact_set(kept.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        }
+        body.push(footer.clone());
+        json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": CONTENT_TYPE,
+                "contentUrl": null,
+                "content": {
+                    "$schema": CARD_SCHEMA,
+                    "type": "AdaptiveCard",
+                    "version": CARD_VERSION,
+                    "msteams": {"width": "Full"},
+                    "body": body,
+                },
+            }],
+        })
+    };
+    chat::fit(context.len(), build, |body| {
+        chat::json_len(body) <= BODY_BYTES
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::chat::fixtures;
+
+    #[test]
+    fn oversized_alerts_stay_under_28_kb() {
+        let body = render(&fixtures::oversized(), &fixtures::options());
+        let len = chat::json_len(&body);
+        assert!(len <= BODY_BYTES, "{len}");
+        assert!(len > BODY_BYTES - 2000, "the budget is used: {len}");
+        let card = &body["attachments"][0]["content"];
+        let title = card["body"][0]["text"].as_str().unwrap();
+        assert!(title.chars().count() <= TITLE_CHARS && title.ends_with(chat::ELLIPSIS));
+        let details = &card["body"][4]["facts"];
+        let last = details.as_array().unwrap().last().unwrap();
+        assert_eq!(last["title"], chat::LEFT_OUT_LABEL);
+    }
+
+    #[test]
+    fn severities_have_colours() {
+        fn check(severity: Option<&str>, expected: &str) {
+            assert_eq!(colour(severity), expected, "{severity:?}");
+        }
+        check(Some("critical"), "Attention");
+        check(Some("HIGH"), "Attention");
+        check(Some("medium"), "Warning");
+        check(Some("low"), "Accent");
+        check(Some("info"), "Default");
+        check(Some("odd"), "Default");
+        check(None, "Default");
+    }
+}
