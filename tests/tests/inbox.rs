@@ -83,7 +83,30 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        bad_json.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "not said to be JSON"
+    );
+    let bad_json = anon
+        .http
+        .post(format!("{}/v1/login", anon.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_json.status(), StatusCode::BAD_REQUEST);
+    // A form from another site cannot log anyone in.
+    let form = anon
+        .http
+        .post(format!("{}/v1/login", anon.base))
+        .header("content-type", "text/plain")
+        .body(r#"{"name":"alice","password":"alice-secret"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     // No cookie, a forged one, a well-formed unknown one: 401 everywhere.
     let forged = Console {

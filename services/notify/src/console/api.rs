@@ -90,10 +90,26 @@ async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiEr
     }
 }
 
-/// A JSON body of type `T`; an empty body is `T::default()`.
-fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+/// A JSON body of type `T`; an empty body is `T::default()`. A body must say
+/// it is JSON: a page elsewhere cannot send that without the browser asking
+/// first, so no other site can post to the console in a user's name.
+fn body<T: for<'de> Deserialize<'de> + Default>(
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be application/json".into(),
+        ));
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
@@ -108,9 +124,19 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(console): State<Arc<Console>>, bytes: Bytes) -> Result<Response, ApiError> {
-    let LoginBody { name, password } = body(&bytes)?;
+async fn login(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let LoginBody { name, password } = body(&headers, &bytes)?;
     let hash = console.users.get(&name).cloned().flatten();
+    // Each check takes tens of milliseconds and 19 MiB: a few at a time.
+    let _slot = console
+        .password_checks
+        .acquire()
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
     let ok = tokio::task::spawn_blocking(move || match hash {
         Some(h) => talon_kit::password::verify(&h, &password),
         None => {
@@ -210,7 +236,7 @@ async fn read(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let user = user_of(&console, &headers).await?;
-    let UpTo { up_to } = body(&bytes)?;
+    let UpTo { up_to } = body(&headers, &bytes)?;
     let unread = backend(&console)?.inbox.read(&user, up_to).await?;
     Ok(Json(json!({ "unread": unread })).into_response())
 }
@@ -221,7 +247,7 @@ async fn clear(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let user = user_of(&console, &headers).await?;
-    let UpTo { up_to } = body(&bytes)?;
+    let UpTo { up_to } = body(&headers, &bytes)?;
     let cleared = backend(&console)?.inbox.clear(&user, up_to).await?;
     Ok(Json(json!({ "cleared": cleared })).into_response())
 }

@@ -38,7 +38,12 @@ pub struct Console {
     backend: OnceLock<Backend>,
     shutdown: CancellationToken,
     logins: IntCounterVec,
+    /// Password checks running at once.
+    password_checks: tokio::sync::Semaphore,
 }
+
+/// Password checks (argon2) one replica runs at once.
+const PASSWORD_CHECKS: usize = 4;
 
 impl Console {
     /// The console of `config`'s users; their hashes are resolved and checked
@@ -74,6 +79,7 @@ impl Console {
             backend: OnceLock::new(),
             shutdown,
             logins,
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
         }))
     }
 
