@@ -7,6 +7,7 @@ pub mod consume;
 pub mod http;
 pub mod metrics;
 pub mod process;
+pub mod rules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
