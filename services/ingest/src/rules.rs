@@ -262,6 +262,10 @@ impl Rules {
         self.rules.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
     /// Does any rule read the client inventory?
     pub fn use_clients(&self) -> bool {
         self.rules
@@ -283,16 +287,9 @@ impl Rules {
         if watching.is_empty() {
             return Ok(Vec::new());
         }
-        let row = match serde_json::from_slice::<Value>(payload) {
-            Ok(Value::Object(row)) => row,
-            Ok(other) => {
-                return Err(format!(
-                    "a monitoring row must be a JSON object, got {}",
-                    kind_of(&other)
-                ))
-            }
-            Err(e) => return Err(format!("a monitoring row must be a JSON object: {e}")),
-        };
+        let row = serde_json::from_slice::<Value>(payload)
+            .map_err(|e| format!("a monitoring row must be a JSON object: {e}"))
+            .and_then(row_of)?;
         Ok(watching
             .into_iter()
             .map(|rule| Verdict {
@@ -300,6 +297,18 @@ impl Rules {
                 outcome: rule.evaluate(&row, published, clients),
             })
             .collect())
+    }
+}
+
+/// The row a monitoring message holds: a JSON object (the dead-letter
+/// reason otherwise).
+pub fn row_of(value: Value) -> Result<Map<String, Value>, String> {
+    match value {
+        Value::Object(row) => Ok(row),
+        other => Err(format!(
+            "a monitoring row must be a JSON object, got {}",
+            kind_of(&other)
+        )),
     }
 }
 
