@@ -42,6 +42,10 @@ pub const BUCKET_SESSIONS: &str = "talon_sessions";
 /// KV bucket of each user's inbox state (read up to, cleared up to).
 pub const BUCKET_INBOX_STATE: &str = "talon_inbox_state";
 
+/// The subject dead letters of HTTP monitoring rows record:
+/// `http:/v1/events/<ArtifactName>` (replayed to `Monitoring.<ArtifactName>`).
+pub const HTTP_EVENTS_ORIGIN_PREFIX: &str = "http:/v1/events/";
+
 /// JetStream's de-duplication header.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Set by ingest's HTTP edge on what it publishes to `Server.Internal.Alerts`,

@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 use talon_proto::key::derived_msg_id;
 use talon_proto::names::{
-    is_artifact_name, monitoring_subject, HEADER_SOURCE, STAGE_INGEST, STAGE_RULES, SUBJECT_ALERTS,
+    is_artifact_name, monitoring_subject, HEADER_SOURCE, HTTP_EVENTS_ORIGIN_PREFIX, STAGE_INGEST,
+    STAGE_RULES, SUBJECT_ALERTS,
 };
 use talon_proto::{DeadLetter, RawAlert};
 
@@ -28,9 +29,7 @@ use crate::metrics::Metrics;
 
 /// Subject recorded in dead letters of HTTP alerts.
 pub const HTTP_SUBJECT: &str = "http:/v1/alerts";
-/// Prefix of the subject recorded in dead letters of HTTP monitoring rows:
-/// `http:/v1/events/<ArtifactName>`.
-pub const HTTP_EVENTS_PREFIX: &str = "http:/v1/events/";
+
 /// A client may send this header so that a retried request publishes the
 /// same `Nats-Msg-Id`s and JetStream drops the copies.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -240,7 +239,7 @@ impl Target {
         Target {
             kind: Kind::Events,
             subject: monitoring_subject(artifact),
-            origin: format!("{HTTP_EVENTS_PREFIX}{artifact}"),
+            origin: format!("{HTTP_EVENTS_ORIGIN_PREFIX}{artifact}"),
             stage: STAGE_RULES,
             scope: Some(artifact.to_owned()),
         }
