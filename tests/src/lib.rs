@@ -520,6 +520,22 @@ pub async fn start_notify(nats: &NatsServer, extra: &str, env: talon_kit::Env) -
     .await
 }
 
+/// Loads `lines` (JSON lines of client records) into the client inventory
+/// with `talonctl clients import`.
+pub async fn import_clients(nats: &NatsServer, lines: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("clients.jsonl");
+    std::fs::write(&file, lines).expect("write clients.jsonl");
+    let path = file.to_string_lossy().into_owned();
+    let (code, out, err) = run_binary(
+        "talonctl",
+        &["clients", "import", &path, "--nats", &nats.url()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("imported"), "{out}");
+}
+
 /// Messages in `stream` right now.
 pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
     match js.get_stream(stream).await {

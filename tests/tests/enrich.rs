@@ -78,25 +78,6 @@ async fn publish_unique(js: &jetstream::Context, alert: &Alert, msg_id: &str) {
     .unwrap();
 }
 
-async fn import_clients(nats: &NatsServer, lines: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("clients.jsonl");
-    std::fs::write(&file, lines).unwrap();
-    let (code, out, err) = run_binary(
-        "talonctl",
-        &[
-            "clients",
-            "import",
-            file.to_str().unwrap(),
-            "--nats",
-            &nats.url(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("imported"), "{out}");
-}
-
 #[tokio::test]
 async fn a_rule_alert_for_a_client_reaches_the_channel_as_that_clients_alert() {
     let nats = NatsServer::start().await;

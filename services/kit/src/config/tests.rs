@@ -113,7 +113,14 @@ fn the_example_file_parses() {
     let rule = &c.rules[0];
     assert_eq!(rule.name, "Server.Monitor.HoneyfileAccess");
     assert_eq!(rule.watch, "Linux.Detection.Honeyfiles");
-    assert_eq!(rule.r#where["Level"], "(?i)high|critical");
+    assert!(rule.r#where.is_empty());
+    let sigma = &c.rules[1];
+    assert_eq!(sigma.watch, "Sigma.Windows.Hayabusa.Monitoring");
+    assert_eq!(sigma.r#where["Level"], "(?i)high|critical");
+    assert_eq!(sigma.alert.name, "{Title}");
+    let all = &c.rules[2];
+    assert!(all.alert.all);
+    assert_eq!(all.alert.exclude.as_deref(), Some("^(foo|bar|baz)$"));
     assert_eq!(
         rule.alert.name,
         r#"Honey file "{FileName}" accessed on {client.hostname}"#
