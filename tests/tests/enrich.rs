@@ -221,14 +221,7 @@ async fn ingest_dedup_enrich_route_counts_per_channel() {
         Default::default(),
     )
     .await;
-    let dedup = start_dedup(
-        &nats,
-        &format!(
-            "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-            dir.path().display().to_string()
-        ),
-    )
-    .await;
+    let dedup = start_dedup(&nats, &dedup_table(dir.path())).await;
     let enrich = start_enrich(&nats, CHANNELS).await;
     let js = jetstream::new(nats.client().await);
 

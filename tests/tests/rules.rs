@@ -11,7 +11,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use serde_json::{json, Value};
 use talon_kit::Env;
 use talon_proto::names::{
-    monitoring_subject, CONSUMER_RULES, STREAM_ALERTS, STREAM_DLQ, STREAM_MONITORING, STREAM_UNIQUE,
+    dlq_subject, monitoring_subject, CONSUMER_RULES, STAGE_RULES, STREAM_ALERTS, STREAM_DLQ,
+    STREAM_MONITORING, STREAM_UNIQUE, SUBJECT_UNIQUE,
 };
 use talon_proto::{Alert, DeadLetter};
 use talon_tests::*;
@@ -67,14 +68,7 @@ impl Suite {
         )
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let dedup = start_dedup(
-            &nats,
-            &format!(
-                "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-                dir.path().display().to_string()
-            ),
-        )
-        .await;
+        let dedup = start_dedup(&nats, &dedup_table(dir.path())).await;
         let js = jetstream::new(nats.client().await);
         Suite {
             nats,
@@ -107,33 +101,11 @@ impl Suite {
 
     /// What came out of dedup, at most `at_most` (waits 3 s of quiet).
     async fn unique(&self, at_most: usize) -> Vec<Alert> {
-        collect(
-            &self.js,
-            STREAM_UNIQUE,
-            "talon.alerts.unique",
-            at_most,
-            Duration::from_secs(3),
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| serde_json::from_slice(&m.payload).expect("an Alert"))
-        .collect()
+        collect_as(&self.js, STREAM_UNIQUE, SUBJECT_UNIQUE, at_most).await
     }
 
     async fn dead_letters(&self, at_most: usize) -> Vec<DeadLetter> {
-        collect(
-            &self.js,
-            STREAM_DLQ,
-            "talon.dlq.rules",
-            at_most,
-            Duration::from_secs(3),
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| serde_json::from_slice(&m.payload).expect("a DeadLetter"))
-        .collect()
+        collect_as(&self.js, STREAM_DLQ, &dlq_subject(STAGE_RULES), at_most).await
     }
 
     async fn stop(self) {
