@@ -42,6 +42,10 @@ pub const BUCKET_SESSIONS: &str = "talon_sessions";
 /// KV bucket of each user's inbox state (read up to, cleared up to).
 pub const BUCKET_INBOX_STATE: &str = "talon_inbox_state";
 
+/// The subject dead letters of HTTP monitoring rows record:
+/// `http:/v1/events/<ArtifactName>` (replayed to `Monitoring.<ArtifactName>`).
+pub const HTTP_EVENTS_ORIGIN_PREFIX: &str = "http:/v1/events/";
+
 /// JetStream's de-duplication header.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Set by ingest's HTTP edge on what it publishes to `Server.Internal.Alerts`,
@@ -70,6 +74,17 @@ pub const STAGE_NOTIFY: &str = "notify";
 
 /// Metric names (`talon_<service>_<what>_<unit>`).
 pub mod metrics {
+    /// Counter of monitoring rows read by the rules, by `outcome`: raised
+    /// (at least one alert), unmatched (none), dead (dead-lettered).
+    pub const INGEST_RULE_ROWS_TOTAL: &str = "talon_ingest_rule_rows_total";
+    /// Counter of rule evaluations by `rule` and `outcome`: raised,
+    /// unmatched, dead.
+    pub const INGEST_RULES_TOTAL: &str = "talon_ingest_rules_total";
+    /// Histogram of the time from pulling a batch of rows to acking it.
+    pub const INGEST_RULES_BATCH_SECONDS: &str = "talon_ingest_rules_batch_seconds";
+    /// Histogram of the number of rows in a batch.
+    pub const INGEST_RULES_BATCH_SIZE: &str = "talon_ingest_rules_batch_size";
+
     /// Counter of NATS input by `outcome`: accepted, rejected, condition_false.
     pub const INGEST_ALERTS_TOTAL: &str = "talon_ingest_alerts_total";
     /// Counter of HTTP requests to the edge by `status`.
@@ -163,6 +178,12 @@ pub fn is_subject_token(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Is `name` a Velociraptor artifact name usable in `Monitoring.<name>`:
+/// dot-separated subject tokens (`Linux.Detection.Honeyfiles`)?
+pub fn is_artifact_name(name: &str) -> bool {
+    name.split('.').all(is_subject_token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +210,16 @@ mod tests {
         }
         for bad in ["", "a.b", "*", ">", "a b"] {
             assert!(!is_subject_token(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn artifact_names_are_dotted_tokens() {
+        for ok in ["Linux.Detection.Honeyfiles", "Generic.Client.Stats", "A"] {
+            assert!(is_artifact_name(ok), "{ok}");
+        }
+        for bad in ["", "Linux..Foo", ".A", "A.", "A.*", "A.>", "A B"] {
+            assert!(!is_artifact_name(bad), "{bad:?}");
         }
     }
 }

@@ -148,7 +148,7 @@ fn optional_string(
 /// RFC 3339 text, or epoch seconds as a number (a fraction is kept to the
 /// nanosecond). Only what serializes back as RFC 3339 is accepted: years
 /// 0000 to 9999, no leap second, `T` between date and time.
-fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, RawAlertError> {
+pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, RawAlertError> {
     let t = match v {
         Value::String(s) => {
             if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {

@@ -400,6 +400,33 @@ pub async fn collect(
     Ok(out)
 }
 
+/// The messages on `filter` of `stream` (as `collect`, at most `at_most`,
+/// until 3 s pass without one), each parsed as a `T`.
+pub async fn collect_as<T: serde::de::DeserializeOwned>(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    at_most: usize,
+) -> Vec<T> {
+    collect(js, stream, filter, at_most, Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|e| panic!("collect {filter}: {e:#}"))
+        .iter()
+        .map(|m| {
+            serde_json::from_slice(&m.payload)
+                .unwrap_or_else(|e| panic!("a message on {filter} does not parse: {e}"))
+        })
+        .collect()
+}
+
+/// A `[dedup]` table for tests: HTTP on port 0, sled under `dir`.
+pub fn dedup_table(dir: &Path) -> String {
+    format!(
+        "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+        dir.display().to_string()
+    )
+}
+
 /// The JSON body of a message.
 pub fn json(m: &jetstream::Message) -> serde_json::Value {
     serde_json::from_slice(&m.payload).expect("message is JSON")
@@ -518,6 +545,22 @@ pub async fn start_notify(nats: &NatsServer, extra: &str, env: talon_kit::Env) -
         },
     )
     .await
+}
+
+/// Loads `lines` (JSON lines of client records) into the client inventory
+/// with `talonctl clients import`.
+pub async fn import_clients(nats: &NatsServer, lines: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("clients.jsonl");
+    std::fs::write(&file, lines).expect("write clients.jsonl");
+    let path = file.to_string_lossy().into_owned();
+    let (code, out, err) = run_binary(
+        "talonctl",
+        &["clients", "import", &path, "--nats", &nats.url()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("imported"), "{out}");
 }
 
 /// Messages in `stream` right now.

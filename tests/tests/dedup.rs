@@ -12,25 +12,11 @@ use talon_tests::*;
 const T0: i64 = 1_790_000_000_000; // a fixed received_at origin, ms
 
 fn dedup_config(dir: &std::path::Path, extra: &str) -> String {
-    format!(
-        "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}",
-        dir.display().to_string()
-    )
+    format!("{}{extra}", dedup_table(dir))
 }
 
 async fn unique(js: &jetstream::Context, at_most: usize) -> Vec<Alert> {
-    collect(
-        js,
-        STREAM_UNIQUE,
-        "talon.alerts.unique",
-        at_most,
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|m| serde_json::from_slice(&m.payload).unwrap())
-    .collect()
+    collect_as(js, STREAM_UNIQUE, "talon.alerts.unique", at_most).await
 }
 
 #[tokio::test]

@@ -78,25 +78,6 @@ async fn publish_unique(js: &jetstream::Context, alert: &Alert, msg_id: &str) {
     .unwrap();
 }
 
-async fn import_clients(nats: &NatsServer, lines: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("clients.jsonl");
-    std::fs::write(&file, lines).unwrap();
-    let (code, out, err) = run_binary(
-        "talonctl",
-        &[
-            "clients",
-            "import",
-            file.to_str().unwrap(),
-            "--nats",
-            &nats.url(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("imported"), "{out}");
-}
-
 #[tokio::test]
 async fn a_rule_alert_for_a_client_reaches_the_channel_as_that_clients_alert() {
     let nats = NatsServer::start().await;
@@ -240,14 +221,7 @@ async fn ingest_dedup_enrich_route_counts_per_channel() {
         Default::default(),
     )
     .await;
-    let dedup = start_dedup(
-        &nats,
-        &format!(
-            "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-            dir.path().display().to_string()
-        ),
-    )
-    .await;
+    let dedup = start_dedup(&nats, &dedup_table(dir.path())).await;
     let enrich = start_enrich(&nats, CHANNELS).await;
     let js = jetstream::new(nats.client().await);
 

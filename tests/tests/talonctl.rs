@@ -196,14 +196,7 @@ async fn alert_tail_and_dlq_list() {
 async fn dedup_list_and_forget_through_a_replica() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let dedup = start_dedup(
-        &nats,
-        &format!(
-            "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-            dir.path().display().to_string()
-        ),
-    )
-    .await;
+    let dedup = start_dedup(&nats, &dedup_table(dir.path())).await;
     let js = jetstream::new(nats.client().await);
     let now = chrono::Utc::now().timestamp_millis();
     for (i, name) in ["Honey file opened", "Honey pot login", "Sigma hit"]

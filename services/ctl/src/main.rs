@@ -13,7 +13,10 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 use talon_kit::config::{Config, Env};
 use talon_kit::nats::{self, Initial};
-use talon_proto::names::{STREAM_DLQ, SUBJECT_ALERTS, SUBJECT_DLQ_PREFIX};
+use talon_proto::names::{
+    is_artifact_name, monitoring_subject, HTTP_EVENTS_ORIGIN_PREFIX, STREAM_DLQ, SUBJECT_ALERTS,
+    SUBJECT_DLQ_PREFIX,
+};
 use talon_proto::DeadLetter;
 
 #[derive(Debug, Parser)]
@@ -51,6 +54,15 @@ enum Command {
         #[arg(long)]
         artifact_type: Option<String>,
         /// Context fields; values are parsed as JSON where they parse.
+        #[arg(value_name = "KEY=VALUE")]
+        fields: Vec<String>,
+    },
+    /// Publish one monitoring row on Monitoring.<ArtifactName>, as a
+    /// Velociraptor event artifact would, for ingest's rules.
+    Event {
+        /// The artifact whose queue the row joins, e.g. Linux.Detection.Honeyfiles.
+        artifact: String,
+        /// The row's columns; values are parsed as JSON where they parse.
         #[arg(value_name = "KEY=VALUE")]
         fields: Vec<String>,
     },
@@ -245,6 +257,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("JetStream did not ack the alert (is the ALERTS stream there? run talonctl init)")?;
             println!("{}", ack.sequence);
         }
+        Command::Event { artifact, fields } => {
+            let (subject, row) = event_row(&artifact, &fields)?;
+            let ack = js
+                .publish(subject, serde_json::to_vec(&row)?.into())
+                .await?
+                .await
+                .context("JetStream did not ack the row (is the MONITORING stream there? run talonctl init)")?;
+            println!("{}", ack.sequence);
+        }
         Command::Tail { subject, count } => {
             let mut sub = client.subscribe(subject.clone()).await?;
             let mut seen = 0usize;
@@ -434,16 +455,37 @@ struct AlertArgs {
     fields: Vec<String>,
 }
 
-/// A Velociraptor queue row for `talonctl alert`.
-fn alert_row(args: AlertArgs) -> anyhow::Result<Value> {
-    let mut event_data = Map::new();
-    for field in &args.fields {
+/// `KEY=VALUE` arguments as a JSON object, each value parsed as JSON where
+/// it parses, else taken as a string.
+fn parse_fields(fields: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut out = Map::new();
+    for field in fields {
         let (key, value) = field
             .split_once('=')
             .with_context(|| format!("{field:?} is not KEY=VALUE"))?;
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
-        event_data.insert(key.to_owned(), value);
+        out.insert(key.to_owned(), value);
     }
+    Ok(out)
+}
+
+/// The subject and row of `talonctl event`: the given columns, plus `_ts`
+/// (now, in epoch seconds) unless given.
+fn event_row(artifact: &str, fields: &[String]) -> anyhow::Result<(String, Value)> {
+    if !is_artifact_name(artifact) {
+        bail!(
+            "{artifact:?} is not an artifact name (dot-separated parts of A-Z, a-z, 0-9, _ and -)"
+        );
+    }
+    let mut row = parse_fields(fields)?;
+    row.entry("_ts")
+        .or_insert_with(|| chrono::Utc::now().timestamp().into());
+    Ok((monitoring_subject(artifact), Value::Object(row)))
+}
+
+/// A Velociraptor queue row for `talonctl alert`.
+fn alert_row(args: AlertArgs) -> anyhow::Result<Value> {
+    let event_data = parse_fields(&args.fields)?;
     let mut row = Map::new();
     row.insert("name".into(), args.name.into());
     row.insert(
@@ -476,9 +518,13 @@ fn alert_row(args: AlertArgs) -> anyhow::Result<Value> {
 }
 
 /// Where a replayed dead letter goes: its own subject, or for HTTP input
-/// (which has none) `Server.Internal.Alerts`.
+/// (which has none) the subject its endpoint publishes to:
+/// `Server.Internal.Alerts`, or `Monitoring.<ArtifactName>` for
+/// `/v1/events/<ArtifactName>`.
 fn replay_subject(letter: &DeadLetter) -> String {
-    if letter.subject.starts_with("http:") {
+    if let Some(artifact) = letter.subject.strip_prefix(HTTP_EVENTS_ORIGIN_PREFIX) {
+        monitoring_subject(artifact)
+    } else if letter.subject.starts_with("http:") {
         SUBJECT_ALERTS.to_owned()
     } else {
         letter.subject.clone()
@@ -568,6 +614,37 @@ mod tests {
                 .unwrap_err()
                 .starts_with("line 2: unknown field `colour`")
         );
+    }
+
+    #[test]
+    fn event_rows_carry_the_columns_and_a_ts() {
+        let (subject, row) = event_row(
+            "Linux.Detection.Honeyfiles",
+            &["FileName=/h".into(), "Pid=42".into(), "ClientId=C.1".into()],
+        )
+        .unwrap();
+        assert_eq!(subject, "Monitoring.Linux.Detection.Honeyfiles");
+        assert_eq!(row["FileName"], "/h");
+        assert_eq!(row["Pid"], 42);
+        assert!(row["_ts"].as_i64().unwrap() > 1_700_000_000);
+        let (_, row) = event_row("A", &["_ts=5".into()]).unwrap();
+        assert_eq!(row["_ts"], 5);
+        assert!(event_row("A..B", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("not an artifact name"));
+        assert!(event_row("A", &["x".into()]).is_err());
+    }
+
+    #[test]
+    fn http_dead_letters_replay_to_their_endpoint_subject() {
+        let letter = |subject: &str| DeadLetter::new("rules", "r", subject, None, b"{}");
+        assert_eq!(
+            replay_subject(&letter("http:/v1/events/Linux.Detection.Honeyfiles")),
+            "Monitoring.Linux.Detection.Honeyfiles"
+        );
+        assert_eq!(replay_subject(&letter("http:/v1/alerts")), SUBJECT_ALERTS);
+        assert_eq!(replay_subject(&letter("Monitoring.A")), "Monitoring.A");
     }
 
     #[test]

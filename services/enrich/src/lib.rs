@@ -5,7 +5,6 @@
 //! `Server.Monitor.Alerts.<channel-id>`.
 
 pub mod context;
-pub mod inventory;
 pub mod metrics;
 pub mod overrides;
 pub mod route;
@@ -20,6 +19,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
 use talon_kit::config::Config;
 use talon_kit::http::Health;
+use talon_kit::inventory::Inventory;
 use talon_kit::pipeline::{self, Outcome};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::key::derived_msg_id;
@@ -29,7 +29,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::inventory::Inventory;
 use crate::transform::{enrich, Rules};
 
 /// Inputs handled together.

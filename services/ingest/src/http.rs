@@ -3,12 +3,15 @@
 //! `Server.Internal.Alerts` (marked `Talon-Source: http`) and answered with
 //! their stream sequence only once JetStream has acked them; invalid items
 //! are dead-lettered and answered with their reason.
+//! `POST /v1/events/<ArtifactName>` takes monitoring rows (JSON objects) the
+//! same way and publishes them to `Monitoring.<ArtifactName>` for the rules;
+//! what is not an object goes to `talon.dlq.rules`.
 
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -16,13 +19,17 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
 use talon_proto::key::derived_msg_id;
-use talon_proto::names::{HEADER_SOURCE, STAGE_INGEST, SUBJECT_ALERTS};
+use talon_proto::names::{
+    is_artifact_name, monitoring_subject, HEADER_SOURCE, HTTP_EVENTS_ORIGIN_PREFIX, STAGE_INGEST,
+    STAGE_RULES, SUBJECT_ALERTS,
+};
 use talon_proto::{DeadLetter, RawAlert};
 
 use crate::metrics::Metrics;
 
-/// Subject recorded in dead letters of HTTP input.
+/// Subject recorded in dead letters of HTTP alerts.
 pub const HTTP_SUBJECT: &str = "http:/v1/alerts";
+
 /// A client may send this header so that a retried request publishes the
 /// same `Nats-Msg-Id`s and JetStream drops the copies.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -40,6 +47,7 @@ pub struct Edge {
 pub fn routes(edge: Edge) -> Router {
     Router::new()
         .route("/v1/alerts", post(post_alerts))
+        .route("/v1/events/{artifact}", post(post_events))
         .with_state(edge)
 }
 
@@ -115,6 +123,34 @@ pub fn format_of(headers: &HeaderMap) -> Option<Format> {
     }
 }
 
+/// What an endpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Raw alerts, for `Server.Internal.Alerts`.
+    Alerts,
+    /// Monitoring rows, for `Monitoring.<ArtifactName>`.
+    Events,
+}
+
+impl Kind {
+    /// What one item is called in reasons.
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Alerts => "alert",
+            Kind::Events => "row",
+        }
+    }
+
+    fn check(self, value: Value) -> Result<(), String> {
+        match self {
+            Kind::Alerts => RawAlert::from_value(value)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Kind::Events => crate::rules::row_of(value).map(drop),
+        }
+    }
+}
+
 /// One item of a request: its bytes as they will be published or
 /// dead-lettered, and whether it validated.
 #[derive(Debug)]
@@ -123,56 +159,109 @@ pub struct Item {
     pub verdict: Result<(), String>,
 }
 
-fn item_of_value(value: Value) -> Item {
+fn item_of_value(value: Value, kind: Kind) -> Item {
     // A Value always serializes.
     let raw = serde_json::to_vec(&value).expect("a JSON value serializes");
-    let verdict = RawAlert::from_value(value)
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let verdict = kind.check(value);
     Item { raw, verdict }
 }
 
-fn item_of_bytes(raw: &[u8]) -> Item {
-    match std::str::from_utf8(raw)
+fn item_of_bytes(raw: &[u8], kind: Kind) -> Item {
+    let noun = kind.noun();
+    let verdict = std::str::from_utf8(raw)
         .map_err(|e| {
             format!(
-                "alert is not valid UTF-8 (first bad byte at offset {})",
+                "{noun} is not valid UTF-8 (first bad byte at offset {})",
                 e.valid_up_to()
             )
         })
         .and_then(|text| {
-            serde_json::from_str::<Value>(text).map_err(|e| format!("alert is not JSON: {e}"))
-        }) {
-        Ok(value) => Item {
-            raw: raw.to_vec(),
-            verdict: RawAlert::from_value(value)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        },
-        Err(reason) => Item {
-            raw: raw.to_vec(),
-            verdict: Err(reason),
-        },
+            serde_json::from_str::<Value>(text).map_err(|e| format!("{noun} is not JSON: {e}"))
+        })
+        .and_then(|value| kind.check(value));
+    Item {
+        raw: raw.to_vec(),
+        verdict,
     }
 }
 
 /// Splits a body into items: a JSON object is one item, a JSON array one item
 /// per element, NDJSON one per non-blank line.
-pub fn split(body: &[u8], format: Format) -> Vec<Item> {
+pub fn split(body: &[u8], format: Format, kind: Kind) -> Vec<Item> {
     match format {
         Format::Ndjson => body
             .split(|b| *b == b'\n')
             .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(item_of_bytes)
+            .map(|line| item_of_bytes(line, kind))
             .collect(),
         Format::Json => {
             let parsed = std::str::from_utf8(body)
                 .ok()
                 .and_then(|text| serde_json::from_str::<Value>(text).ok());
             match parsed {
-                Some(Value::Array(items)) => items.into_iter().map(item_of_value).collect(),
-                Some(_) | None => vec![item_of_bytes(body)],
+                Some(Value::Array(items)) => {
+                    items.into_iter().map(|v| item_of_value(v, kind)).collect()
+                }
+                Some(_) | None => vec![item_of_bytes(body, kind)],
+            }
+        }
+    }
+}
+
+/// Where one request's items go.
+#[derive(Debug, Clone)]
+struct Target {
+    kind: Kind,
+    /// The subject valid items are published to.
+    subject: String,
+    /// The subject dead letters record (`http:/v1/...`).
+    origin: String,
+    /// The stage of the dead letters.
+    stage: &'static str,
+    /// What the `Nats-Msg-Id`s of a request's items derive from, besides
+    /// its key and each item's index.
+    scope: Option<String>,
+}
+
+impl Target {
+    fn alerts() -> Target {
+        Target {
+            kind: Kind::Alerts,
+            subject: SUBJECT_ALERTS.to_owned(),
+            origin: HTTP_SUBJECT.to_owned(),
+            stage: STAGE_INGEST,
+            scope: None,
+        }
+    }
+
+    fn events(artifact: &str) -> Target {
+        Target {
+            kind: Kind::Events,
+            subject: monitoring_subject(artifact),
+            origin: format!("{HTTP_EVENTS_ORIGIN_PREFIX}{artifact}"),
+            stage: STAGE_RULES,
+            scope: Some(artifact.to_owned()),
+        }
+    }
+
+    /// The `Nats-Msg-Id`s of item `index` of the request `key`: its
+    /// publish, and its dead letter.
+    fn msg_ids(&self, key: &str, index: usize) -> (String, String) {
+        match &self.scope {
+            None => {
+                let item = format!("{key}:{index}");
+                (
+                    derived_msg_id("http", &item),
+                    derived_msg_id("dlq-http", &item),
+                )
+            }
+            Some(scope) => {
+                let item = format!("{scope}\u{0}{key}:{index}");
+                (
+                    derived_msg_id("http-events", &item),
+                    derived_msg_id("dlq-http-events", &item),
+                )
             }
         }
     }
@@ -201,7 +290,31 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
 }
 
 async fn post_alerts(State(edge): State<Edge>, headers: HeaderMap, body: Body) -> Response {
-    let response = handle(&edge, &headers, body).await;
+    let response = handle(&edge, &headers, body, Ok(Target::alerts())).await;
+    count(&edge, response)
+}
+
+async fn post_events(
+    State(edge): State<Edge>,
+    Path(artifact): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let target = if is_artifact_name(&artifact) {
+        Ok(Target::events(&artifact))
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{artifact:?} is not an artifact name (dot-separated parts of A-Z, a-z, 0-9, _ and -)"
+            ),
+        ))
+    };
+    let response = handle(&edge, &headers, body, target).await;
+    count(&edge, response)
+}
+
+fn count(edge: &Edge, response: Response) -> Response {
     edge.metrics
         .http_requests
         .with_label_values(&[response.status().as_str()])
@@ -209,10 +322,19 @@ async fn post_alerts(State(edge): State<Edge>, headers: HeaderMap, body: Body) -
     response
 }
 
-async fn handle(edge: &Edge, headers: &HeaderMap, body: Body) -> Response {
+async fn handle(
+    edge: &Edge,
+    headers: &HeaderMap,
+    body: Body,
+    target: Result<Target, Response>,
+) -> Response {
     if let Some(refusal) = authorize(edge, headers) {
         return refusal;
     }
+    let target = match target {
+        Ok(t) => t,
+        Err(refusal) => return refusal,
+    };
     let Some(format) = format_of(headers) else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -242,25 +364,29 @@ async fn handle(edge: &Edge, headers: &HeaderMap, body: Body) -> Response {
             "NATS is unreachable; retry later",
         );
     }
-    let items = split(&body, format);
+    let items = split(&body, format, target.kind);
     if items.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "the body holds no alerts");
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the body holds no {}s", target.kind.noun()),
+        );
     }
     let request_key = headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    match publish_items(edge, items, &request_key).await {
+    match publish_items(edge, &target, items, &request_key).await {
         Ok(answer) if answer.accepted.is_empty() => {
             (StatusCode::BAD_REQUEST, Json(answer)).into_response()
         }
         Ok(answer) => (StatusCode::ACCEPTED, Json(answer)).into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "HTTP alerts not acked by JetStream");
+            let noun = target.kind.noun();
+            tracing::warn!(error = %e, subject = %target.subject, "HTTP {noun}s not acked by JetStream");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("NATS did not acknowledge the alerts ({e}); retry later"),
+                format!("NATS did not acknowledge the {noun}s ({e}); retry later"),
             )
         }
     }
@@ -271,31 +397,40 @@ enum Started {
     Letter(usize, String, jetstream::context::PublishAckFuture),
 }
 
-/// Publishes every item (alerts to `Server.Internal.Alerts`, rejects to the
+/// Publishes every item (valid ones to the target's subject, rejects to the
 /// DLQ), then waits for every ack.
-async fn publish_items(edge: &Edge, items: Vec<Item>, request_key: &str) -> Result<Answer, String> {
+async fn publish_items(
+    edge: &Edge,
+    target: &Target,
+    items: Vec<Item>,
+    request_key: &str,
+) -> Result<Answer, String> {
     let mut started = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let msg_id = derived_msg_id("http", &format!("{request_key}:{index}"));
+        let (msg_id, dlq_id) = target.msg_ids(request_key, index);
         match item.verdict {
             Ok(()) => {
+                let mut message = PublishMessage::build()
+                    .payload(item.raw.into())
+                    .message_id(&msg_id);
+                if target.kind == Kind::Alerts {
+                    message = message.header(HEADER_SOURCE, "http");
+                }
                 let ack = edge
                     .js
-                    .send_publish(
-                        SUBJECT_ALERTS,
-                        PublishMessage::build()
-                            .payload(item.raw.into())
-                            .message_id(&msg_id)
-                            .header(HEADER_SOURCE, "http"),
-                    )
+                    .send_publish(target.subject.clone(), message)
                     .await
                     .map_err(|e| e.to_string())?;
                 started.push(Started::Alert(index, ack));
             }
             Err(reason) => {
-                let letter =
-                    DeadLetter::new(STAGE_INGEST, reason.clone(), HTTP_SUBJECT, None, &item.raw);
-                let dlq_id = derived_msg_id("dlq-http", &format!("{request_key}:{index}"));
+                let letter = DeadLetter::new(
+                    target.stage,
+                    reason.clone(),
+                    target.origin.as_str(),
+                    None,
+                    &item.raw,
+                );
                 let ack = talon_kit::dlq::publish(&edge.js, &letter, &dlq_id)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -327,7 +462,7 @@ mod tests {
     use super::*;
 
     fn verdicts(body: &str, format: Format) -> Vec<Result<(), String>> {
-        split(body.as_bytes(), format)
+        split(body.as_bytes(), format, Kind::Alerts)
             .into_iter()
             .map(|i| i.verdict)
             .collect()
@@ -347,6 +482,34 @@ mod tests {
         assert!(nd[0].is_ok() && nd[1].is_err() && nd[2].is_ok());
         let broken = verdicts("{", Format::Json);
         assert!(broken[0].as_ref().unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn event_bodies_hold_json_objects() {
+        let reasons = |body: &str, format| -> Vec<Result<(), String>> {
+            split(body.as_bytes(), format, Kind::Events)
+                .into_iter()
+                .map(|i| i.verdict)
+                .collect()
+        };
+        assert_eq!(reasons(r#"{"Pid":1}"#, Format::Json), vec![Ok(())]);
+        assert_eq!(
+            reasons(r#"[{},7]"#, Format::Json),
+            vec![
+                Ok(()),
+                Err("a monitoring row must be a JSON object, got a number".into())
+            ]
+        );
+        let nd = reasons("{}\n{bad\n", Format::Ndjson);
+        assert!(nd[1].as_ref().unwrap_err().starts_with("row is not JSON"));
+        let (a, _) = Target::events("A.B").msg_ids("k", 0);
+        let (b, _) = Target::events("A.C").msg_ids("k", 0);
+        let (c, _) = Target::alerts().msg_ids("k", 0);
+        assert!(a != b && a != c, "ids are scoped by artifact and endpoint");
+        assert_eq!(
+            Target::alerts().msg_ids("k", 0).0,
+            derived_msg_id("http", "k:0")
+        );
     }
 
     #[test]

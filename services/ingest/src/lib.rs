@@ -1,12 +1,16 @@
 //! talon-ingest: validates raw alerts from `Server.Internal.Alerts` (and the
 //! HTTP edge, which publishes there), gives each a stable id, and publishes
 //! it to its dedup partition `talon.alerts.accepted.<p>`; what cannot be
-//! processed goes to `talon.dlq.ingest` with its reason.
+//! processed goes to `talon.dlq.ingest` with its reason. Its rules turn
+//! monitoring rows (`Monitoring.<ArtifactName>`, also taken by the HTTP
+//! edge) into alerts on `Server.Internal.Alerts`.
 
 pub mod consume;
 pub mod http;
 pub mod metrics;
+pub mod monitor;
 pub mod process;
+pub mod rules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +19,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use talon_kit::config::{Config, Env};
 use talon_kit::http::Health;
+use talon_kit::inventory::Inventory;
 use talon_kit::streams::{self, ConsumerSpec, Stream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +39,7 @@ pub async fn start(
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    let rules = rules::Rules::compile(&config.rules).context("rules")?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
     let health = Health::new(client.clone(), registry);
@@ -71,9 +78,20 @@ pub async fn start(
         partitions: config.ingest.partitions,
     };
     let replicas = config.nats.stream_replicas;
+    let inventory = Inventory::default();
+    let (loaded_tx, mut loaded) = watch::channel(false);
+    if rules.use_clients() {
+        tokio::spawn(
+            inventory
+                .clone()
+                .follow(js.clone(), replicas, loaded_tx, shutdown.clone()),
+        );
+    } else {
+        let _ = loaded_tx.send(true);
+    }
     let task = tokio::spawn(async move {
-        let consumer = loop {
-            match prepare(&js, replicas).await {
+        let (consumer, rules_consumer) = loop {
+            match prepare(&js, replicas, !rules.is_empty()).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "streams not ready; retrying");
@@ -88,8 +106,32 @@ pub async fn start(
             }
         };
         health.set_streams_ready(true);
+        let watching = rules_consumer.map(|rules_consumer| {
+            let (js, metrics, shutdown) = (js.clone(), metrics.clone(), shutdown.clone());
+            async move {
+                // Rows wait until the inventory's current contents are in, so
+                // a known client's hostname is never replaced by its id for a
+                // start-up race.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = async { loaded.wait_for(|l| *l).await.map(|_| ()) } => {}
+                }
+                tracing::info!(
+                    rules = rules.len(),
+                    clients = inventory.len(),
+                    "ingest's rules consuming Monitoring.>"
+                );
+                monitor::run(js, rules_consumer, rules, inventory, metrics, shutdown).await
+            }
+        });
         tracing::info!("ingest consuming Server.Internal.Alerts");
-        consume::run(js, consumer, settings, metrics, shutdown).await;
+        let alerts = consume::run(js, consumer, settings, metrics, shutdown);
+        match watching {
+            Some(watching) => {
+                tokio::join!(alerts, watching);
+            }
+            None => alerts.await,
+        }
         server.await??;
         tracing::info!("ingest stopped");
         Ok(())
@@ -107,14 +149,26 @@ pub async fn run(
     start(config, env, client, shutdown).await?.task.await?
 }
 
-/// The streams ingest reads and writes, and its consumer.
+type Consumer = async_nats::jetstream::consumer::PullConsumer;
+
+/// The streams ingest reads and writes, its consumer, and the rules'
+/// consumer when there are rules.
 async fn prepare(
     js: &async_nats::jetstream::Context,
     replicas: usize,
-) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
-    // ingest writes to ACCEPTED and DLQ: they must exist before its first
-    // publish, whether or not dedup has started.
+    with_rules: bool,
+) -> anyhow::Result<(Consumer, Option<Consumer>)> {
+    // ingest writes to ACCEPTED and DLQ, and its HTTP edge to MONITORING:
+    // they must exist before its first publish, whether or not the other
+    // services have started.
     streams::ensure_stream(js, Stream::Accepted, replicas).await?;
     streams::ensure_stream(js, Stream::Dlq, replicas).await?;
-    Ok(streams::ensure_consumer(js, &ConsumerSpec::ingest(), replicas).await?)
+    streams::ensure_stream(js, Stream::Monitoring, replicas).await?;
+    let alerts = streams::ensure_consumer(js, &ConsumerSpec::ingest(), replicas).await?;
+    let rules = if with_rules {
+        Some(streams::ensure_consumer(js, &ConsumerSpec::rules(), replicas).await?)
+    } else {
+        None
+    };
+    Ok((alerts, rules))
 }

@@ -11,6 +11,11 @@ pub struct Metrics {
     pub consume: LoopMetrics,
     /// HTTP requests by status.
     pub http_requests: IntCounterVec,
+    /// Monitoring rows by outcome (raised, unmatched, dead), batch time and
+    /// size.
+    pub rules: LoopMetrics,
+    /// Rule evaluations by rule and outcome.
+    pub rule_evaluations: IntCounterVec,
 }
 
 impl Metrics {
@@ -31,9 +36,27 @@ impl Metrics {
             &["status"],
         )?;
         registry.register(Box::new(http_requests.clone()))?;
+        let rules = LoopMetrics::register(
+            registry,
+            LoopMetricNames {
+                inputs: (
+                    INGEST_RULE_ROWS_TOTAL,
+                    "Monitoring rows read by the rules, by outcome",
+                ),
+                batch_seconds: INGEST_RULES_BATCH_SECONDS,
+                batch_size: INGEST_RULES_BATCH_SIZE,
+            },
+        )?;
+        let rule_evaluations = IntCounterVec::new(
+            Opts::new(INGEST_RULES_TOTAL, "Rule evaluations by rule and outcome"),
+            &["rule", "outcome"],
+        )?;
+        registry.register(Box::new(rule_evaluations.clone()))?;
         Ok(Metrics {
             consume,
             http_requests,
+            rules,
+            rule_evaluations,
         })
     }
 }

@@ -6,11 +6,13 @@ pub mod cli;
 pub mod config;
 pub mod dlq;
 pub mod http;
+pub mod inventory;
 pub mod logging;
 pub mod nats;
 pub mod password;
 pub mod pipeline;
 pub mod shutdown;
 pub mod streams;
+pub mod template;
 
 pub use config::{Config, ConfigError, Env};

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use talon_proto::names::is_subject_token;
+use talon_proto::names::is_artifact_name;
 
 use super::check;
 use super::locate::{KeyPath, Source};
 use super::ConfigError;
+use crate::template::Template;
 
 /// One `[[rules]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +52,11 @@ pub struct RuleAlert {
 impl RuleConfig {
     pub(super) fn validate(&self, src: &Source<'_>, here: &KeyPath) -> Result<(), ConfigError> {
         check::non_empty(src, &here.key("name"), &self.name)?;
-        if !self.watch.split('.').all(is_subject_token) {
+        if self.name.chars().any(char::is_control) {
+            // The name travels in the Talon-Source header and metric labels.
+            return Err(src.error(&here.key("name"), "must not hold control characters"));
+        }
+        if !is_artifact_name(&self.watch) {
             return Err(src.error(
                 &here.key("watch"),
                 format!(
@@ -65,6 +70,10 @@ impl RuleConfig {
         }
         let alert = here.key("alert");
         check::non_empty(src, &alert.key("name"), &self.alert.name)?;
+        template(src, &alert.key("name"), &self.alert.name)?;
+        for (key, value) in &self.alert.set {
+            template(src, &alert.key("set").key(key), value)?;
+        }
         if self.alert.all && !self.alert.fields.is_empty() {
             return Err(src.error(
                 &alert.key("fields"),
@@ -79,4 +88,11 @@ impl RuleConfig {
         }
         Ok(())
     }
+}
+
+/// `text` at `path` parses as a template.
+fn template(src: &Source<'_>, path: &KeyPath, text: &str) -> Result<(), ConfigError> {
+    Template::parse(text)
+        .map(drop)
+        .map_err(|e| src.error(path, format!("bad template {text:?}: {e}")))
 }

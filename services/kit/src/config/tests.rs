@@ -113,7 +113,14 @@ fn the_example_file_parses() {
     let rule = &c.rules[0];
     assert_eq!(rule.name, "Server.Monitor.HoneyfileAccess");
     assert_eq!(rule.watch, "Linux.Detection.Honeyfiles");
-    assert_eq!(rule.r#where["Level"], "(?i)high|critical");
+    assert!(rule.r#where.is_empty());
+    let sigma = &c.rules[1];
+    assert_eq!(sigma.watch, "Sigma.Windows.Hayabusa.Monitoring");
+    assert_eq!(sigma.r#where["Level"], "(?i)high|critical");
+    assert_eq!(sigma.alert.name, "{Title}");
+    let all = &c.rules[2];
+    assert!(all.alert.all);
+    assert_eq!(all.alert.exclude.as_deref(), Some("^(foo|bar|baz)$"));
     assert_eq!(
         rule.alert.name,
         r#"Honey file "{FileName}" accessed on {client.hostname}"#
@@ -300,6 +307,10 @@ fn validation_names_the_key_and_its_line() {
         ("[[rules]]\nname = 'r'\nwatch = 'W'\nalert.name = 'x'\nalert.all = true\nalert.fields = ['a']\n".into(), "<config>:6: rules[0].alert.fields: set either alert.fields or alert.all"),
         ("[[rules]]\nname = 'r'\nwatch = 'Linux..Foo'\nalert.name = 'x'\n".into(), "<config>:3: rules[0].watch: \"Linux..Foo\" is not an artifact name"),
         ("[[rules]]\nname = 'r'\nwatch = 'W'\nalert.name = ''\n".into(), "<config>:4: rules[0].alert.name: must not be empty"),
+        ("[[rules]]\nname = 'r'\nwatch = 'W'\nalert.name = 'x {a'\n".into(), "<config>:4: rules[0].alert.name: bad template \"x {a\": unclosed `{` at offset 2"),
+        ("[[rules]]\nname = 'r'\nwatch = 'W'\nalert.name = '{client.os}'\n".into(), "<config>:4: rules[0].alert.name: bad template \"{client.os}\": {client.os} is not a client field"),
+        ("[[rules]]\nname = 'r'\nwatch = 'W'\nalert.name = 'x'\nalert.set = { A = '}' }\n".into(), "<config>:5: rules[0].alert.set.A: bad template \"}\": unmatched `}`"),
+        ("[[rules]]\nname = \"r\\n\"\nwatch = 'W'\nalert.name = 'x'\n".into(), "<config>:2: rules[0].name: must not hold control characters"),
         ("[[rules]]\nname = 'r'\nwatch = 'W'\nalert.name = 'x'\n[[rules]]\nname = 'r'\nwatch = 'V'\nalert.name = 'y'\n".into(), "<config>:6: rules[1].name: duplicate rule name \"r\""),
         // [dedup]
         ("[dedup]\npartitions = [1]\n".into(), "<config>:2: dedup.partitions[0]: partition 1 does not exist: ingest.partitions is 1"),

@@ -1,5 +1,6 @@
 //! The client inventory: the KV bucket `talon_clients`, watched and cached in
-//! memory, so a lookup costs no round trip.
+//! memory, so a lookup costs no round trip. enrich reads it for an alert's
+//! client details, ingest's rules for `{client.hostname}` / `{client.fqdn}`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -85,7 +86,7 @@ impl Inventory {
         loaded: &watch::Sender<bool>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let store = talon_kit::streams::ensure_clients_bucket(js, replicas).await?;
+        let store = crate::streams::ensure_clients_bucket(js, replicas).await?;
         if store.status().await?.values() == 0 {
             let _ = loaded.send(true);
         }

@@ -1,0 +1,187 @@
+//! The NATS side of the rules: pull monitoring rows from `MONITORING`
+//! (durable consumer `rules`), evaluate every rule watching the row's
+//! artifact, publish each raised alert to `Server.Internal.Alerts` (with
+//! `Talon-Source: rule:<name>`), dead-letter what a rule cannot render to
+//! `talon.dlq.rules`, and ack the row only once all of that is acked
+//! (`talon_kit::pipeline`).
+
+use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
+use talon_kit::inventory::Inventory;
+use talon_kit::pipeline::{self, Outcome};
+use talon_proto::key::derived_msg_id;
+use talon_proto::names::{
+    HEADER_MSG_ID, HEADER_SOURCE, STAGE_RULES, STREAM_MONITORING, SUBJECT_ALERTS,
+};
+use talon_proto::DeadLetter;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::rules::Rules;
+
+/// Rows handled together.
+pub const BATCH: usize = 256;
+
+/// The identity of a row, from which everything it causes derives its
+/// `Nats-Msg-Id`: the producer's `Nats-Msg-Id` when it sent one (so a row
+/// published twice raises one alert), else its place in `MONITORING`.
+pub fn row_identity(msg_id: Option<&str>, stream_seq: u64) -> String {
+    match msg_id {
+        Some(id) if !id.is_empty() => format!("msg-id:{id}"),
+        _ => format!("{STREAM_MONITORING}:{stream_seq}"),
+    }
+}
+
+/// The `Nats-Msg-Id` of the alert `rule` raises for the row `row`.
+pub fn alert_msg_id(rule: &str, row: &str) -> String {
+    derived_msg_id("rule", &format!("{rule}\u{0}{row}"))
+}
+
+/// The `Nats-Msg-Id` of the dead letter of the row `row` (for `rule`, or
+/// for the row itself when it is not a row at all).
+pub fn dead_letter_msg_id(rule: Option<&str>, row: &str) -> String {
+    derived_msg_id("dlq-rules", &format!("{}\u{0}{row}", rule.unwrap_or("")))
+}
+
+/// `Talon-Source` of an alert raised by `rule`.
+pub fn source_header(rule: &str) -> String {
+    format!("rule:{rule}")
+}
+
+/// Pulls and evaluates rows until `shutdown` fires.
+pub async fn run(
+    js: jetstream::Context,
+    consumer: PullConsumer,
+    rules: Rules,
+    inventory: Inventory,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let loop_metrics = metrics.rules.clone();
+    pipeline::run(consumer, BATCH, loop_metrics, shutdown, |msg| {
+        let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
+        async move {
+            let outcome = start_row(js, &msg, rules, inventory, metrics).await;
+            (msg, outcome)
+        }
+    })
+    .await
+}
+
+/// Evaluates one row and starts its publishes.
+async fn start_row(
+    js: &jetstream::Context,
+    msg: &jetstream::Message,
+    rules: &Rules,
+    inventory: &Inventory,
+    metrics: &Metrics,
+) -> Result<Outcome, String> {
+    let info = msg
+        .info()
+        .map_err(|e| format!("message without JetStream info: {e}"))?;
+    let msg_id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_MSG_ID))
+        .map(|v| v.as_str());
+    let row = row_identity(msg_id, info.stream_sequence);
+    let dead_letter = |reason: String, rule: Option<&str>| {
+        let mut letter = DeadLetter::new(
+            STAGE_RULES,
+            reason,
+            msg.subject.as_str(),
+            Some(info.stream_sequence),
+            &msg.payload,
+        );
+        if let Some(id) = msg_id {
+            letter
+                .headers
+                .insert(HEADER_MSG_ID.to_owned(), id.to_owned());
+        }
+        let id = dead_letter_msg_id(rule, &row);
+        async move { talon_kit::dlq::publish(js, &letter, &id).await }
+    };
+    let verdicts = match rules.evaluate(msg.subject.as_str(), &msg.payload, info.published, &|id| {
+        inventory.get(id)
+    }) {
+        Ok(v) => v,
+        Err(reason) => {
+            tracing::info!(seq = info.stream_sequence, reason = %reason, "monitoring row dead-lettered");
+            let ack = dead_letter(reason, None).await.map_err(|e| e.to_string())?;
+            return Ok(Outcome::new("dead").with(ack));
+        }
+    };
+    let (mut raised, mut dead) = (false, false);
+    let mut acks = Vec::new();
+    for verdict in verdicts {
+        let label = match verdict.outcome {
+            Ok(Some(alert)) => {
+                // A Value always serializes.
+                let body = serde_json::to_vec(&alert).expect("a JSON value serializes");
+                let ack = js
+                    .send_publish(
+                        SUBJECT_ALERTS,
+                        PublishMessage::build()
+                            .payload(body.into())
+                            .message_id(alert_msg_id(verdict.rule, &row))
+                            .header(HEADER_SOURCE, source_header(verdict.rule).as_str()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                acks.push(ack);
+                raised = true;
+                "raised"
+            }
+            Ok(None) => "unmatched",
+            Err(e) => {
+                tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = %e, "monitoring row dead-lettered");
+                let ack = dead_letter(e.to_string(), Some(verdict.rule))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                acks.push(ack);
+                dead = true;
+                "dead"
+            }
+        };
+        metrics
+            .rule_evaluations
+            .with_label_values(&[verdict.rule, label])
+            .inc();
+    }
+    let label = match (dead, raised) {
+        (true, _) => "dead",
+        (false, true) => "raised",
+        (false, false) => "unmatched",
+    };
+    Ok(Outcome { label, acks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_derive_from_the_row_and_the_rule() {
+        let by_seq = row_identity(None, 7);
+        assert_eq!(by_seq, "MONITORING:7");
+        assert_eq!(row_identity(Some(""), 7), by_seq);
+        assert_eq!(row_identity(Some("m-1"), 7), "msg-id:m-1");
+        assert_eq!(alert_msg_id("a", &by_seq), alert_msg_id("a", &by_seq));
+        assert_ne!(alert_msg_id("a", &by_seq), alert_msg_id("b", &by_seq));
+        assert_ne!(
+            alert_msg_id("a", "MONITORING:7"),
+            alert_msg_id("a", "MONITORING:8")
+        );
+        assert_ne!(
+            alert_msg_id("a", &by_seq),
+            dead_letter_msg_id(Some("a"), &by_seq)
+        );
+        assert_ne!(
+            dead_letter_msg_id(Some("a"), &by_seq),
+            dead_letter_msg_id(None, &by_seq)
+        );
+        assert_eq!(
+            source_header("Server.Monitor.Honey"),
+            "rule:Server.Monitor.Honey"
+        );
+    }
+}

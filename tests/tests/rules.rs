@@ -1,0 +1,430 @@
+//! ingest's rules end to end: monitoring rows on `Monitoring.<Artifact>` (by
+//! NATS, by `POST /v1/events/<Artifact>`, by `talonctl event`) come out of
+//! the real pipeline (ingest → dedup) on `talon.alerts.unique` as the
+//! alerts the rules of deploy/talon.example.toml raise, deduplicated as
+//! configured; rows a rule cannot render are dead-lettered; a redelivered
+//! row raises one alert.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use serde_json::{json, Value};
+use talon_kit::Env;
+use talon_proto::names::{
+    dlq_subject, monitoring_subject, CONSUMER_RULES, STAGE_RULES, STREAM_ALERTS, STREAM_DLQ,
+    STREAM_MONITORING, STREAM_UNIQUE, SUBJECT_UNIQUE,
+};
+use talon_proto::{Alert, DeadLetter};
+use talon_tests::*;
+
+const HONEY: &str = "Linux.Detection.Honeyfiles";
+const SIGMA: &str = "Sigma.Windows.Hayabusa.Monitoring";
+const ALL: &str = "Custom.Client.Detections";
+
+const CLIENTS: &str =
+    "{\"client_id\":\"C.1\",\"hostname\":\"web-1\",\"fqdn\":\"web-1.example.org\"}\n\
+                       {\"client_id\":\"C.2\",\"hostname\":\"db-1\"}\n";
+
+/// The `[[rules]]` of the example config, as they are shipped.
+fn example_rules() -> String {
+    let example = include_str!("../../deploy/talon.example.toml");
+    let start = example.find("\n[[rules]]").expect("the example has rules");
+    let end = example.find("\n[dedup]").expect("the example has [dedup]");
+    let rules = example[start..end].to_owned();
+    for name in [
+        "Server.Monitor.HoneyfileAccess",
+        "Server.Monitor.SigmaHits",
+        "Server.Monitor.AllColumns",
+    ] {
+        assert!(rules.contains(name), "the example has rule {name}");
+    }
+    rules
+}
+
+fn env() -> Env {
+    Env::default().with("TALON_INGEST_TOKENS", "tok")
+}
+
+/// nats-server, the inventory, ingest with the example rules and a dedup.
+struct Suite {
+    nats: NatsServer,
+    ingest: InProcess,
+    dedup: InProcess,
+    js: jetstream::Context,
+    _dir: tempfile::TempDir,
+}
+
+impl Suite {
+    async fn start() -> Suite {
+        let nats = NatsServer::start().await;
+        import_clients(&nats, CLIENTS).await;
+        let ingest = start_ingest(
+            &nats,
+            &format!(
+                "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n{}",
+                example_rules()
+            ),
+            env(),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let dedup = start_dedup(&nats, &dedup_table(dir.path())).await;
+        let js = jetstream::new(nats.client().await);
+        Suite {
+            nats,
+            ingest,
+            dedup,
+            js,
+            _dir: dir,
+        }
+    }
+
+    /// Publishes `row` on `Monitoring.<artifact>` and waits for the ack.
+    async fn row(&self, artifact: &str, row: Value) -> u64 {
+        self.raw_row(artifact, serde_json::to_vec(&row).unwrap(), None)
+            .await
+    }
+
+    async fn raw_row(&self, artifact: &str, payload: Vec<u8>, msg_id: Option<&str>) -> u64 {
+        let mut message = PublishMessage::build().payload(payload.into());
+        if let Some(id) = msg_id {
+            message = message.message_id(id);
+        }
+        self.js
+            .send_publish(monitoring_subject(artifact), message)
+            .await
+            .expect("publish")
+            .await
+            .expect("ack")
+            .sequence
+    }
+
+    /// What came out of dedup, at most `at_most` (waits 3 s of quiet).
+    async fn unique(&self, at_most: usize) -> Vec<Alert> {
+        collect_as(&self.js, STREAM_UNIQUE, SUBJECT_UNIQUE, at_most).await
+    }
+
+    async fn dead_letters(&self, at_most: usize) -> Vec<DeadLetter> {
+        collect_as(&self.js, STREAM_DLQ, &dlq_subject(STAGE_RULES), at_most).await
+    }
+
+    async fn stop(self) {
+        self.ingest.stop().await.unwrap();
+        self.dedup.stop().await.unwrap();
+        drop(self.nats);
+    }
+}
+
+fn names(alerts: &[Alert]) -> Vec<&str> {
+    alerts.iter().map(|a| a.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_honey_file_alert_is_per_client_and_file_and_shows_the_client() {
+    let s = Suite::start().await;
+    let row = |file: &str, client: &str| {
+        json!({"FileName": file, "Pid": 4120, "ProcessName": "cat", "Uid": 1000,
+               "ClientId": client, "_ts": 1_790_000_000})
+    };
+    for (file, client) in [
+        ("/home/a/honey.docx", "C.1"),
+        ("/home/a/honey.docx", "C.1"), // the same client and file: suppressed
+        ("/home/a/other.xlsx", "C.1"),
+        ("/home/a/honey.docx", "C.2"),
+        ("/home/a/honey.docx", "C.9"), // not in the inventory
+    ] {
+        s.row(HONEY, row(file, client)).await;
+    }
+    let got = s.unique(10).await;
+    assert_eq!(
+        names(&got),
+        [
+            r#"Honey file "/home/a/honey.docx" accessed on web-1"#,
+            r#"Honey file "/home/a/other.xlsx" accessed on web-1"#,
+            r#"Honey file "/home/a/honey.docx" accessed on db-1"#,
+            r#"Honey file "/home/a/honey.docx" accessed on C.9"#,
+        ]
+    );
+    let a = &got[0];
+    assert_eq!(a.source, "rule:Server.Monitor.HoneyfileAccess");
+    assert_eq!(a.client_id.as_deref(), Some("C.1"));
+    assert_eq!(a.artifact.as_deref(), Some(HONEY));
+    assert_eq!(a.artifact_type.as_deref(), Some("CLIENT_EVENT"));
+    assert_eq!(a.dedup_seconds, 300);
+    assert_eq!(a.timestamp.timestamp(), 1_790_000_000, "the row's _ts");
+    assert_eq!(
+        Value::Object(a.event_data.clone()),
+        json!({"FileName": "/home/a/honey.docx", "Pid": 4120, "ProcessName": "cat",
+               "Artifact": HONEY, "ArtifactType": "CLIENT_EVENT", "ClientId": "C.1",
+               "Severity": "high"})
+    );
+    let window = a.dedup.as_ref().unwrap();
+    assert_eq!((window.window_end - window.window_start).num_seconds(), 300);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sigma_hits_of_high_level_raise_one_alert_per_title_in_five_minutes() {
+    let s = Suite::start().await;
+    let hit = |title: &str, level: &str, eid: u32| {
+        json!({"Timestamp": "2026-01-01T00:00:00Z", "Computer": "dc1.example.org",
+               "Channel": "Security", "EID": eid, "Level": level, "Title": title,
+               "RecordID": 1, "Details": {"User": "alice", "Proc": "mimikatz.exe"},
+               "ClientId": "C.1"})
+    };
+    for (title, level) in [
+        ("Mimikatz Use", "high"),
+        ("Mimikatz Use", "critical"), // the same title within 300 s
+        ("Suspicious Service", "High"),
+        ("Noisy Thing", "medium"), // fails `where`
+        ("Mimikatz Use", "low"),   // fails `where`
+    ] {
+        s.row(SIGMA, hit(title, level, 4688)).await;
+    }
+    s.row(SIGMA, json!({"Title": "No level", "ClientId": "C.1"}))
+        .await; // a missing column does not match
+    let got = s.unique(10).await;
+    assert_eq!(names(&got), ["Mimikatz Use", "Suspicious Service"]);
+    let a = &got[0];
+    assert_eq!(a.source, "rule:Server.Monitor.SigmaHits");
+    assert_eq!(a.dedup_seconds, 300);
+    assert_eq!(
+        Value::Object(a.event_data.clone()),
+        json!({"Level": "high", "Channel": "Security", "EID": 4688,
+               "Details": {"User": "alice", "Proc": "mimikatz.exe"},
+               "Artifact": SIGMA, "ArtifactType": "CLIENT_EVENT", "ClientId": "C.1"})
+    );
+    // Rows failing `where` raised nothing at all, not even a suppressed alert.
+    assert_eq!(stream_messages(&s.js, STREAM_ALERTS).await, 3);
+    assert!(s.dead_letters(1).await.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn all_columns_but_the_excluded_with_name_and_severity_set_last() {
+    let s = Suite::start().await;
+    s.row(
+        ALL,
+        json!({"foo": 1, "bar": "x", "baz": null, "food": "kept", "Rule": "r-17",
+               "Severity": "low", "ClientId": "C.2", "Nested": {"a": [1, 2]}}),
+    )
+    .await;
+    let got = s.unique(2).await;
+    assert_eq!(names(&got), ["Detection on db-1"]);
+    assert_eq!(got[0].source, "rule:Server.Monitor.AllColumns");
+    assert_eq!(
+        Value::Object(got[0].event_data.clone()),
+        json!({"food": "kept", "Rule": "r-17", "Severity": "medium", "ClientId": "C.2",
+               "Nested": {"a": [1, 2]}}),
+        "foo, bar and baz excluded; the row's Severity overridden"
+    );
+    assert_eq!(
+        got[0].dedup_seconds, 0,
+        "no alert.dedup: the configured default"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unrenderable_rows_are_dead_lettered_and_a_redelivered_row_raises_one_alert() {
+    let s = Suite::start().await;
+    // No FileName: the name template cannot be rendered.
+    let seq = s.row(HONEY, json!({"Pid": 1, "ClientId": "C.1"})).await;
+    // Not a JSON object.
+    s.raw_row(HONEY, b"[1, 2]".to_vec(), None).await;
+    s.raw_row(HONEY, b"{not json".to_vec(), None).await;
+    // A row no rule watches is acked and forgotten, whatever it holds.
+    s.raw_row("Nobody.Watches.This", b"garbage".to_vec(), None)
+        .await;
+    // Two good rows, one published twice with the same Nats-Msg-Id.
+    let good =
+        |file: &str| serde_json::to_vec(&json!({"FileName": file, "ClientId": "C.1"})).unwrap();
+    s.raw_row(HONEY, good("/a"), Some("row-a")).await;
+    s.raw_row(HONEY, good("/a"), Some("row-a")).await;
+    s.raw_row(HONEY, good("/b"), None).await;
+
+    let letters = s.dead_letters(10).await;
+    assert_eq!(letters.len(), 3, "{letters:#?}");
+    assert_eq!(letters[0].stage, "rules");
+    assert_eq!(letters[0].subject, monitoring_subject(HONEY));
+    assert_eq!(letters[0].stream_seq, Some(seq));
+    assert_eq!(
+        letters[0].reason,
+        "rule \"Server.Monitor.HoneyfileAccess\": cannot render alert.name: the row has no column \"FileName\""
+    );
+    assert_eq!(
+        letters[0].raw.as_deref(),
+        Some(r#"{"Pid":1,"ClientId":"C.1"}"#)
+    );
+    assert_eq!(
+        letters[1].reason,
+        "a monitoring row must be a JSON object, got an array"
+    );
+    assert!(letters[2]
+        .reason
+        .starts_with("a monitoring row must be a JSON object: "));
+    wait_for_messages(&s.js, STREAM_ALERTS, 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // Every row comes back to the rules (as after a crash between
+    // publishing and acking): the same alerts and letters, so no copy.
+    let before = (
+        stream_messages(&s.js, STREAM_ALERTS).await,
+        stream_messages(&s.js, STREAM_DLQ).await,
+    );
+    assert_eq!(before.0, 2);
+    let ingest_config = format!(
+        "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n{}",
+        example_rules()
+    );
+    let Suite {
+        nats,
+        ingest,
+        dedup,
+        js,
+        _dir,
+    } = s;
+    ingest.stop().await.unwrap();
+    js.get_stream(STREAM_MONITORING)
+        .await
+        .unwrap()
+        .delete_consumer(CONSUMER_RULES)
+        .await
+        .unwrap();
+    let ingest = start_ingest(&nats, &ingest_config, env()).await;
+    let consumer_done = async {
+        loop {
+            let mut c: jetstream::consumer::PullConsumer = js
+                .get_stream(STREAM_MONITORING)
+                .await
+                .unwrap()
+                .get_consumer(CONSUMER_RULES)
+                .await
+                .unwrap();
+            let info = c.info().await.unwrap();
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), consumer_done)
+        .await
+        .expect("the rules read every row again");
+    let after = (
+        stream_messages(&js, STREAM_ALERTS).await,
+        stream_messages(&js, STREAM_DLQ).await,
+    );
+    assert_eq!(after, before, "no second alert, no second dead letter");
+
+    let s = Suite {
+        nats,
+        ingest,
+        dedup,
+        js,
+        _dir,
+    };
+    let got = s.unique(5).await;
+    assert_eq!(
+        names(&got),
+        [
+            r#"Honey file "/a" accessed on web-1"#,
+            r#"Honey file "/b" accessed on web-1"#
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rows_by_http_and_by_talonctl_reach_the_rules() {
+    let s = Suite::start().await;
+    let http = reqwest::Client::new();
+    let url = |artifact: &str| format!("http://{}/v1/events/{artifact}", s.ingest.http_addr);
+    let post = |artifact: &str, token: Option<&str>, content_type: &str, body: String| {
+        let mut req = http
+            .post(url(artifact))
+            .header("content-type", content_type)
+            .header("idempotency-key", "req-1")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let rows = json!([
+        {"FileName": "/http", "ClientId": "C.1"},
+        7,
+        {"FileName": "/http", "ClientId": "C.2"}
+    ])
+    .to_string();
+    let (status, body) = post(HONEY, Some("tok"), "application/json", rows.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"].as_array().unwrap().len(), 2);
+    assert_eq!(body["accepted"][1]["index"], 2);
+    assert_eq!(
+        body["rejected"],
+        json!([{"index": 1, "reason": "a monitoring row must be a JSON object, got a number"}])
+    );
+    // The same request again (a client retrying): JetStream keeps one copy.
+    let (status, _) = post(HONEY, Some("tok"), "application/json", rows).await;
+    assert_eq!(status, 202);
+    assert_eq!(stream_messages(&s.js, STREAM_MONITORING).await, 2);
+
+    let (status, _) = post(HONEY, None, "application/json", "{}".into()).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(HONEY, Some("tok"), "text/plain", "{}".into()).await;
+    assert_eq!(status, 415);
+    for bad in ["Linux..Honeyfiles", "Linux.*", "Linux.%3E"] {
+        let (status, body) = post(bad, Some("tok"), "application/json", "{}".into()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an artifact name"));
+    }
+    let (status, body) = post(HONEY, Some("tok"), "application/x-ndjson", "\n".into()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("the body holds no rows"))
+    );
+
+    let (code, out, err) = run_binary(
+        "talonctl",
+        &[
+            "event",
+            HONEY,
+            "FileName=/cli",
+            "ClientId=C.1",
+            "Pid=42",
+            "--nats",
+            &s.nats.url(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.trim().parse::<u64>().is_ok(),
+        "prints the sequence: {out}"
+    );
+
+    let got = s.unique(5).await;
+    assert_eq!(
+        names(&got),
+        [
+            r#"Honey file "/http" accessed on web-1"#,
+            r#"Honey file "/http" accessed on db-1"#,
+            r#"Honey file "/cli" accessed on web-1"#,
+        ]
+    );
+    assert_eq!(got[2].event_data["Pid"], 42);
+    let letters = s.dead_letters(5).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].subject, format!("http:/v1/events/{HONEY}"));
+    assert_eq!(letters[0].raw.as_deref(), Some("7"));
+    s.stop().await;
+}
