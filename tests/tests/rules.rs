@@ -156,7 +156,7 @@ async fn a_honey_file_alert_is_per_client_and_file_and_shows_the_client() {
         Value::Object(a.event_data.clone()),
         json!({"FileName": "/home/a/honey.docx", "Pid": 4120, "ProcessName": "cat",
                "Artifact": HONEY, "ArtifactType": "CLIENT_EVENT", "ClientId": "C.1",
-               "Severity": "high"})
+               "Level": "HIGH"})
     );
     let window = a.dedup.as_ref().unwrap();
     assert_eq!((window.window_end - window.window_start).num_seconds(), 300);

@@ -136,8 +136,8 @@ fn the_example_file_parses() {
             seconds: 3600
         }]
     );
-    let rows = c.enrich.severity_transforms.as_ref().expect("seven rows");
-    assert_eq!(rows.len(), 7);
+    let rows = c.enrich.severity_transforms.as_ref().expect("eight rows");
+    assert_eq!(rows.len(), 8);
     assert_eq!(
         (
             rows[2].member.as_str(),
