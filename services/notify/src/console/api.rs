@@ -230,14 +230,24 @@ struct UpTo {
     up_to: Option<u64>,
 }
 
+/// `read` and `clear`: the session's user and the optional `up_to`.
+async fn marking(
+    console: &Console,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<(String, Option<u64>, Arc<Inbox>), ApiError> {
+    let user = user_of(console, headers).await?;
+    let UpTo { up_to } = body(headers, bytes)?;
+    Ok((user, up_to, backend(console)?.inbox.clone()))
+}
+
 async fn read(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let user = user_of(&console, &headers).await?;
-    let UpTo { up_to } = body(&headers, &bytes)?;
-    let unread = backend(&console)?.inbox.read(&user, up_to).await?;
+    let (user, up_to, inbox) = marking(&console, &headers, &bytes).await?;
+    let unread = inbox.read(&user, up_to).await?;
     Ok(Json(json!({ "unread": unread })).into_response())
 }
 
@@ -246,9 +256,8 @@ async fn clear(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let user = user_of(&console, &headers).await?;
-    let UpTo { up_to } = body(&headers, &bytes)?;
-    let cleared = backend(&console)?.inbox.clear(&user, up_to).await?;
+    let (user, up_to, inbox) = marking(&console, &headers, &bytes).await?;
+    let cleared = inbox.clear(&user, up_to).await?;
     Ok(Json(json!({ "cleared": cleared })).into_response())
 }
 

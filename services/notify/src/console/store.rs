@@ -164,20 +164,26 @@ impl Inbox {
         })
     }
 
-    /// The stream's last sequence: "everything there is now".
-    async fn last_sequence(&self) -> Result<u64, StoreError> {
-        let info = self.stream.get_info().await.map_err(nats)?;
-        Ok(info.state.last_sequence)
+    /// Waits for the index, then resolves `up_to`: as given, or the
+    /// stream's last sequence ("everything there is now").
+    async fn ready_up_to(&self, up_to: Option<u64>) -> Result<u64, StoreError> {
+        self.wait_ready().await?;
+        match up_to {
+            Some(s) => Ok(s),
+            None => Ok(self
+                .stream
+                .get_info()
+                .await
+                .map_err(nats)?
+                .state
+                .last_sequence),
+        }
     }
 
     /// Marks `user`'s messages up to `up_to` (everything there is now, when
     /// `None`) read; returns the unread count after.
     pub async fn read(&self, user: &str, up_to: Option<u64>) -> Result<usize, StoreError> {
-        self.wait_ready().await?;
-        let up_to = match up_to {
-            Some(s) => s,
-            None => self.last_sequence().await?,
-        };
+        let up_to = self.ready_up_to(up_to).await?;
         self.merge_marks(
             user,
             Marks {
@@ -192,11 +198,7 @@ impl Inbox {
     /// Removes `user`'s messages up to `up_to` (everything there is now,
     /// when `None`) from the stream for good; returns how many went.
     pub async fn clear(&self, user: &str, up_to: Option<u64>) -> Result<u64, StoreError> {
-        self.wait_ready().await?;
-        let up_to = match up_to {
-            Some(s) => s,
-            None => self.last_sequence().await?,
-        };
+        let up_to = self.ready_up_to(up_to).await?;
         // The mark first: every replica hides the messages at once, and a
         // purge interrupted here is finished by the next clear.
         self.merge_marks(
