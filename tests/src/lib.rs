@@ -646,6 +646,7 @@ pub async fn publish_accepted(
 }
 
 pub mod console;
+pub mod deploy;
 
 /// A web hook receiver on a free loopback port: answers each request with
 /// the next scripted reply (the last one repeats) and records what came.
