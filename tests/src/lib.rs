@@ -208,11 +208,30 @@ pub fn binary(name: &str) -> PathBuf {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "-p", name, "--bin", name])
             .env("CARGO_TARGET_DIR", target_dir)
-            // ring's build tracks CARGO_MANIFEST_DIR: passing the tests'
-            // own on would rebuild it (and all above it) at every switch
-            // between a shell build and a test build.
-            .env_remove("CARGO_MANIFEST_DIR")
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // ring's build script tracks CARGO_MANIFEST_DIR and CARGO_PKG_NAME
+        // (and may track more of what cargo sets for the test running us):
+        // passing the tests' own on would rebuild it, and all above it, at
+        // every switch between a shell build and a test build.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&key)
+            {
+                cmd.env_remove(key);
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
