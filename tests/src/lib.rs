@@ -664,6 +664,7 @@ pub async fn publish_accepted(
     .sequence
 }
 
+pub mod cluster;
 pub mod console;
 pub mod deploy;
 

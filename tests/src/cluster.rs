@@ -1,0 +1,361 @@
+//! nats-server processes run from the project's own config files: a node of
+//! `deploy/nats.conf`, and the three-node cluster of `deploy/nats-cluster/`,
+//! each moved to free loopback ports and a temporary store so that tests run
+//! the files users run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+use crate::{free_port, nats_binary};
+
+/// One nats-server started from a config file; SIGKILLed on drop.
+pub struct NatsNode {
+    bin: PathBuf,
+    child: Option<Child>,
+    /// `server_name` from the file, else `nats`.
+    pub name: String,
+    /// Client port.
+    pub port: u16,
+    /// Monitoring port (`/healthz`).
+    pub monitor_port: u16,
+    conf: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl NatsNode {
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("nats-server log");
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A client connected to it (fails fast).
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect to nats-server {}: {e}", self.name))
+    }
+
+    /// Is it running (not killed, not exited)?
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL (its store stays).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The end of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until its `/healthz` answers 200: JetStream enabled and, in a
+    /// cluster, its meta layer and streams current.
+    pub async fn wait_healthy(&mut self, within: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{}/healthz", self.monitor_port);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if !self.running() {
+                anyhow::bail!("nats-server {} exited:\n{}", self.name, self.log_tail());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "nats-server {} not healthy after {within:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `conf` with its `store_dir` line pointing at `store`.
+fn with_store_dir(conf: &str, store: &Path) -> String {
+    let mut replaced = false;
+    let out: Vec<String> = conf
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("store_dir:") {
+                replaced = true;
+                let indent = &line[..line.len() - trimmed.len()];
+                format!("{indent}store_dir: {:?}", store.display().to_string())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert!(replaced, "the config has no store_dir line");
+    out.join("\n") + "\n"
+}
+
+fn server_name(conf: &str) -> Option<String> {
+    conf.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("server_name:")
+            .map(|v| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// A single nats-server from `deploy/nats.conf` (or another file) as it is,
+/// but for its store (a temporary one) and its addresses: the command line
+/// puts it on loopback and free ports, as scripts/dev does.
+pub struct NatsFromFile {
+    pub node: NatsNode,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsFromFile {
+    pub async fn start(conf: &Path) -> NatsFromFile {
+        let bin = nats_binary().unwrap_or_else(|e| panic!("{e:#}"));
+        let text = std::fs::read_to_string(conf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", conf.display()));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf_path = dir.path().join("nats.conf");
+        std::fs::write(&conf_path, with_store_dir(&text, &dir.path().join("js")))
+            .expect("write nats.conf");
+        let (port, monitor_port) = (free_port(), free_port());
+        let mut node = NatsNode {
+            bin,
+            child: None,
+            name: server_name(&text).unwrap_or_else(|| "nats".into()),
+            port,
+            monitor_port,
+            conf: conf_path,
+            args: vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-m".into(),
+                monitor_port.to_string(),
+            ],
+            log: dir.path().join("nats-server.log"),
+        };
+        node.spawn();
+        node.wait_healthy(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        NatsFromFile { node, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.node.url()
+    }
+}
+
+/// The cluster of `deploy/nats-cluster/node-*.conf`: every file as it is,
+/// but each of its ports (clients, routes, monitoring) moved to a free one
+/// and its store to a temporary folder.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts every `node-*.conf` in `dir` and waits until each node is
+    /// healthy and JetStream answers through the cluster.
+    pub async fn start(dir: &Path) -> NatsCluster {
+        let bin = nats_binary().unwrap_or_else(|e| panic!("{e:#}"));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("node-") && n.ends_with(".conf"))
+            })
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no node-*.conf in {}", dir.display());
+        let texts: Vec<String> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("read node conf"))
+            .collect();
+
+        // Every loopback port any file names, each given a free one.
+        let mut ports: Vec<(u16, u16)> = Vec::new();
+        for text in &texts {
+            for port in loopback_ports(text) {
+                if !ports.iter().any(|(old, _)| *old == port) {
+                    ports.push((port, free_port()));
+                }
+            }
+        }
+        let moved = |text: &str| {
+            ports.iter().fold(text.to_owned(), |t, (old, new)| {
+                t.replace(&format!("127.0.0.1:{old}\n"), &format!("127.0.0.1:{new}\n"))
+            })
+        };
+        let new_port = |text: &str, key: &str| -> u16 {
+            let old = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .and_then(|v| v.trim().rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+                .unwrap_or_else(|| panic!("a node conf has no `{key} 127.0.0.1:<port>`"));
+            ports
+                .iter()
+                .find(|(o, _)| *o == old)
+                .map(|(_, n)| *n)
+                .expect("port was mapped")
+        };
+
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let store = tmp.path().join(format!("store-{i}"));
+            let conf = with_store_dir(&moved(text), &store);
+            let conf_path = tmp.path().join(format!("node-{i}.conf"));
+            std::fs::write(&conf_path, &conf).expect("write node conf");
+            let mut node = NatsNode {
+                bin: bin.clone(),
+                child: None,
+                name: server_name(text).unwrap_or_else(|| format!("node-{i}")),
+                port: new_port(text, "listen:"),
+                monitor_port: new_port(text, "http:"),
+                conf: conf_path,
+                args: Vec::new(),
+                log: tmp.path().join(format!("node-{i}.log")),
+            };
+            node.spawn();
+            nodes.push(node);
+        }
+        let mut cluster = NatsCluster { nodes, _dir: tmp };
+        cluster.wait_ready(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// Every node's URL, comma-separated: `[nats].url` for the suite.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsNode::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until every running node is healthy and JetStream (its meta
+    /// leader) answers an account query through the cluster.
+    pub async fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        for node in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            node.wait_healthy(left)
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let addrs: Vec<String> = self.nodes.iter().map(NatsNode::url).collect();
+        loop {
+            if self.meta_complete().await {
+                if let Ok(client) = async_nats::connect(addrs.clone()).await {
+                    if jetstream::new(client).query_account().await.is_ok() {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the NATS cluster's JetStream did not answer within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Does the JetStream meta leader see every other running node as a
+    /// current peer? Until then creating an R3 stream may fail with "no
+    /// suitable peers for placement".
+    async fn meta_complete(&mut self) -> bool {
+        let http = reqwest::Client::new();
+        let mut running = 0;
+        for node in &mut self.nodes {
+            running += usize::from(node.running());
+        }
+        for node in &self.nodes {
+            let url = format!("http://127.0.0.1:{}/jsz", node.monitor_port);
+            let Ok(response) = http.get(&url).send().await else {
+                continue;
+            };
+            let Ok(jsz) = response.json::<serde_json::Value>().await else {
+                continue;
+            };
+            let meta = &jsz["meta_cluster"];
+            if meta["leader"].as_str() != Some(node.name.as_str()) {
+                continue;
+            }
+            let peers = meta["replicas"].as_array().cloned().unwrap_or_default();
+            let current = peers
+                .iter()
+                .filter(|p| p["current"] == true && p["offline"] != true)
+                .count();
+            return current + 1 >= running;
+        }
+        false
+    }
+
+    /// A client of the whole cluster (fails over like a service's).
+    pub async fn service_client(&self, name: &str) -> async_nats::Client {
+        let cfg = talon_kit::config::NatsConfig {
+            url: self.url(),
+            ..Default::default()
+        };
+        talon_kit::nats::connect(
+            &cfg,
+            &talon_kit::Env::default(),
+            name,
+            talon_kit::nats::Initial::Retry,
+        )
+        .await
+        .expect("cluster client")
+    }
+
+    /// The node called `name` (a stream's `cluster.leader`).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+}
+
+/// The ports of `127.0.0.1:<port>` addresses at the end of lines.
+fn loopback_ports(text: &str) -> Vec<u16> {
+    text.lines()
+        .filter_map(|l| l.trim_end().rsplit_once("127.0.0.1:"))
+        .filter_map(|(_, p)| p.parse().ok())
+        .collect()
+}
