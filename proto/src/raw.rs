@@ -124,6 +124,38 @@ impl RawAlert {
     }
 }
 
+impl RawAlert {
+    /// The Alert envelope ingest makes of it: its id, when JetStream
+    /// stored it (also the `timestamp` when the producer sent none), and
+    /// its source; every later stage's field empty.
+    pub fn into_alert(
+        self,
+        id: String,
+        received_at: DateTime<Utc>,
+        source: String,
+    ) -> crate::Alert {
+        crate::Alert {
+            id,
+            received_at,
+            source,
+            org_id: self.org_id,
+            name: self.name,
+            timestamp: self.timestamp.unwrap_or(received_at),
+            client_id: self.client_id,
+            flow_id: self.flow_id,
+            artifact: self.artifact,
+            artifact_type: self.artifact_type,
+            event_data: self.event_data,
+            dedup_seconds: self.dedup.unwrap_or(0),
+            dedup: None,
+            severity: None,
+            context: None,
+            client: None,
+            channel: None,
+        }
+    }
+}
+
 fn wrong(field: &'static str, expected: &'static str, got: &Value) -> RawAlertError {
     RawAlertError::WrongType {
         field,
