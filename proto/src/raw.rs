@@ -238,6 +238,24 @@ mod tests {
 
     const ROW: &str = r#"{"client_id":"server","name":"TestAlert","timestamp":"2020-10-07T20:43:08Z","event_data":{"field":"Field1"},"artifact":"EventTest.Alert","artifact_type":"SERVER_MONITORING","_ts":1602103388,"_Source":"VelociraptorServer"}"#;
 
+    /// Found by fuzzing: without serde_json's `float_roundtrip`, a float in
+    /// `event_data` came back one ulp off after a serialize-and-parse, so
+    /// each stage could change it a little.
+    #[test]
+    fn floats_in_event_data_survive_every_hop_exactly() {
+        let raw = br#"{"name":"n","event_data":{"x":1.111000000000128,"y":1.1111111111111112}}"#;
+        let at = Utc.timestamp_millis_opt(1_790_000_000_000).unwrap();
+        let alert = RawAlert::parse(raw, 1 << 20)
+            .unwrap()
+            .into_alert("id".into(), at, "nats".into());
+        assert_eq!(alert.event_data["x"].as_f64(), Some(1.111000000000128));
+        let mut hop = alert.clone();
+        for _ in 0..4 {
+            hop = serde_json::from_slice(&serde_json::to_vec(&hop).unwrap()).unwrap();
+        }
+        assert_eq!(hop, alert);
+    }
+
     #[test]
     fn velociraptor_row_parses_with_every_field() {
         let a = RawAlert::parse(ROW.as_bytes(), 1 << 20).unwrap();
