@@ -28,7 +28,9 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use talon_kit::Env;
 use talon_proto::names::{DUPLICATE_WINDOW, SUBJECT_ALERTS};
-use talon_tests::bench::{cpu_model, nats_server_version, percentile, publish_all, republish};
+use talon_tests::bench::{
+    cpu_model, nats_server_version, percentile, publish_all, pull_chunks, republish,
+};
 use talon_tests::receiver::Receiver;
 use talon_tests::{dedup_table, start_dedup, start_enrich, start_ingest, start_notify, NatsServer};
 
@@ -162,20 +164,12 @@ impl Target<'_> {
 /// ack it once answered 2xx. Runs until `n` are done.
 async fn sink(consumer: consumer::PullConsumer, url: String, n: usize) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(IN_FLIGHT)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await?
-        .ready_chunks(IN_FLIGHT);
+    let mut chunks = pull_chunks(&consumer, IN_FLIGHT).await?;
     let mut done = 0;
     while done < n {
-        let Some(chunk) = messages.next().await else {
+        let Some(msgs) = chunks.next().await else {
             bail!("the sink's pull ended after {done} of {n}");
         };
-        let msgs: Vec<jetstream::Message> = chunk.into_iter().filter_map(Result::ok).collect();
         let posts = msgs.iter().map(|m| {
             http.post(&url)
                 .header("content-type", "application/json")

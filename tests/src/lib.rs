@@ -434,6 +434,29 @@ pub async fn collect_as<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
+/// A deterministic pseudo-random sequence (xorshift64), so a test run
+/// replays from its seed. The seed must not be 0.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n` (near enough for tests).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// A `[dedup]` table for tests: HTTP on port 0, sled under `dir`.
 pub fn dedup_table(dir: &Path) -> String {
     format!(
@@ -1194,6 +1217,25 @@ pub mod bench {
         Ok(())
     }
 
+    /// What `consumer` delivers, in chunks of up to `batch` as they are
+    /// ready (pull requests of `batch`, errors left out).
+    pub async fn pull_chunks(
+        consumer: &consumer::PullConsumer,
+        batch: usize,
+    ) -> anyhow::Result<futures::stream::BoxStream<'static, Vec<jetstream::Message>>> {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        Ok(messages
+            .ready_chunks(batch)
+            .map(|chunk| chunk.into_iter().filter_map(Result::ok).collect())
+            .boxed())
+    }
+
     /// A raw consume-and-republish hop in the shape of talon's stateless
     /// stages: pull up to `batch` from `consumer`, publish each payload
     /// unchanged to `to` with a `Nats-Msg-Id`, await the acks, then ack the
@@ -1206,19 +1248,11 @@ pub mod bench {
         n: usize,
     ) -> anyhow::Result<()> {
         let mut done = 0;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?
-            .ready_chunks(batch);
+        let mut chunks = pull_chunks(&consumer, batch).await?;
         while done < n {
-            let Some(chunk) = messages.next().await else {
+            let Some(msgs) = chunks.next().await else {
                 anyhow::bail!("the hop's pull ended after {done} of {n}");
             };
-            let msgs: Vec<jetstream::Message> = chunk.into_iter().filter_map(Result::ok).collect();
             let mut acks = Vec::with_capacity(msgs.len());
             for msg in &msgs {
                 let seq = msg.info().map_or(0, |i| i.stream_sequence);
