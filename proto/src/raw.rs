@@ -245,9 +245,10 @@ mod tests {
     fn floats_in_event_data_survive_every_hop_exactly() {
         let raw = br#"{"name":"n","event_data":{"x":1.111000000000128,"y":1.1111111111111112}}"#;
         let at = Utc.timestamp_millis_opt(1_790_000_000_000).unwrap();
-        let alert = RawAlert::parse(raw, 1 << 20)
-            .unwrap()
-            .into_alert("id".into(), at, "nats".into());
+        let alert =
+            RawAlert::parse(raw, 1 << 20)
+                .unwrap()
+                .into_alert("id".into(), at, "nats".into());
         assert_eq!(alert.event_data["x"].as_f64(), Some(1.111000000000128));
         let mut hop = alert.clone();
         for _ in 0..4 {
