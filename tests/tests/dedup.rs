@@ -414,3 +414,45 @@ async fn the_api_lists_pages_and_forgets() {
     assert_eq!(got[0].id, "y");
     dedup.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_input_published_again_after_a_nats_restart_is_not_counted_twice() {
+    let mut nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dedup = start_dedup(&nats, &dedup_config(dir.path(), "")).await;
+    let js = jetstream::new(nats.client().await);
+    publish_accepted(&js, 0, &accepted_alert("open", "Twice", T0, 10)).await;
+    let inside = accepted_alert("inside", "Twice", T0 + 1_000, 10);
+    publish_accepted(&js, 0, &inside).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stream_messages(&js, "ACCEPTED").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "dedup never consumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // nats-server restarts; ingest, whose ack of the ALERTS input was lost,
+    // publishes the same alert again with the same Nats-Msg-Id. The work
+    // queue deleted the first copy, so JetStream's duplicate window no
+    // longer knows its id and stores it again.
+    nats.restart().await;
+    let js = jetstream::new(nats.client().await);
+    let again = js
+        .send_publish(
+            talon_proto::names::accepted_subject(0),
+            jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&inside).unwrap().into())
+                .message_id(&inside.id),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!again.duplicate, "JetStream took the copy as new");
+    publish_accepted(&js, 0, &accepted_alert("next", "Twice", T0 + 20_000, 10)).await;
+    let got = unique(&js, 3).await;
+    let seen: Vec<(&str, u64)> = got
+        .iter()
+        .map(|a| (a.id.as_str(), a.dedup.as_ref().unwrap().suppressed_before))
+        .collect();
+    assert_eq!(seen, [("open", 0), ("next", 1)], "the copy is not counted");
+    dedup.stop().await.unwrap();
+}
