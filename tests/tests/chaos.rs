@@ -19,7 +19,7 @@
 //! - `every-*` names, `dedup = -1`: every alert is delivered.
 //! - `long-*` names, the default window (a day here): exactly one alert of
 //!   each name is delivered, with `suppressed_before` 0.
-//! - `burst-*` (own `dedup = 8`) and `brief-*` (an override of 8 s) names
+//! - `burst-*` (own `dedup = 12`) and `brief-*` (an override of 12 s) names
 //!   get bursts: a few alerts within ~1.5 s, bursts of a name at least 50 s
 //!   apart. Exactly one alert of each burst is delivered, and its
 //!   `suppressed_before` is the size of the name's previous burst minus one.
@@ -41,7 +41,7 @@ const USER: &str = "alice";
 const USER_PASSWORD: &str = "alice-secret";
 const MAX_IN_FLIGHT: usize = 8;
 /// The short windows of `burst-*` and `brief-*` names, seconds.
-const SHORT_WINDOW: i64 = 8;
+const SHORT_WINDOW: i64 = 12;
 /// The least time between two bursts of a name: more than the short window
 /// plus the longest reordering a crash causes (the 30 s ack wait).
 const BURST_GAP: f64 = 50.0;
@@ -169,7 +169,7 @@ fn plan(shape: &Shape, rng: &mut XorShift) -> Vec<Planned> {
 fn raw_alert(i: usize, p: &Planned) -> String {
     let dedup = match class_of(p.name) {
         Class::Every => ",\"dedup\":-1",
-        Class::Burst => ",\"dedup\":8",
+        Class::Burst => ",\"dedup\":12",
         Class::Long | Class::Brief => "",
     };
     format!(
@@ -342,8 +342,9 @@ struct Group {
 
 /// The model, from the plan and the received_at (ms) JetStream stored for
 /// each alert. Checks the shape the model relies on and says where it broke.
-fn model(planned: &[Planned], received_ms: &[i64]) -> Result<Vec<Group>, String> {
+fn model(planned: &[Planned], received_ms: &[i64]) -> Result<(Vec<Group>, i64), String> {
     let mut groups = Vec::new();
+    let mut widest = 0;
     let mut by_name: BTreeMap<usize, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
     for (i, p) in planned.iter().enumerate() {
         match class_of(p.name) {
@@ -375,6 +376,7 @@ fn model(planned: &[Planned], received_ms: &[i64]) -> Result<Vec<Group>, String>
         for (b, members) in bursts {
             let first = members.iter().map(|i| received_ms[*i]).min().unwrap_or(0);
             let last = members.iter().map(|i| received_ms[*i]).max().unwrap_or(0);
+            widest = widest.max(last - first);
             if last - first >= window_ms {
                 return Err(format!(
                     "burst {b} of {} spread over {} ms, not inside one window",
@@ -399,7 +401,7 @@ fn model(planned: &[Planned], received_ms: &[i64]) -> Result<Vec<Group>, String>
             previous = Some((last, members.len()));
         }
     }
-    Ok(groups)
+    Ok((groups, widest))
 }
 
 #[tokio::test]
@@ -625,7 +627,7 @@ max_in_flight = {MAX_IN_FLIGHT}
         .enumerate()
         .map(|(i, at)| at.unwrap_or_else(|| panic!("accepted alert {i} is not in ALERTS")))
         .collect();
-    let groups = model(&planned, &received_ms).unwrap_or_else(|e| panic!("model: {e}"));
+    let (groups, widest) = model(&planned, &received_ms).unwrap_or_else(|e| panic!("model: {e}"));
 
     // The web hook: deliveries per alert.
     let mut deliveries: BTreeMap<usize, Vec<(Instant, u64)>> = BTreeMap::new();
@@ -806,6 +808,7 @@ max_in_flight = {MAX_IN_FLIGHT}
         println!("| SIGKILLs of {} | {} |", s.name, s.kills);
     }
     println!("| nats-server restarts | {nats_restarts} |");
+    println!("| widest burst as stored (window {SHORT_WINDOW} s) | {widest} ms |");
     println!("| publishing took | {:.0} s |", published_in.as_secs_f64());
     println!("| whole run | {:.0} s |", started.elapsed().as_secs_f64());
     println!("| problems | {} |", problems.len());
