@@ -199,7 +199,7 @@ async fn sigkill_at_random_moments_matches_the_model_exactly() {
 
     // A deterministic pseudo-random sequence (xorshift), so a failure replays.
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let mut next = move || rng.next();
+    let mut next = move || rng.next_u64();
     // Windows of -1, 0 (the default), 1, 5, 30 or 120 s by name; 10 alerts/s
     // over ~1000 s.
     let lengths = [-1i64, 0, 1, 5, 30, 120];
