@@ -124,6 +124,38 @@ impl RawAlert {
     }
 }
 
+impl RawAlert {
+    /// The Alert envelope ingest makes of it: its id, when JetStream
+    /// stored it (also the `timestamp` when the producer sent none), and
+    /// its source; every later stage's field empty.
+    pub fn into_alert(
+        self,
+        id: String,
+        received_at: DateTime<Utc>,
+        source: String,
+    ) -> crate::Alert {
+        crate::Alert {
+            id,
+            received_at,
+            source,
+            org_id: self.org_id,
+            name: self.name,
+            timestamp: self.timestamp.unwrap_or(received_at),
+            client_id: self.client_id,
+            flow_id: self.flow_id,
+            artifact: self.artifact,
+            artifact_type: self.artifact_type,
+            event_data: self.event_data,
+            dedup_seconds: self.dedup.unwrap_or(0),
+            dedup: None,
+            severity: None,
+            context: None,
+            client: None,
+            channel: None,
+        }
+    }
+}
+
 fn wrong(field: &'static str, expected: &'static str, got: &Value) -> RawAlertError {
     RawAlertError::WrongType {
         field,
@@ -205,6 +237,25 @@ mod tests {
     use super::*;
 
     const ROW: &str = r#"{"client_id":"server","name":"TestAlert","timestamp":"2020-10-07T20:43:08Z","event_data":{"field":"Field1"},"artifact":"EventTest.Alert","artifact_type":"SERVER_MONITORING","_ts":1602103388,"_Source":"VelociraptorServer"}"#;
+
+    /// Found by fuzzing: without serde_json's `float_roundtrip`, a float in
+    /// `event_data` came back one ulp off after a serialize-and-parse, so
+    /// each stage could change it a little.
+    #[test]
+    fn floats_in_event_data_survive_every_hop_exactly() {
+        let raw = br#"{"name":"n","event_data":{"x":1.111000000000128,"y":1.1111111111111112}}"#;
+        let at = Utc.timestamp_millis_opt(1_790_000_000_000).unwrap();
+        let alert =
+            RawAlert::parse(raw, 1 << 20)
+                .unwrap()
+                .into_alert("id".into(), at, "nats".into());
+        assert_eq!(alert.event_data["x"].as_f64(), Some(1.111000000000128));
+        let mut hop = alert.clone();
+        for _ in 0..4 {
+            hop = serde_json::from_slice(&serde_json::to_vec(&hop).unwrap()).unwrap();
+        }
+        assert_eq!(hop, alert);
+    }
 
     #[test]
     fn velociraptor_row_parses_with_every_field() {

@@ -63,25 +63,11 @@ fn time(s: &str) -> DateTime<Utc> {
 
 /// An `Alert` as ingest makes it from a raw alert read from `ALERTS`.
 fn ingested(raw: RawAlert, seq: u64, received_at: DateTime<Utc>) -> Alert {
-    Alert {
-        id: alert_id_from_stream("ALERTS", seq),
+    raw.into_alert(
+        alert_id_from_stream("ALERTS", seq),
         received_at,
-        source: "nats".into(),
-        org_id: raw.org_id,
-        name: raw.name,
-        timestamp: raw.timestamp.unwrap_or(received_at),
-        client_id: raw.client_id,
-        flow_id: raw.flow_id,
-        artifact: raw.artifact,
-        artifact_type: raw.artifact_type,
-        event_data: raw.event_data,
-        dedup_seconds: raw.dedup.unwrap_or(0),
-        dedup: None,
-        severity: None,
-        context: None,
-        client: None,
-        channel: None,
-    }
+        "nats".into(),
+    )
 }
 
 fn velociraptor_alert() -> Alert {

@@ -427,8 +427,8 @@ async fn fill_direct(js: &jetstream::Context, data: &Path, w: usize) -> anyhow::
         store
             .commit(&Commit {
                 windows,
-                outputs: Vec::new(),
                 last_seq,
+                ..Commit::default()
             })
             .await?;
         start = end;

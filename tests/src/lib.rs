@@ -65,6 +65,8 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     extra_conf: String,
+    /// Lines inside the `jetstream { }` block (e.g. `sync_interval: always`).
+    jetstream_conf: String,
 }
 
 impl NatsServer {
@@ -76,6 +78,17 @@ impl NatsServer {
     /// Starts with extra lines for its config file (e.g. `jetstream { sync_interval: always }`
     /// is already implied by the `jetstream` block; extras go at top level).
     pub async fn start_with(extra_conf: &str) -> NatsServer {
+        NatsServer::start_configured(extra_conf, "").await
+    }
+
+    /// Starts with `jetstream_conf` inside its `jetstream { }` block, e.g.
+    /// `sync_interval: always` (a second `jetstream` block would replace
+    /// the first, store directory and all).
+    pub async fn start_jetstream_with(jetstream_conf: &str) -> NatsServer {
+        NatsServer::start_configured("", jetstream_conf).await
+    }
+
+    async fn start_configured(extra_conf: &str, jetstream_conf: &str) -> NatsServer {
         let bin = nats_binary().unwrap_or_else(|e| panic!("{e:#}"));
         let mut server = NatsServer {
             bin,
@@ -83,6 +96,7 @@ impl NatsServer {
             port: free_port(),
             store: tempfile::tempdir().expect("temp dir"),
             extra_conf: extra_conf.to_owned(),
+            jetstream_conf: jetstream_conf.to_owned(),
         };
         server.spawn().await;
         server
@@ -94,9 +108,10 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store:?} }}\n{extra}\n",
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store:?}\n{js}\n}}\n{extra}\n",
                 port = self.port,
                 store = store_dir.display().to_string(),
+                js = self.jetstream_conf,
                 extra = self.extra_conf
             ),
         )
@@ -438,6 +453,29 @@ pub async fn collect_as<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
+/// A deterministic pseudo-random sequence (xorshift64), so a test run
+/// replays from its seed. The seed must not be 0.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n` (near enough for tests).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// A `[dedup]` table for tests: HTTP on port 0, sled under `dir`.
 pub fn dedup_table(dir: &Path) -> String {
     format!(
@@ -762,6 +800,15 @@ pub mod receiver {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.script = script;
             inner.next = 0;
+        }
+
+        /// How many requests came so far (cheaper than `hits().len()`).
+        pub fn count(&self) -> usize {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hits
+                .len()
         }
 
         pub fn hits(&self) -> Vec<Hit> {
@@ -1146,8 +1193,113 @@ class Handler:
     }
 }
 
-/// What the benchmarks share: reading the machine and processes from /proc.
+/// What the benchmarks share: reading the machine and processes from /proc,
+/// publishing a load, a raw JetStream hop to compare talon's stages with.
 pub mod bench {
+    use std::time::Duration;
+
+    use async_nats::jetstream::{self, consumer, message::PublishMessage};
+    use futures::StreamExt;
+
+    /// `nats-server --version` of the server the harness starts.
+    pub fn nats_server_version() -> String {
+        super::nats_binary()
+            .ok()
+            .and_then(|bin| {
+                std::process::Command::new(bin)
+                    .arg("--version")
+                    .output()
+                    .ok()
+            })
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// Publishes `payloads` to `subject` with at most `in_flight` acks
+    /// outstanding, and waits for every ack.
+    pub async fn publish_all(
+        js: &jetstream::Context,
+        subject: &str,
+        payloads: impl IntoIterator<Item = bytes::Bytes>,
+        in_flight: usize,
+    ) -> anyhow::Result<()> {
+        let mut acks = std::collections::VecDeque::with_capacity(in_flight);
+        for payload in payloads {
+            if acks.len() >= in_flight {
+                if let Some(ack) = acks.pop_front() {
+                    ack.await?;
+                }
+            }
+            acks.push_back(js.publish(subject.to_owned(), payload).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        Ok(())
+    }
+
+    /// What `consumer` delivers, in chunks of up to `batch` as they are
+    /// ready (pull requests of `batch`, errors left out).
+    pub async fn pull_chunks(
+        consumer: &consumer::PullConsumer,
+        batch: usize,
+    ) -> anyhow::Result<futures::stream::BoxStream<'static, Vec<jetstream::Message>>> {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        Ok(messages
+            .ready_chunks(batch)
+            .map(|chunk| chunk.into_iter().filter_map(Result::ok).collect())
+            .boxed())
+    }
+
+    /// A raw consume-and-republish hop in the shape of talon's stateless
+    /// stages: pull up to `batch` from `consumer`, publish each payload
+    /// unchanged to `to` with a `Nats-Msg-Id`, await the acks, then ack the
+    /// inputs. Returns once `n` inputs are done.
+    pub async fn republish(
+        js: jetstream::Context,
+        consumer: consumer::PullConsumer,
+        to: String,
+        batch: usize,
+        n: usize,
+    ) -> anyhow::Result<()> {
+        let mut done = 0;
+        let mut chunks = pull_chunks(&consumer, batch).await?;
+        while done < n {
+            let Some(msgs) = chunks.next().await else {
+                anyhow::bail!("the hop's pull ended after {done} of {n}");
+            };
+            let mut acks = Vec::with_capacity(msgs.len());
+            for msg in &msgs {
+                let seq = msg.info().map_or(0, |i| i.stream_sequence);
+                let message = PublishMessage::build()
+                    .payload(msg.payload.clone())
+                    .message_id(format!("{to}-{seq}"));
+                acks.push(js.send_publish(to.clone(), message).await?);
+            }
+            for (msg, ack) in msgs.iter().zip(acks) {
+                ack.await?;
+                msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                done += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `p`-th percentile (0–100) of `sorted`, nearest rank.
+    pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
     pub fn cpu_model() -> String {
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()

@@ -198,13 +198,8 @@ async fn sigkill_at_random_moments_matches_the_model_exactly() {
     talon_kit::streams::ensure_all(&js, 1).await.unwrap();
 
     // A deterministic pseudo-random sequence (xorshift), so a failure replays.
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next_u64();
     // Windows of -1, 0 (the default), 1, 5, 30 or 120 s by name; 10 alerts/s
     // over ~1000 s.
     let lengths = [-1i64, 0, 1, 5, 30, 120];
@@ -417,5 +412,47 @@ async fn the_api_lists_pages_and_forgets() {
     let got = unique(&js, 2).await;
     assert_eq!(got.len(), 1, "a forgotten key opens a new window");
     assert_eq!(got[0].id, "y");
+    dedup.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_input_published_again_after_a_nats_restart_is_not_counted_twice() {
+    let mut nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dedup = start_dedup(&nats, &dedup_config(dir.path(), "")).await;
+    let js = jetstream::new(nats.client().await);
+    publish_accepted(&js, 0, &accepted_alert("open", "Twice", T0, 10)).await;
+    let inside = accepted_alert("inside", "Twice", T0 + 1_000, 10);
+    publish_accepted(&js, 0, &inside).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stream_messages(&js, "ACCEPTED").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "dedup never consumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // nats-server restarts; ingest, whose ack of the ALERTS input was lost,
+    // publishes the same alert again with the same Nats-Msg-Id. The work
+    // queue deleted the first copy, so JetStream's duplicate window no
+    // longer knows its id and stores it again.
+    nats.restart().await;
+    let js = jetstream::new(nats.client().await);
+    let again = js
+        .send_publish(
+            talon_proto::names::accepted_subject(0),
+            jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&inside).unwrap().into())
+                .message_id(&inside.id),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!again.duplicate, "JetStream took the copy as new");
+    publish_accepted(&js, 0, &accepted_alert("next", "Twice", T0 + 20_000, 10)).await;
+    let got = unique(&js, 3).await;
+    let seen: Vec<(&str, u64)> = got
+        .iter()
+        .map(|a| (a.id.as_str(), a.dedup.as_ref().unwrap().suppressed_before))
+        .collect();
+    assert_eq!(seen, [("open", 0), ("next", 1)], "the copy is not counted");
     dedup.stop().await.unwrap();
 }

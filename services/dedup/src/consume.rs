@@ -3,7 +3,7 @@
 //! sled and flush it, publish what opened a window to `talon.alerts.unique`,
 //! and only then ack the inputs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{Commit, Output, PartitionStore, StoreError};
+use crate::store::{Commit, Output, PartitionStore, StoreError, KEEP_APPLIED_MS};
 use crate::window::{apply, Lengths, Verdict, Window};
 
 /// Inputs handled together: one sled flush covers them all.
@@ -136,6 +136,9 @@ pub async fn run_partition(
                         }
                         Err(e) => tracing::warn!(partition, error = %e, "sweep failed"),
                     }
+                    if let Err(e) = store.forget_applied_before(watermark_ms.saturating_sub(KEEP_APPLIED_MS), SWEEP_STEP) {
+                        tracing::warn!(partition, error = %e, "sweep of applied alerts failed");
+                    }
                     shared.metrics.store_bytes.with_label_values(&[&label]).set(store.size_on_disk() as i64);
                 }
                 batch = batches.next() => {
@@ -248,6 +251,7 @@ async fn process_batch(
         ..Commit::default()
     };
     let mut windows: HashMap<String, Window> = HashMap::new();
+    let mut in_batch: HashSet<(i64, String)> = HashSet::new();
     let mut replays = Vec::new();
     let (mut fresh, mut suppressed, mut unsuppressed) = (0u64, 0u64, 0u64);
     for msg in &msgs {
@@ -288,6 +292,15 @@ async fn process_batch(
         };
         let at_ms = alert.received_at.timestamp_millis();
         *watermark_ms = (*watermark_ms).max(at_ms);
+        // The same alert under a new sequence: ingest published it again
+        // (its input redelivered) after JetStream forgot the first copy's
+        // Nats-Msg-Id (the work queue had deleted it, and nats-server
+        // restarted). Applying it again would count it twice.
+        if !in_batch.insert((at_ms, alert.id.clone())) || store.was_applied(at_ms, &alert.id)? {
+            tracing::info!(alert = %alert.id, seq, "a copy of an applied alert; skipped");
+            continue;
+        }
+        commit.applied.push((at_ms, alert.id.clone()));
         let key = dedup_key(&alert, &shared.key);
         let seconds = shared.lengths.seconds(&alert.name, alert.dedup_seconds);
         let current = match windows.get(&key) {

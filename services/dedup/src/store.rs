@@ -1,6 +1,7 @@
 //! One partition's state in sled: window records, an outbox of outputs not
-//! yet acked by JetStream, and the last input sequence applied. Every batch
-//! is written atomically and flushed before its inputs are acked.
+//! yet acked by JetStream, the last input sequence applied, and the alerts
+//! applied lately (by `received_at` and id). Every batch is written
+//! atomically and flushed before its inputs are acked.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,12 @@ use crate::window::Window;
 const WINDOW: u8 = b'w';
 const OUTBOX: u8 = b'o';
 const LAST_SEQ: &[u8] = b"m:last_seq";
+const APPLIED: u8 = b'a';
+
+/// Applied alerts are remembered this long (on `received_at`, behind the
+/// newest seen): a copy of an input comes back only while ingest retries
+/// an input it had already published.
+pub const KEEP_APPLIED_MS: i64 = 3600 * 1000;
 
 /// Ended windows that counted suppressions are kept this long after their
 /// end, for the next window's `suppressed_before`; then removed.
@@ -38,6 +45,8 @@ pub struct Output {
 #[derive(Debug, Default)]
 pub struct Commit {
     pub windows: Vec<(String, Window)>,
+    /// The alerts applied: (`received_at` ms, id).
+    pub applied: Vec<(i64, String)>,
     pub outputs: Vec<(u64, Output)>,
     pub last_seq: u64,
 }
@@ -51,6 +60,16 @@ fn window_key(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
     k.push(WINDOW);
     k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `a` + `received_at` (ms, order-preserving) + the alert id: ordered by
+/// time, so forgetting the old ones is one range.
+fn applied_key(at_ms: i64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + id.len());
+    k.push(APPLIED);
+    k.extend_from_slice(&((at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
@@ -114,6 +133,9 @@ impl PartitionStore {
         for (key, w) in &commit.windows {
             batch.insert(window_key(key), w.to_bytes().to_vec());
         }
+        for (at_ms, id) in &commit.applied {
+            batch.insert(applied_key(*at_ms, id), Vec::new());
+        }
         for (seq, out) in &commit.outputs {
             // An Output holds three strings: it always serializes.
             let bytes = serde_json::to_vec(out).expect("an Output serializes");
@@ -123,6 +145,32 @@ impl PartitionStore {
         self.db.apply_batch(batch).map_err(|e| self.err(e))?;
         self.db.flush_async().await.map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Was the alert `id`, received at `at_ms`, applied already (under
+    /// another input sequence: a copy JetStream stored again)?
+    pub fn was_applied(&self, at_ms: i64, id: &str) -> Result<bool, StoreError> {
+        self.db
+            .contains_key(applied_key(at_ms, id))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets up to `max` applied alerts received before `before_ms`;
+    /// returns how many.
+    pub fn forget_applied_before(&self, before_ms: i64, max: usize) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for item in self
+            .db
+            .range(applied_key(i64::MIN, "")..applied_key(before_ms, ""))
+            .take(max)
+        {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            batch.remove(k);
+            removed += 1;
+        }
+        self.db.apply_batch(batch).map_err(|e| self.err(e))?;
+        Ok(removed)
     }
 
     /// The output recorded for input `seq`, if it is still unacked.
@@ -279,6 +327,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn applied_alerts_are_known_until_forgotten_in_received_at_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0, 1 << 20).unwrap();
+        let commit = Commit {
+            applied: vec![(-5, "old".into()), (1_000, "a".into()), (2_000, "b".into())],
+            last_seq: 3,
+            ..Commit::default()
+        };
+        store.commit(&commit).await.unwrap();
+        assert!(store.was_applied(1_000, "a").unwrap());
+        assert!(
+            !store.was_applied(1_001, "a").unwrap(),
+            "same id, another input"
+        );
+        assert!(!store.was_applied(1_000, "c").unwrap());
+        assert_eq!(store.forget_applied_before(2_000, 100).unwrap(), 2);
+        assert!(!store.was_applied(-5, "old").unwrap());
+        assert!(!store.was_applied(1_000, "a").unwrap());
+        assert!(store.was_applied(2_000, "b").unwrap());
+    }
+
+    #[tokio::test]
     async fn commits_survive_reopening_and_the_outbox_drains() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -292,6 +362,7 @@ mod tests {
                 windows: vec![("k".into(), w(10, 2))],
                 outputs: vec![(7, out.clone())],
                 last_seq: 7,
+                ..Commit::default()
             })
             .await
             .unwrap();
@@ -319,6 +390,7 @@ mod tests {
             windows,
             outputs: vec![],
             last_seq: 1,
+            ..Commit::default()
         })
         .await
         .unwrap();
@@ -349,6 +421,7 @@ mod tests {
             windows,
             outputs: vec![],
             last_seq: 1,
+            ..Commit::default()
         })
         .await
         .unwrap();

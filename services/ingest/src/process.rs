@@ -58,25 +58,7 @@ pub fn source_of(header: Option<&str>) -> String {
 
 /// The Alert envelope of a validated raw alert.
 pub fn to_alert(raw: RawAlert, id: String, received_at: DateTime<Utc>, source: String) -> Alert {
-    Alert {
-        id,
-        received_at,
-        source,
-        org_id: raw.org_id,
-        name: raw.name,
-        timestamp: raw.timestamp.unwrap_or(received_at),
-        client_id: raw.client_id,
-        flow_id: raw.flow_id,
-        artifact: raw.artifact,
-        artifact_type: raw.artifact_type,
-        event_data: raw.event_data,
-        dedup_seconds: raw.dedup.unwrap_or(0),
-        dedup: None,
-        severity: None,
-        context: None,
-        client: None,
-        channel: None,
-    }
+    raw.into_alert(id, received_at, source)
 }
 
 pub fn decide(input: &Input, settings: &Settings) -> Decision {
