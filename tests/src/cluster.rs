@@ -332,18 +332,7 @@ impl NatsCluster {
 
     /// A client of the whole cluster (fails over like a service's).
     pub async fn service_client(&self, name: &str) -> async_nats::Client {
-        let cfg = talon_kit::config::NatsConfig {
-            url: self.url(),
-            ..Default::default()
-        };
-        talon_kit::nats::connect(
-            &cfg,
-            &talon_kit::Env::default(),
-            name,
-            talon_kit::nats::Initial::Retry,
-        )
-        .await
-        .expect("cluster client")
+        crate::service_client(self.url(), name).await
     }
 
     /// The node called `name` (a stream's `cluster.leader`).

@@ -171,19 +171,25 @@ impl NatsServer {
 
     /// A client that keeps reconnecting, as a service's does.
     pub async fn service_client(&self, name: &str) -> async_nats::Client {
-        let cfg = talon_kit::config::NatsConfig {
-            url: self.url(),
-            ..Default::default()
-        };
-        talon_kit::nats::connect(
-            &cfg,
-            &talon_kit::Env::default(),
-            name,
-            talon_kit::nats::Initial::Retry,
-        )
-        .await
-        .expect("service client")
+        service_client(self.url(), name).await
     }
+}
+
+/// A client of `url` (one server or a comma-separated cluster) that keeps
+/// reconnecting and fails over, as a service's does.
+pub async fn service_client(url: String, name: &str) -> async_nats::Client {
+    let cfg = talon_kit::config::NatsConfig {
+        url,
+        ..Default::default()
+    };
+    talon_kit::nats::connect(
+        &cfg,
+        &talon_kit::Env::default(),
+        name,
+        talon_kit::nats::Initial::Retry,
+    )
+    .await
+    .expect("service client")
 }
 
 impl Drop for NatsServer {
