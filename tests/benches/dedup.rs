@@ -37,8 +37,7 @@ use talon_proto::names::{accepted_subject, STREAM_ACCEPTED, STREAM_UNIQUE};
 use talon_proto::Alert;
 use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
 use talon_tests::{
-    accepted_alert, binary, free_port, stream_messages, test_config_text, NatsServer,
-    ServiceProcess,
+    accepted_alert, binary, ports, stream_messages, test_config_text, NatsServer, ServiceProcess,
 };
 
 /// The partition every alert goes to, and the one dedup owns.
@@ -189,17 +188,20 @@ async fn publish_backlog(
 }
 
 /// A temporary directory with the config of a dedup on a fixed port and
-/// its data dir.
+/// its data dir. The port is reserved until the first spawn (restarts are
+/// timed to `/readyz` on it, so it cannot be port 0).
 struct DedupDir {
     dir: tempfile::TempDir,
     config: PathBuf,
     addr: String,
+    reserved: std::sync::Mutex<Option<ports::Reserved>>,
 }
 
 impl DedupDir {
     fn new(nats: &NatsServer) -> anyhow::Result<DedupDir> {
         let dir = tempfile::tempdir()?;
-        let addr = format!("127.0.0.1:{}", free_port());
+        let reserved = ports::reserve();
+        let addr = format!("127.0.0.1:{}", reserved.port());
         let config = dir.path().join("talon.toml");
         let text = test_config_text(
             nats,
@@ -210,7 +212,12 @@ impl DedupDir {
             ),
         );
         std::fs::write(&config, text)?;
-        Ok(DedupDir { dir, config, addr })
+        Ok(DedupDir {
+            dir,
+            config,
+            addr,
+            reserved: std::sync::Mutex::new(Some(reserved)),
+        })
     }
 
     fn data(&self) -> PathBuf {
@@ -218,6 +225,15 @@ impl DedupDir {
     }
 
     fn spawn(&self) -> ServiceProcess {
+        binary("talon-dedup");
+        if let Some(reserved) = self
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            reserved.release();
+        }
         ServiceProcess::spawn("talon-dedup", &self.config, &[("RUST_LOG", "warn")])
     }
 }

@@ -32,8 +32,8 @@ use talon_proto::names::STREAM_NOTIFY;
 use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
 use talon_tests::receiver::{Hit, Receiver, Reply};
 use talon_tests::{
-    accepted_alert, binary, free_port, publish_routed, stream_messages, test_config_text,
-    wait_ready, NatsServer, ServiceProcess,
+    accepted_alert, binary, ports, publish_routed, stream_messages, test_config_text, wait_ready,
+    NatsServer, ServiceProcess,
 };
 
 /// The channel every alert is routed to.
@@ -244,7 +244,9 @@ async fn run(scenario: &Scenario) -> anyhow::Result<Measured> {
     publish_backlog(&js, scenario.alerts).await;
 
     let dir = tempfile::tempdir().context("temp dir")?;
-    let ports: Vec<u16> = (0..scenario.replicas).map(|_| free_port()).collect();
+    // Held until the replicas are spawned.
+    let reserved: Vec<ports::Reserved> = (0..scenario.replicas).map(|_| ports::reserve()).collect();
+    let ports: Vec<u16> = reserved.iter().map(ports::Reserved::port).collect();
     let mut configs = Vec::new();
     for (index, port) in ports.iter().enumerate() {
         configs.push(write_config(
@@ -257,12 +259,17 @@ async fn run(scenario: &Scenario) -> anyhow::Result<Measured> {
         )?);
     }
 
+    binary("talon-notify");
     let server_pid = nats_server_pid();
     let cpu_before = cpu_of(server_pid.into_iter().chain([std::process::id()]));
     let started = Instant::now();
     let replicas: Vec<ServiceProcess> = configs
         .iter()
-        .map(|c| ServiceProcess::spawn("talon-notify", c, &[("RUST_LOG", "warn")]))
+        .zip(reserved)
+        .map(|(c, reserved)| {
+            reserved.release();
+            ServiceProcess::spawn("talon-notify", c, &[("RUST_LOG", "warn")])
+        })
         .collect();
     for port in &ports {
         if let Err(e) = wait_ready(&format!("127.0.0.1:{port}"), Duration::from_secs(30)).await {

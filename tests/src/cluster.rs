@@ -1,7 +1,11 @@
 //! nats-server processes run from the project's own config files: a node of
 //! `deploy/nats.conf`, and the three-node cluster of `deploy/nats-cluster/`,
-//! each moved to free loopback ports and a temporary store so that tests run
-//! the files users run.
+//! each moved to loopback ports of its own and a temporary store so that
+//! tests run the files users run. A single node picks its ports itself
+//! (`-p -1 -m -1`) and writes them to a ports file; a cluster's nodes must
+//! know each other's route ports in advance, so those are reserved
+//! ([`crate::ports`]) until each node starts, and the whole cluster is
+//! started again on fresh ports should one of them be taken in between.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::{free_port, nats_binary};
+use crate::nats_binary;
+use crate::ports::{self, Reserved};
 
 /// One nats-server started from a config file; SIGKILLed on drop.
 pub struct NatsNode {
@@ -151,25 +156,34 @@ impl NatsFromFile {
         let conf_path = dir.path().join("nats.conf");
         std::fs::write(&conf_path, with_store_dir(&text, &dir.path().join("js")))
             .expect("write nats.conf");
-        let (port, monitor_port) = (free_port(), free_port());
+        let ports_dir = dir.path().join("ports");
+        std::fs::create_dir(&ports_dir).expect("ports folder");
         let mut node = NatsNode {
             bin,
             child: None,
             name: server_name(&text).unwrap_or_else(|| "nats".into()),
-            port,
-            monitor_port,
+            port: 0,
+            monitor_port: 0,
             conf: conf_path,
             args: vec![
                 "-a".into(),
                 "127.0.0.1".into(),
                 "-p".into(),
-                port.to_string(),
+                "-1".into(),
                 "-m".into(),
-                monitor_port.to_string(),
+                "-1".into(),
+                "--ports_file_dir".into(),
+                ports_dir.display().to_string(),
             ],
             log: dir.path().join("nats-server.log"),
         };
         node.spawn();
+        let pid = node.child.as_ref().map_or(0, Child::id);
+        let (port, monitor_port) = read_ports_file(&ports_dir, pid, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", node.log_tail()));
+        node.port = port;
+        node.monitor_port = monitor_port;
         node.wait_healthy(Duration::from_secs(20))
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
@@ -210,28 +224,43 @@ impl NatsCluster {
             .map(|f| std::fs::read_to_string(f).expect("read node conf"))
             .collect();
 
-        // Every loopback port any file names, each given a free one.
-        let mut ports: Vec<(u16, u16)> = Vec::new();
-        for text in &texts {
+        // Every loopback port any file names, each given a reserved one; a
+        // fresh set whenever one was taken before its node could bind it.
+        for _ in 0..5 {
+            match NatsCluster::try_start(&bin, &texts).await {
+                Some(cluster) => return cluster,
+                None => continue,
+            }
+        }
+        panic!("the cluster's ports were taken 5 times in a row");
+    }
+
+    /// Starts every node on freshly reserved ports; `None` when a node found
+    /// its port taken (the others are killed, and the caller tries again).
+    async fn try_start(bin: &Path, texts: &[String]) -> Option<NatsCluster> {
+        let mut ports: Vec<(u16, Reserved)> = Vec::new();
+        for text in texts {
             for port in loopback_ports(text) {
                 if !ports.iter().any(|(old, _)| *old == port) {
-                    ports.push((port, free_port()));
+                    ports.push((port, ports::reserve()));
                 }
             }
         }
+        let mapped: Vec<(u16, u16)> = ports.iter().map(|(o, r)| (*o, r.port())).collect();
         let moved = |text: &str| {
-            ports.iter().fold(text.to_owned(), |t, (old, new)| {
+            mapped.iter().fold(text.to_owned(), |t, (old, new)| {
                 t.replace(&format!("127.0.0.1:{old}\n"), &format!("127.0.0.1:{new}\n"))
             })
         };
-        let new_port = |text: &str, key: &str| -> u16 {
-            let old = text
-                .lines()
+        let old_port = |text: &str, key: &str| -> u16 {
+            text.lines()
                 .find_map(|l| l.trim().strip_prefix(key))
                 .and_then(|v| v.trim().rsplit(':').next())
                 .and_then(|p| p.parse::<u16>().ok())
-                .unwrap_or_else(|| panic!("a node conf has no `{key} 127.0.0.1:<port>`"));
-            ports
+                .unwrap_or_else(|| panic!("a node conf has no `{key} 127.0.0.1:<port>`"))
+        };
+        let new_port = |old: u16| -> u16 {
+            mapped
                 .iter()
                 .find(|(o, _)| *o == old)
                 .map(|(_, n)| *n)
@@ -246,21 +275,40 @@ impl NatsCluster {
             let conf_path = tmp.path().join(format!("node-{i}.conf"));
             std::fs::write(&conf_path, &conf).expect("write node conf");
             let mut node = NatsNode {
-                bin: bin.clone(),
+                bin: bin.to_path_buf(),
                 child: None,
                 name: server_name(text).unwrap_or_else(|| format!("node-{i}")),
-                port: new_port(text, "listen:"),
-                monitor_port: new_port(text, "http:"),
+                port: new_port(old_port(text, "listen:")),
+                monitor_port: new_port(old_port(text, "http:")),
                 conf: conf_path,
                 args: Vec::new(),
                 log: tmp.path().join(format!("node-{i}.log")),
             };
+            // Let go of this node's own ports (client, monitor, route) at the
+            // last moment; the others' stay held until their nodes start.
+            let own: Vec<u16> = loopback_ports(text)
+                .into_iter()
+                .filter(|p| is_own_port(text, *p))
+                .collect();
+            ports.retain(|(old, _)| !own.contains(old));
             node.spawn();
             nodes.push(node);
         }
+        drop(ports);
         let mut cluster = NatsCluster { nodes, _dir: tmp };
+        // A node that could not bind exits at once.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut taken = false;
+        for node in &mut cluster.nodes {
+            if !node.running() && ports::says_address_in_use(&node.log_tail()) {
+                taken = true;
+            }
+        }
+        if taken {
+            return None;
+        }
         cluster.wait_ready(Duration::from_secs(60)).await;
-        cluster
+        Some(cluster)
     }
 
     /// Every node's URL, comma-separated: `[nats].url` for the suite.
@@ -338,6 +386,55 @@ impl NatsCluster {
     /// The node called `name` (a stream's `cluster.leader`).
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
+    }
+}
+
+/// Is `port` one that the node of `text` binds itself (its `listen:`,
+/// `http:` or cluster `listen:` line), not a route to another node?
+fn is_own_port(text: &str, port: u16) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim();
+        (l.starts_with("listen:") || l.starts_with("http:") || l.starts_with("port:"))
+            && l.ends_with(&format!("127.0.0.1:{port}"))
+    })
+}
+
+/// The client and monitoring ports a nats-server started with
+/// `--ports_file_dir dir` wrote to `<dir>/<exe>_<pid>.ports`.
+async fn read_ports_file(dir: &Path, pid: u32, within: Duration) -> anyhow::Result<(u16, u16)> {
+    let deadline = Instant::now() + within;
+    let suffix = format!("_{pid}.ports");
+    loop {
+        let found = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(&suffix))
+            });
+        if let Some(path) = found {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(ports) = serde_json::from_str::<serde_json::Value>(&text) {
+                    let port_of = |key: &str| {
+                        ports[key][0]
+                            .as_str()
+                            .and_then(|url| url.rsplit(':').next())
+                            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+                    };
+                    if let (Some(client), Some(monitor)) = (port_of("nats"), port_of("monitoring"))
+                    {
+                        return Ok((client, monitor));
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "nats-server wrote no ports file in {} within {within:?}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

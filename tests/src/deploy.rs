@@ -4,9 +4,9 @@
 //! and several notify replicas, every one its own binary reading one config.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{free_port, run_binary, ServiceProcess};
+use crate::{run_binary, ServiceProcess};
 
 /// The repository's root.
 pub fn root() -> PathBuf {
@@ -159,21 +159,19 @@ impl Suite {
             services: Vec::new(),
         };
         for name in names {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let mut args = vec!["--config", &config, "--http-listen", &addr];
+            // Each binds a port of its own and logs it.
+            let mut args = vec!["--config", &config, "--http-listen", "127.0.0.1:0"];
             if name == "talon-notify" {
                 args.extend(["--channels", channels]);
             }
-            let process = ServiceProcess::spawn_args(name, &args, env);
+            let mut process = ServiceProcess::spawn_args(name, &args, env);
+            let addr = process.ready_addr(Duration::from_secs(60)).await;
+            let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
             suite.services.push(Service {
                 label: format!("{name}-{port}"),
                 addr,
                 process,
             });
-        }
-        for service in &mut suite.services {
-            service.wait_ready(Duration::from_secs(60)).await;
         }
         suite
     }
@@ -204,35 +202,5 @@ impl Suite {
             }
         }
         assert!(exited.is_empty(), "exited: {exited:?}\n{}", self.logs());
-    }
-}
-
-impl Service {
-    async fn wait_ready(&mut self, within: Duration) {
-        let http = reqwest::Client::new();
-        let url = format!("http://{}/readyz", self.addr);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(r) = http.get(&url).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.process.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "{} exited ({status}) before it was ready:\n{}",
-                    self.label,
-                    self.process.stderr_lines().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready at {url} after {within:?}:\n{}",
-                self.label,
-                self.process.stderr_lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }

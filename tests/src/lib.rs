@@ -3,7 +3,6 @@
 //! services run against it in-process or as their binaries.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -15,14 +14,6 @@ use futures::StreamExt;
 
 /// The oldest nats-server with what talon needs (key-value, per-message TTL).
 pub const MIN_NATS: (u32, u32) = (2, 11);
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind a loopback port")
-}
 
 fn nats_binary() -> anyhow::Result<PathBuf> {
     let bin = std::env::var_os("TALON_NATS_SERVER")
@@ -58,6 +49,13 @@ fn nats_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Why a server did not start.
+#[derive(Debug)]
+enum Start {
+    /// Its port was taken before it could bind it.
+    AddressInUse,
+}
+
 /// A nats-server with JetStream, for one test.
 pub struct NatsServer {
     bin: PathBuf,
@@ -90,20 +88,31 @@ impl NatsServer {
 
     async fn start_configured(extra_conf: &str, jetstream_conf: &str) -> NatsServer {
         let bin = nats_binary().unwrap_or_else(|e| panic!("{e:#}"));
-        let mut server = NatsServer {
-            bin,
-            child: None,
-            port: free_port(),
-            store: tempfile::tempdir().expect("temp dir"),
-            extra_conf: extra_conf.to_owned(),
-            jetstream_conf: jetstream_conf.to_owned(),
-        };
-        server.spawn().await;
-        server
+        // A fresh port for each try: another test may take the one we let go
+        // of in the instant before nats-server binds it.
+        for _ in 0..10 {
+            let reserved = ports::reserve();
+            let mut server = NatsServer {
+                bin: bin.clone(),
+                child: None,
+                port: reserved.port(),
+                store: tempfile::tempdir().expect("temp dir"),
+                extra_conf: extra_conf.to_owned(),
+                jetstream_conf: jetstream_conf.to_owned(),
+            };
+            match server.spawn(Some(reserved)).await {
+                Ok(()) => return server,
+                Err(Start::AddressInUse) => continue,
+            }
+        }
+        panic!("nats-server found its port taken 10 times in a row");
     }
 
-    async fn spawn(&mut self) {
+    /// Starts nats-server on `self.port`, letting go of `reserved` (the
+    /// port's reservation, if still held) at the last moment.
+    async fn spawn(&mut self, reserved: Option<ports::Reserved>) -> Result<(), Start> {
         let conf = self.store.path().join("nats.conf");
+        let log = self.store.path().join("nats-server.log");
         let store_dir = self.store.path().join("js");
         std::fs::write(
             &conf,
@@ -116,25 +125,41 @@ impl NatsServer {
             ),
         )
         .expect("write nats.conf");
+        let log_file = std::fs::File::create(&log).expect("nats-server log");
+        if let Some(reserved) = reserved {
+            reserved.release();
+        }
         let child = Command::new(&self.bin)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready(&log).await
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self, log: &Path) -> Result<(), Start> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(client) = async_nats::connect(self.url()).await {
                 let js = jetstream::new(client);
                 if js.query_account().await.is_ok() {
-                    return;
+                    return Ok(());
                 }
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.child = None;
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                if ports::says_address_in_use(&text) {
+                    return Err(Start::AddressInUse);
+                }
+                panic!("nats-server exited ({status}):\n{text}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -156,10 +181,19 @@ impl NatsServer {
         }
     }
 
-    /// Starts it again on the same port with the same store.
+    /// Starts it again on the same port with the same store (retrying
+    /// while the port is still taken).
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.spawn(None).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "port {} stayed taken for 30 s after nats-server was killed",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// A client connected to it (fails fast).
@@ -350,11 +384,115 @@ impl ServiceProcess {
         None
     }
 
+    /// The address its HTTP server bound (a config's `http_listen =
+    /// "127.0.0.1:0"`), read from its "listening" log line, once that
+    /// address answers `/readyz`. Panics, with its log, when it exits first
+    /// or `within` passes.
+    pub async fn ready_addr(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let addr = loop {
+            if let Some(addr) = self.stderr_lines().iter().find_map(|l| listening_addr(l)) {
+                break addr.to_string();
+            }
+            self.assert_alive_until(deadline, "logged where it listens");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/readyz");
+        loop {
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return addr;
+                }
+            }
+            self.assert_alive_until(deadline, "was ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Panics with its log when it has exited or `deadline` has passed.
+    fn assert_alive_until(&mut self, deadline: Instant, what: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // Let the reader thread take the last lines.
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "exited ({status}) before it {what}:\n{}",
+                self.stderr_lines().join("\n")
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {what} in time:\n{}",
+            self.stderr_lines().join("\n")
+        );
+    }
+
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// The `addr` of a service's "… listening" log line, in text (colours
+/// and all) or JSON form.
+pub fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    // Drop ANSI colour sequences (ESC [ … letter).
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    if !plain.contains("listening") {
+        return None;
+    }
+    let rest = plain
+        .split_once("\"addr\":\"")
+        .or_else(|| plain.split_once(" addr="))?
+        .1;
+    let end = rest
+        .find(|c: char| c == '"' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    rest.get(..end)?.parse().ok()
+}
+
+#[cfg(test)]
+mod listening_addr_tests {
+    use super::listening_addr;
+
+    fn check(line: &str, expected: Option<&str>) {
+        assert_eq!(
+            listening_addr(line).map(|a| a.to_string()).as_deref(),
+            expected,
+            "{line:?}"
+        );
+    }
+
+    #[test]
+    fn reads_text_coloured_and_json_lines() {
+        check(
+            "2026-12-04T15:00:00Z  INFO talon_ingest: ingest HTTP edge listening addr=127.0.0.1:41234",
+            Some("127.0.0.1:41234"),
+        );
+        check(
+            "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mtalon_dedup\u{1b}[0m\u{1b}[2m:\u{1b}[0m dedup listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:5 \u{1b}[3mpartitions\u{1b}[0m\u{1b}[2m=\u{1b}[0m[0]",
+            Some("127.0.0.1:5"),
+        );
+        check(
+            r#"{"timestamp":"x","level":"INFO","message":"notify listening","addr":"127.0.0.1:8473","channels":2}"#,
+            Some("127.0.0.1:8473"),
+        );
+        check("INFO connected addr=127.0.0.1:4222", None);
+        check("INFO listening addr=nowhere", None);
     }
 }
 
@@ -711,6 +849,7 @@ pub async fn publish_accepted(
 pub mod cluster;
 pub mod console;
 pub mod deploy;
+pub mod ports;
 
 /// A web hook receiver on a free loopback port: answers each request with
 /// the next scripted reply (the last one repeats) and records what came.
@@ -1031,8 +1170,12 @@ class Handler:
     }
 
     /// An aiosmtpd on a fixed loopback port; stopped (SIGKILL) on drop.
+    /// Its port is reserved from [`SmtpServer::new`] until the first
+    /// [`SmtpServer::start`], so configs can name it before the server runs
+    /// (connections to it are refused until then).
     pub struct SmtpServer {
         pub port: u16,
+        reserved: Option<crate::ports::Reserved>,
         dir: tempfile::TempDir,
         child: Option<Child>,
     }
@@ -1043,8 +1186,10 @@ class Handler:
             let dir = tempfile::tempdir().expect("temp dir");
             std::fs::write(dir.path().join("talon_smtp.py"), HANDLER).expect("write handler");
             std::fs::create_dir(dir.path().join("mail")).expect("mail folder");
+            let reserved = crate::ports::reserve();
             SmtpServer {
-                port: crate::free_port(),
+                port: reserved.port(),
+                reserved: Some(reserved),
                 dir,
                 child: None,
             }
@@ -1061,11 +1206,29 @@ class Handler:
             self.dir.path().join("mail")
         }
 
-        /// Starts it (again) on its port; returns once it greets.
+        /// Starts it (again) on its port; returns once it greets. Should
+        /// the port be taken in the instant after its reservation is let go
+        /// of, it retries there (configs already name it) for 30 s.
         pub async fn start(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !self.try_start().await {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {} stayed taken for 30 s: aiosmtpd cannot start",
+                    self.port
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+
+        /// Starts it; false when its port was taken.
+        async fn try_start(&mut self) -> bool {
             self.stop();
             let python = std::env::var_os("TALON_PYTHON").unwrap_or_else(|| "python3".into());
             let log = std::fs::File::create(self.dir.path().join("aiosmtpd.log")).expect("log");
+            if let Some(reserved) = self.reserved.take() {
+                reserved.release();
+            }
             let child = Command::new(&python)
                 .args(["-m", "aiosmtpd", "-n", "-l"])
                 .arg(format!("127.0.0.1:{}", self.port))
@@ -1079,22 +1242,26 @@ class Handler:
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
             self.child = Some(child);
-            self.wait_ready().await;
+            self.wait_ready().await
         }
 
-        async fn wait_ready(&mut self) {
+        async fn wait_ready(&mut self) -> bool {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if greets(self.port).await {
-                    return;
+                    return true;
                 }
                 let exited = self
                     .child
                     .as_mut()
                     .and_then(|c| c.try_wait().ok().flatten());
                 if let Some(status) = exited {
+                    self.child = None;
                     let log = std::fs::read_to_string(self.dir.path().join("aiosmtpd.log"))
                         .unwrap_or_default();
+                    if crate::ports::says_address_in_use(&log) {
+                        return false;
+                    }
                     panic!(
                         "aiosmtpd exited ({status}); install it with `pip install aiosmtpd` \
                          (or scripts/setup), or point TALON_PYTHON at a python that has it:\n{log}"

@@ -425,7 +425,12 @@ async fn chaos_kills_every_service_and_nats_and_deliveries_match_the_model() {
     let mut nats = NatsServer::start().await;
     let hook = Receiver::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    // The producers post to ingest's edge and the console is read from
+    // notify at the end, through every restart: those two keep one address
+    // for the whole run, reserved until the first start. dedup and enrich
+    // bind any free port.
+    let (ingest_port, notify_port) = (ports::reserve(), ports::reserve());
+    let ports = [ingest_port.port(), notify_port.port()];
     let config = dir.path().join("talon.toml");
     std::fs::write(
         &config,
@@ -437,7 +442,7 @@ http_listen = "127.0.0.1:{ingest}"
 partitions = 2
 
 [dedup]
-http_listen = "127.0.0.1:{dedup}"
+http_listen = "127.0.0.1:0"
 data_dir = {data:?}
 partitions = [0, 1]
 default_seconds = 86400
@@ -446,7 +451,7 @@ name = "^brief-"
 seconds = {SHORT_WINDOW}
 
 [enrich]
-http_listen = "127.0.0.1:{enrich}"
+http_listen = "127.0.0.1:0"
 
 [notify]
 http_listen = "127.0.0.1:{notify}"
@@ -469,9 +474,7 @@ rate_per_minute = 0
 max_in_flight = {MAX_IN_FLIGHT}
 "#,
                 ingest = ports[0],
-                dedup = ports[1],
-                enrich = ports[2],
-                notify = ports[3],
+                notify = ports[1],
                 data = dir.path().join("dedup").display().to_string(),
                 url = hook.url("/chaos"),
             ),
@@ -489,6 +492,12 @@ max_in_flight = {MAX_IN_FLIGHT}
         "talon-enrich",
         "talon-notify",
     ];
+    // Build them all before the reserved ports are let go of.
+    for name in names {
+        binary(name);
+    }
+    ingest_port.release();
+    notify_port.release();
     let mut services: Vec<Service> = names
         .iter()
         .map(|name| Service {
@@ -497,10 +506,8 @@ max_in_flight = {MAX_IN_FLIGHT}
             kills: 0,
         })
         .collect();
-    for port in &ports {
-        wait_ready(&format!("127.0.0.1:{port}"), Duration::from_secs(120))
-            .await
-            .unwrap();
+    for service in &mut services {
+        service.process.ready_addr(Duration::from_secs(120)).await;
     }
     let schedule = kill_schedule(&shape, services.len(), &mut rng);
     println!(
@@ -751,7 +758,7 @@ max_in_flight = {MAX_IN_FLIGHT}
 
     // The console agrees with the stream.
     let console = talon_tests::console::Console::login(
-        format!("127.0.0.1:{}", ports[3]),
+        format!("127.0.0.1:{}", ports[1]),
         USER,
         USER_PASSWORD,
     )

@@ -57,19 +57,40 @@ fn tool(var: &str, default: &str) -> PathBuf {
 async fn browser() -> (Driver, Client) {
     let chromedriver = tool("TALON_CHROMEDRIVER", "chromedriver");
     let chromium = tool("TALON_CHROMIUM", "/usr/bin/chromium");
-    let port = free_port();
-    let child = Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    // Port 0: chromedriver binds one of its own and says which on stdout
+    // ("ChromeDriver was started successfully on port N.").
+    let mut child = Command::new(&chromedriver)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(port) = line
+                .split_once("started successfully on port ")
+                .and_then(|(_, rest)| rest.trim_end_matches('.').trim().parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
     let profile = tempfile::tempdir().unwrap();
-    let driver = Driver {
+    let mut driver = Driver {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: String::new(),
         _profile: profile,
     };
+    let port = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("chromedriver says which port it listens on");
+    driver.url = format!("http://127.0.0.1:{port}");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),

@@ -181,14 +181,13 @@ async fn sigkill_at_random_moments_matches_the_model_exactly() {
     const NAMES: usize = 200;
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let config_path = dir.path().join("talon.toml");
     std::fs::write(
         &config_path,
         test_config_text(
             &nats,
             &format!(
-                "[dedup]\nhttp_listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n",
+                "[dedup]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
                 dir.path().join("data").display().to_string()
             ),
         ),
@@ -228,9 +227,7 @@ async fn sigkill_at_random_moments_matches_the_model_exactly() {
         kills += 1;
         dedup = ServiceProcess::spawn("talon-dedup", &config_path, &[]);
     }
-    wait_ready(&format!("127.0.0.1:{port}"), Duration::from_secs(60))
-        .await
-        .unwrap();
+    dedup.ready_addr(Duration::from_secs(60)).await;
     // Everything in ACCEPTED consumed, then collect the outputs.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while stream_messages(&js, "ACCEPTED").await > 0 {

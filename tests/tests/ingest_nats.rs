@@ -269,19 +269,16 @@ async fn sigkill_in_the_middle_of_5000_alerts_loses_and_doubles_nothing() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("talon.toml");
-    let port = free_port();
     std::fs::write(
         &config,
         test_config_text(
             &nats,
-            &format!("[ingest]\nhttp_listen = \"127.0.0.1:{port}\"\npartitions = 4\n"),
+            "[ingest]\nhttp_listen = \"127.0.0.1:0\"\npartitions = 4\n",
         ),
     )
     .unwrap();
     let mut ingest = ServiceProcess::spawn("talon-ingest", &config, &[]);
-    wait_ready(&format!("127.0.0.1:{port}"), Duration::from_secs(60))
-        .await
-        .unwrap();
+    ingest.ready_addr(Duration::from_secs(60)).await;
     let js = jetstream::new(nats.client().await);
 
     let mut expected_ids = BTreeSet::new();

@@ -198,31 +198,22 @@ async fn two_replicas_2000_alerts_one_killed_nothing_lost() {
     let hook = Receiver::start(vec![Reply::status(200).delay(Duration::from_millis(5))]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("talon.toml");
-    let ports = [free_port(), free_port()];
-    let write = |port: u16| {
-        let path = dir.path().join(format!("talon-{port}.toml"));
-        std::fs::write(
-            &path,
-            test_config_text(
-                &nats,
-                &format!(
-                    "[notify]\nhttp_listen = \"127.0.0.1:{port}\"\n{}",
-                    hook_channel("hook", &hook.url("/hook"), "")
-                ),
+    // Both replicas from one file: each binds a port of its own.
+    std::fs::write(
+        &config,
+        test_config_text(
+            &nats,
+            &format!(
+                "[notify]\nhttp_listen = \"127.0.0.1:0\"\n{}",
+                hook_channel("hook", &hook.url("/hook"), "")
             ),
-        )
-        .unwrap();
-        path
-    };
-    let _ = config;
-    let paths = [write(ports[0]), write(ports[1])];
-    let mut a = ServiceProcess::spawn("talon-notify", &paths[0], &[]);
-    let mut b = ServiceProcess::spawn("talon-notify", &paths[1], &[]);
-    for p in ports {
-        wait_ready(&format!("127.0.0.1:{p}"), Duration::from_secs(60))
-            .await
-            .unwrap();
-    }
+        ),
+    )
+    .unwrap();
+    let mut a = ServiceProcess::spawn("talon-notify", &config, &[]);
+    let mut b = ServiceProcess::spawn("talon-notify", &config, &[]);
+    a.ready_addr(Duration::from_secs(60)).await;
+    b.ready_addr(Duration::from_secs(60)).await;
     let js = jetstream::new(nats.client().await);
     for i in 0..N {
         publish_routed(

@@ -123,13 +123,9 @@ async fn json_logs_and_sigterm_exit_zero() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("talon.toml");
-    let port = free_port();
     std::fs::write(
         &path,
-        test_config_text(
-            &nats,
-            &format!("[ingest]\nhttp_listen = \"127.0.0.1:{port}\"\n"),
-        ),
+        test_config_text(&nats, "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n"),
     )
     .unwrap();
     let config = path.to_string_lossy().into_owned();
@@ -138,9 +134,7 @@ async fn json_logs_and_sigterm_exit_zero() {
         &["--config", &config, "--log-format", "json"],
         &[],
     );
-    wait_ready(&format!("127.0.0.1:{port}"), Duration::from_secs(60))
-        .await
-        .unwrap();
+    ingest.ready_addr(Duration::from_secs(60)).await;
     let status = ingest
         .terminate(Duration::from_secs(15))
         .expect("exits on SIGTERM");
