@@ -10,8 +10,10 @@ pub mod dlq;
 pub mod key;
 pub mod names;
 pub mod raw;
+pub mod wire;
 
 pub use alert::{Alert, ClientInfo, ContextEntry, DedupInfo};
 pub use dlq::DeadLetter;
 pub use key::{dedup_key, partition_of, DedupKeyField};
 pub use raw::{RawAlert, RawAlertError};
+pub use wire::{check_id, decode_alert, DecodeError};

@@ -89,6 +89,8 @@ pub mod metrics {
     pub const INGEST_ALERTS_TOTAL: &str = "talon_ingest_alerts_total";
     /// Counter of HTTP requests to the edge by `status`.
     pub const INGEST_HTTP_REQUESTS_TOTAL: &str = "talon_ingest_http_requests_total";
+    /// Counter of HTTP items rejected, by `kind`.
+    pub const INGEST_HTTP_REJECTED_ITEMS_TOTAL: &str = "talon_ingest_http_rejected_items_total";
     /// Histogram of the time from pulling a batch to acking it.
     pub const INGEST_BATCH_SECONDS: &str = "talon_ingest_batch_seconds";
     /// Histogram of the number of inputs in a batch.

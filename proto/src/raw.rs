@@ -37,6 +37,8 @@ pub enum RawAlertError {
     MissingName,
     #[error("`name` is empty")]
     EmptyName,
+    #[error("`name` is {len} bytes long, over the limit of {max} bytes")]
+    NameTooLong { len: usize, max: usize },
     #[error("`{field}` must be {expected}, got {got}")]
     WrongType {
         field: &'static str,
@@ -87,6 +89,12 @@ impl RawAlert {
         let name = match row.remove("name") {
             None | Some(Value::Null) => return Err(RawAlertError::MissingName),
             Some(Value::String(s)) if s.trim().is_empty() => return Err(RawAlertError::EmptyName),
+            Some(Value::String(s)) if s.len() > crate::wire::MAX_NAME_BYTES => {
+                return Err(RawAlertError::NameTooLong {
+                    len: s.len(),
+                    max: crate::wire::MAX_NAME_BYTES,
+                })
+            }
             Some(Value::String(s)) => s,
             Some(other) => return Err(wrong("name", "a non-empty string", &other)),
         };

@@ -268,12 +268,12 @@ async fn process_batch(
             continue;
         }
         commit.last_seq = seq;
-        let mut alert: Alert = match serde_json::from_slice(&msg.payload) {
+        let mut alert: Alert = match talon_proto::decode_alert(&msg.payload) {
             Ok(a) => a,
             Err(e) => {
                 let letter = DeadLetter::new(
                     STAGE_DEDUP,
-                    format!("not an Alert: {e}"),
+                    e.to_string(),
                     msg.subject.as_str(),
                     Some(seq),
                     &msg.payload,

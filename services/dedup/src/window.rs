@@ -91,11 +91,12 @@ pub fn apply(current: Option<Window>, at_ms: i64, seconds: i64, seq: u64) -> Ver
 }
 
 /// The window length rules of `[dedup]`: the alert's own `dedup` if set and
-/// non-zero, else the first override whose regex matches the name, else
-/// `default_seconds`.
+/// non-zero (negative: never suppress; above `max_seconds`: cut to it), else
+/// the first override whose regex matches the name, else `default_seconds`.
 #[derive(Debug, Clone)]
 pub struct Lengths {
     default_seconds: i64,
+    max_seconds: i64,
     overrides: Vec<(Regex, i64)>,
 }
 
@@ -109,13 +110,17 @@ impl Lengths {
             .collect::<Result<_, regex::Error>>()?;
         Ok(Lengths {
             default_seconds: config.default_seconds,
+            max_seconds: config.max_seconds,
             overrides,
         })
     }
 
     pub fn seconds(&self, name: &str, own: i64) -> i64 {
-        if own != 0 {
-            return own;
+        if own < 0 {
+            return -1;
+        }
+        if own > 0 {
+            return own.min(self.max_seconds);
         }
         self.overrides
             .iter()
@@ -221,5 +226,13 @@ mod tests {
             "the alert's own dedup wins"
         );
         assert_eq!(l.seconds("x", -1), -1);
+        assert_eq!(l.seconds("x", i64::MIN), -1, "any negative: never suppress");
+        assert_eq!(
+            l.seconds("x", i64::MAX),
+            86_400,
+            "a producer's window is cut to max_seconds"
+        );
+        assert_eq!(l.seconds("x", 86_401), 86_400);
+        assert_eq!(l.seconds("x", 86_400), 86_400);
     }
 }

@@ -63,37 +63,52 @@ impl ContextRules {
     ///    `… more fields` entry, are never cut.
     ///
     /// A limit of 0 means no limit.
+    ///
+    /// The work is bounded before it is done, whatever the input: a key is
+    /// built at most [`MAX_KEY_BYTES`] long (cut with `…`) in one buffer
+    /// that every leaf reuses, only the kept fields are copied out, and at
+    /// most [`MAX_LEAVES`] leaves are looked at (the `…` entry then says
+    /// so).
     pub fn build(&self, event_data: &Map<String, Value>) -> Vec<ContextEntry> {
-        let mut fields = Vec::new();
+        let mut walk = Walk {
+            rules: self,
+            kept: Vec::new(),
+            left_out: 0,
+            visited: 0,
+            stopped: false,
+        };
+        let mut path = String::new();
         for (key, value) in event_data {
+            path.clear();
+            push_bounded(&mut path, key);
             if self.flatten {
-                flatten(key.clone(), value, &mut fields);
+                walk.flatten(&mut path, value);
             } else {
-                fields.push((key.clone(), value));
+                walk.leaf(&path, value);
+            }
+            if walk.stopped {
+                break;
             }
         }
-        fields.retain(|(key, _)| {
-            self.include.is_match(key) && !self.exclude.as_ref().is_some_and(|e| e.is_match(key))
-        });
-        let left_out = match self.field_limit {
-            0 => 0,
-            limit => fields.len().saturating_sub(limit),
-        };
-        fields.truncate(fields.len() - left_out);
         // Values are rendered only for the fields kept.
-        let mut context: Vec<ContextEntry> = fields
+        let mut context: Vec<ContextEntry> = walk
+            .kept
             .into_iter()
             .map(|(key, value)| ContextEntry {
                 key,
                 value: cut(text(value), self.value_limit),
             })
             .collect();
-        if left_out > 0 {
+        if walk.left_out > 0 || walk.stopped {
             context.push(ContextEntry {
                 key: MORE_FIELDS_KEY.to_owned(),
-                value: match left_out {
-                    1 => "1 more field".to_owned(),
-                    n => format!("{n} more fields"),
+                value: match (walk.left_out, walk.stopped) {
+                    (0, true) => format!("more fields, past the {MAX_LEAVES} looked at"),
+                    (n, true) => {
+                        format!("{n} more fields, and more past the {MAX_LEAVES} looked at")
+                    }
+                    (1, false) => "1 more field".to_owned(),
+                    (n, false) => format!("{n} more fields"),
                 },
             });
         }
@@ -101,22 +116,98 @@ impl ContextRules {
     }
 }
 
-/// Appends the leaves under `value` to `fields`, keyed by their dotted path
-/// from `key`. Leaves are scalars and empty containers.
-fn flatten<'v>(key: String, value: &'v Value, fields: &mut Vec<(String, &'v Value)>) {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                flatten(format!("{key}.{k}"), v, fields);
+/// A context key is cut to this many bytes (then `…`): the key buffer never
+/// grows past it, however deep or long the input's keys are.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Leaves looked at per alert: flattening stops after this many.
+pub const MAX_LEAVES: usize = 100_000;
+
+/// One context build in progress.
+struct Walk<'r, 'v> {
+    rules: &'r ContextRules,
+    /// The fields kept so far, at most `field_limit`.
+    kept: Vec<(String, &'v Value)>,
+    /// Fields that matched but were over the limit.
+    left_out: usize,
+    visited: usize,
+    /// `MAX_LEAVES` was reached.
+    stopped: bool,
+}
+
+impl<'v> Walk<'_, 'v> {
+    /// Visits the leaves under `value` (scalars and empty containers), in
+    /// order, `path` holding the dotted key so far.
+    fn flatten(&mut self, path: &mut String, value: &'v Value) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let len = path.len();
+                    push_bounded(path, ".");
+                    push_bounded(path, k);
+                    self.flatten(path, v);
+                    path.truncate(len);
+                    if self.stopped {
+                        return;
+                    }
+                }
             }
-        }
-        Value::Array(list) if !list.is_empty() => {
-            for (i, v) in list.iter().enumerate() {
-                flatten(format!("{key}.{i}"), v, fields);
+            Value::Array(list) if !list.is_empty() => {
+                for (i, v) in list.iter().enumerate() {
+                    let len = path.len();
+                    push_bounded(path, ".");
+                    push_bounded(path, &i.to_string());
+                    self.flatten(path, v);
+                    path.truncate(len);
+                    if self.stopped {
+                        return;
+                    }
+                }
             }
+            _ => self.leaf(path, value),
         }
-        _ => fields.push((key, value)),
     }
+
+    /// One field: kept when the include/exclude rules take its key and the
+    /// field limit leaves room, else counted.
+    fn leaf(&mut self, key: &str, value: &'v Value) {
+        if self.visited >= MAX_LEAVES {
+            self.stopped = true;
+            return;
+        }
+        self.visited += 1;
+        let rules = self.rules;
+        if !rules.include.is_match(key) || rules.exclude.as_ref().is_some_and(|e| e.is_match(key)) {
+            return;
+        }
+        if rules.field_limit == 0 || self.kept.len() < rules.field_limit {
+            self.kept.push((key.to_owned(), value));
+        } else {
+            self.left_out += 1;
+        }
+    }
+}
+
+/// Appends `segment` to `path` as far as `MAX_KEY_BYTES` allows; a path cut
+/// short ends in `…` and takes nothing more.
+fn push_bounded(path: &mut String, segment: &str) {
+    if path.len() >= MAX_KEY_BYTES {
+        if !segment.is_empty() && !path.ends_with('…') {
+            path.push('…');
+        }
+        return;
+    }
+    let room = MAX_KEY_BYTES - path.len();
+    if segment.len() <= room {
+        path.push_str(segment);
+        return;
+    }
+    let mut end = room;
+    while !segment.is_char_boundary(end) {
+        end -= 1;
+    }
+    path.push_str(&segment[..end]);
+    path.push('…');
 }
 
 /// A value as the channels show it: a string as it is, anything else as
@@ -254,6 +345,55 @@ mod tests {
             &[("o", "{}"), ("l", "[]"), ("d.o", "{}"), ("d.l.0", "[]")],
         );
         check(DEFAULTS, json!({}), &[]);
+    }
+
+    #[test]
+    fn keys_are_cut_while_they_are_built() {
+        let long = "k".repeat(10_000);
+        let cut_key = format!("{}…", "k".repeat(MAX_KEY_BYTES));
+        // The shape of the report: one 10,000-byte key over 10,000 zeros.
+        let zeros = vec![0; 10_000];
+        let mut expected: Vec<(String, String)> = (0..100)
+            .map(|_| (cut_key.clone(), "0".to_owned()))
+            .collect();
+        expected.push((MORE_FIELDS_KEY.to_owned(), "9900 more fields".to_owned()));
+        let config = EnrichConfig::default();
+        let context = ContextRules::new(&config)
+            .unwrap()
+            .build(json!({ long.clone(): zeros }).as_object().unwrap());
+        let got: Vec<(String, String)> = context.into_iter().map(|e| (e.key, e.value)).collect();
+        assert_eq!(got, expected);
+
+        // Cut at a character boundary; a short key under a cut one still ends in "…".
+        let mut path = "a".repeat(MAX_KEY_BYTES - 1);
+        push_bounded(&mut path, "é");
+        assert_eq!(path, format!("{}…", "a".repeat(MAX_KEY_BYTES - 1)));
+        let mut exact = "a".repeat(MAX_KEY_BYTES);
+        push_bounded(&mut exact, ".");
+        assert!(exact.ends_with('…'));
+        let before = exact.clone();
+        push_bounded(&mut exact, "more");
+        assert_eq!(exact, before, "nothing is added after the cut");
+    }
+
+    #[test]
+    fn at_most_max_leaves_are_looked_at() {
+        let many: Vec<u8> = vec![1; MAX_LEAVES + 10];
+        let config = EnrichConfig {
+            context_include: "^x$".into(),
+            ..EnrichConfig::default()
+        };
+        let context = ContextRules::new(&config)
+            .unwrap()
+            .build(json!({"list": many, "x": 1}).as_object().unwrap());
+        assert_eq!(
+            context,
+            vec![ContextEntry {
+                key: MORE_FIELDS_KEY.into(),
+                value: format!("more fields, past the {MAX_LEAVES} looked at")
+            }],
+            "the walk stopped before x"
+        );
     }
 
     #[test]

@@ -143,13 +143,13 @@ async fn handle(
     inventory: &Inventory,
     metrics: &metrics::Metrics,
 ) -> Result<Outcome, String> {
-    let alert: Alert = match serde_json::from_slice(&msg.payload) {
+    let alert: Alert = match talon_proto::decode_alert(&msg.payload) {
         Ok(a) => a,
         Err(e) => {
             let seq = msg.info().map(|i| i.stream_sequence).ok();
             let letter = DeadLetter::new(
                 STAGE_ENRICH,
-                format!("not an Alert: {e}"),
+                e.to_string(),
                 msg.subject.as_str(),
                 seq,
                 &msg.payload,

@@ -41,8 +41,13 @@ pub struct Edge {
     pub tokens: Arc<Vec<String>>,
     pub tokens_env: String,
     pub max_body_bytes: usize,
+    pub max_items: usize,
     pub metrics: Metrics,
 }
+
+/// The rejected items of one request that its summary dead letter lists
+/// with their reasons (all of them are in its `raw`).
+const REASONS_IN_SUMMARY: usize = 20;
 
 pub fn routes(edge: Edge) -> Router {
     Router::new()
@@ -185,25 +190,52 @@ fn item_of_bytes(raw: &[u8], kind: Kind) -> Item {
     }
 }
 
+/// A body with more items than `max_items`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyItems {
+    pub count: usize,
+    pub max: usize,
+}
+
 /// Splits a body into items: a JSON object is one item, a JSON array one item
-/// per element, NDJSON one per non-blank line.
-pub fn split(body: &[u8], format: Format, kind: Kind) -> Vec<Item> {
+/// per element, NDJSON one per non-blank line. The items are counted before
+/// any of them is checked: more than `max_items` and none is.
+pub fn split(
+    body: &[u8],
+    format: Format,
+    kind: Kind,
+    max_items: usize,
+) -> Result<Vec<Item>, TooManyItems> {
+    let too_many = |count: usize| {
+        (count > max_items).then_some(TooManyItems {
+            count,
+            max: max_items,
+        })
+    };
     match format {
-        Format::Ndjson => body
-            .split(|b| *b == b'\n')
-            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| item_of_bytes(line, kind))
-            .collect(),
+        Format::Ndjson => {
+            let lines = || {
+                body.split(|b| *b == b'\n')
+                    .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+                    .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            };
+            if let Some(e) = too_many(lines().count()) {
+                return Err(e);
+            }
+            Ok(lines().map(|line| item_of_bytes(line, kind)).collect())
+        }
         Format::Json => {
             let parsed = std::str::from_utf8(body)
                 .ok()
                 .and_then(|text| serde_json::from_str::<Value>(text).ok());
             match parsed {
                 Some(Value::Array(items)) => {
-                    items.into_iter().map(|v| item_of_value(v, kind)).collect()
+                    if let Some(e) = too_many(items.len()) {
+                        return Err(e);
+                    }
+                    Ok(items.into_iter().map(|v| item_of_value(v, kind)).collect())
                 }
-                Some(_) | None => vec![item_of_bytes(body, kind)],
+                Some(_) | None => Ok(vec![item_of_bytes(body, kind)]),
             }
         }
     }
@@ -364,7 +396,18 @@ async fn handle(
             "NATS is unreachable; retry later",
         );
     }
-    let items = split(&body, format, target.kind);
+    let items = match split(&body, format, target.kind, edge.max_items) {
+        Ok(items) => items,
+        Err(TooManyItems { count, max }) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body holds {count} {}s, over max_items ({max})",
+                    target.kind.noun()
+                ),
+            )
+        }
+    };
     if items.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -392,22 +435,50 @@ async fn handle(
     }
 }
 
-enum Started {
-    Alert(usize, jetstream::context::PublishAckFuture),
-    Letter(usize, String, jetstream::context::PublishAckFuture),
+/// One dead letter for all the rejected items of a request: the reasons of
+/// the first few by index, and every rejected item, one per line, as `raw`.
+fn summary_letter(
+    target: &Target,
+    total: usize,
+    rejected: &[(usize, String, Vec<u8>)],
+) -> DeadLetter {
+    let mut reason = format!(
+        "{} of {total} {}s in one request rejected",
+        rejected.len(),
+        target.kind.noun()
+    );
+    for (index, why, _) in rejected.iter().take(REASONS_IN_SUMMARY) {
+        reason.push_str(&format!("; item {index}: {why}"));
+    }
+    if rejected.len() > REASONS_IN_SUMMARY {
+        reason.push_str(&format!(
+            "; and {} more",
+            rejected.len() - REASONS_IN_SUMMARY
+        ));
+    }
+    let mut raw = Vec::new();
+    for (i, (_, _, bytes)) in rejected.iter().enumerate() {
+        if i > 0 {
+            raw.push(b'\n');
+        }
+        raw.extend_from_slice(bytes);
+    }
+    DeadLetter::new(target.stage, reason, target.origin.as_str(), None, &raw)
 }
 
-/// Publishes every item (valid ones to the target's subject, rejects to the
-/// DLQ), then waits for every ack.
+/// Publishes every valid item to the target's subject and, when some were
+/// rejected, one summary dead letter for them, then waits for every ack.
 async fn publish_items(
     edge: &Edge,
     target: &Target,
     items: Vec<Item>,
     request_key: &str,
 ) -> Result<Answer, String> {
+    let total = items.len();
     let mut started = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        let (msg_id, dlq_id) = target.msg_ids(request_key, index);
+        let (msg_id, _) = target.msg_ids(request_key, index);
         match item.verdict {
             Ok(()) => {
                 let mut message = PublishMessage::build()
@@ -421,39 +492,50 @@ async fn publish_items(
                     .send_publish(target.subject.clone(), message)
                     .await
                     .map_err(|e| e.to_string())?;
-                started.push(Started::Alert(index, ack));
+                started.push((index, ack));
             }
-            Err(reason) => {
-                let letter = DeadLetter::new(
-                    target.stage,
-                    reason.clone(),
-                    target.origin.as_str(),
-                    None,
-                    &item.raw,
-                );
-                let ack = talon_kit::dlq::publish(&edge.js, &letter, &dlq_id)
+            Err(reason) => rejected.push((index, reason, item.raw)),
+        }
+    }
+    let letter = match rejected.first() {
+        Some((first, why, _)) => {
+            edge.metrics
+                .http_rejected_items
+                .with_label_values(&[target.kind.noun()])
+                .inc_by(rejected.len() as u64);
+            tracing::info!(
+                count = rejected.len(),
+                of = total,
+                sample_index = first,
+                sample_reason = %why,
+                subject = %target.subject,
+                "HTTP items rejected"
+            );
+            let (_, dlq_id) = target.msg_ids(request_key, 0);
+            let letter = summary_letter(target, total, &rejected);
+            Some(
+                talon_kit::dlq::publish(&edge.js, &letter, &dlq_id)
                     .await
-                    .map_err(|e| e.to_string())?;
-                started.push(Started::Letter(index, reason, ack));
-            }
+                    .map_err(|e| e.to_string())?,
+            )
         }
-    }
+        None => None,
+    };
     let mut answer = Answer::default();
-    for s in started {
-        match s {
-            Started::Alert(index, ack) => {
-                let ack = ack.await.map_err(|e| e.to_string())?;
-                answer.accepted.push(Accepted {
-                    index,
-                    seq: ack.sequence,
-                });
-            }
-            Started::Letter(index, reason, ack) => {
-                ack.await.map_err(|e| e.to_string())?;
-                answer.rejected.push(Rejected { index, reason });
-            }
-        }
+    for (index, ack) in started {
+        let ack = ack.await.map_err(|e| e.to_string())?;
+        answer.accepted.push(Accepted {
+            index,
+            seq: ack.sequence,
+        });
     }
+    if let Some(ack) = letter {
+        ack.await.map_err(|e| e.to_string())?;
+    }
+    answer.rejected = rejected
+        .into_iter()
+        .map(|(index, reason, _)| Rejected { index, reason })
+        .collect();
     Ok(answer)
 }
 
@@ -462,7 +544,8 @@ mod tests {
     use super::*;
 
     fn verdicts(body: &str, format: Format) -> Vec<Result<(), String>> {
-        split(body.as_bytes(), format, Kind::Alerts)
+        split(body.as_bytes(), format, Kind::Alerts, 1000)
+            .unwrap()
             .into_iter()
             .map(|i| i.verdict)
             .collect()
@@ -487,7 +570,8 @@ mod tests {
     #[test]
     fn event_bodies_hold_json_objects() {
         let reasons = |body: &str, format| -> Vec<Result<(), String>> {
-            split(body.as_bytes(), format, Kind::Events)
+            split(body.as_bytes(), format, Kind::Events, 1000)
+                .unwrap()
                 .into_iter()
                 .map(|i| i.verdict)
                 .collect()
@@ -510,6 +594,54 @@ mod tests {
             Target::alerts().msg_ids("k", 0).0,
             derived_msg_id("http", "k:0")
         );
+    }
+
+    #[test]
+    fn items_are_counted_before_any_is_checked() {
+        let too_many = |body: &str, format| split(body.as_bytes(), format, Kind::Alerts, 2).err();
+        assert_eq!(too_many("[1,2]", Format::Json), None);
+        assert_eq!(
+            too_many("[1,2,3]", Format::Json),
+            Some(TooManyItems { count: 3, max: 2 })
+        );
+        assert_eq!(too_many("a\n\nb\n", Format::Ndjson), None);
+        assert_eq!(
+            too_many("a\nb\r\nc", Format::Ndjson),
+            Some(TooManyItems { count: 3, max: 2 })
+        );
+        let big = format!("[{}0]", "0,".repeat(99_999));
+        assert_eq!(
+            split(big.as_bytes(), Format::Json, Kind::Alerts, 1000).err(),
+            Some(TooManyItems {
+                count: 100_000,
+                max: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn one_summary_letter_names_the_first_reasons_and_keeps_every_item() {
+        let rejected: Vec<(usize, String, Vec<u8>)> = (0..25)
+            .map(|i| {
+                (
+                    i * 2,
+                    format!("bad {i}"),
+                    format!("{{\"n\":{i}}}").into_bytes(),
+                )
+            })
+            .collect();
+        let letter = summary_letter(&Target::alerts(), 50, &rejected);
+        assert!(
+            letter.reason.starts_with(
+                "25 of 50 alerts in one request rejected; item 0: bad 0; item 2: bad 1"
+            ),
+            "{}",
+            letter.reason
+        );
+        assert!(letter.reason.ends_with("; and 5 more"), "{}", letter.reason);
+        let raw = letter.raw.unwrap();
+        assert_eq!(raw.lines().count(), 25);
+        assert_eq!(raw.lines().last(), Some("{\"n\":24}"));
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn start(
         tokens: Arc::new(tokens),
         tokens_env: config.ingest.tokens_env.clone(),
         max_body_bytes: config.ingest.max_body_bytes,
+        max_items: config.ingest.max_items,
         metrics: metrics.clone(),
     };
     let router = http::routes(edge).merge(talon_kit::http::health_routes(health.clone()));

@@ -11,6 +11,9 @@ pub struct Metrics {
     pub consume: LoopMetrics,
     /// HTTP requests by status.
     pub http_requests: IntCounterVec,
+    /// HTTP items rejected (answered, and summed up in one dead letter per
+    /// request), by kind (`alert`, `row`).
+    pub http_rejected_items: IntCounterVec,
     /// Monitoring rows by outcome (raised, unmatched, dead), batch time and
     /// size.
     pub rules: LoopMetrics,
@@ -36,6 +39,14 @@ impl Metrics {
             &["status"],
         )?;
         registry.register(Box::new(http_requests.clone()))?;
+        let http_rejected_items = IntCounterVec::new(
+            Opts::new(
+                INGEST_HTTP_REJECTED_ITEMS_TOTAL,
+                "HTTP items rejected, by kind",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(http_rejected_items.clone()))?;
         let rules = LoopMetrics::register(
             registry,
             LoopMetricNames {
@@ -55,6 +66,7 @@ impl Metrics {
         Ok(Metrics {
             consume,
             http_requests,
+            http_rejected_items,
             rules,
             rule_evaluations,
         })

@@ -255,12 +255,12 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
             return "retry";
         }
     };
-    let alert: Alert = match serde_json::from_slice(&msg.payload) {
+    let alert: Alert = match talon_proto::decode_alert(&msg.payload) {
         Ok(a) => a,
         Err(e) => {
             let letter = DeadLetter::new(
                 STAGE_NOTIFY,
-                format!("not an Alert: {e}"),
+                e.to_string(),
                 msg.subject.as_str(),
                 Some(seq),
                 &msg.payload,

@@ -19,6 +19,9 @@ pub struct DedupConfig {
     pub data_dir: PathBuf,
     /// Window, in seconds, for alerts that ask for the default (dedup 0 or unset).
     pub default_seconds: i64,
+    /// Longest window a producer may ask for with its own `dedup`: a larger
+    /// one is cut to this, so no producer can suppress a name for ever.
+    pub max_seconds: i64,
     /// The fields the dedup key is made of, in order (non-empty).
     pub key: Vec<DedupKeyField>,
     /// The partitions this replica owns, each below `ingest.partitions`.
@@ -43,6 +46,7 @@ impl Default for DedupConfig {
             http_listen: "127.0.0.1:8471".to_owned(),
             data_dir: PathBuf::from("/var/lib/talon/dedup"),
             default_seconds: 7200,
+            max_seconds: 86_400,
             key: vec![DedupKeyField::Name],
             partitions: vec![0],
             r#override: Vec::new(),
@@ -65,6 +69,12 @@ impl DedupConfig {
             return Err(src.error(
                 &here.key("default_seconds"),
                 format!("must be at least 1, not {}", self.default_seconds),
+            ));
+        }
+        if self.max_seconds < 1 {
+            return Err(src.error(
+                &here.key("max_seconds"),
+                format!("must be at least 1, not {}", self.max_seconds),
             ));
         }
         if self.key.is_empty() {

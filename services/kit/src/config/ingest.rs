@@ -16,6 +16,8 @@ pub struct IngestConfig {
     pub tokens_env: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Most alerts (or rows) one request may carry; more is answered 413.
+    pub max_items: usize,
     /// Number of dedup partitions accepted alerts are spread over (>= 1).
     pub partitions: u32,
 }
@@ -26,6 +28,7 @@ impl Default for IngestConfig {
             http_listen: "127.0.0.1:8470".to_owned(),
             tokens_env: "TALON_INGEST_TOKENS".to_owned(),
             max_body_bytes: 1_048_576,
+            max_items: 1_000,
             partitions: 1,
         }
     }
@@ -52,6 +55,9 @@ impl IngestConfig {
         check::non_empty(src, &here.key("tokens_env"), &self.tokens_env)?;
         if self.max_body_bytes == 0 {
             return Err(src.error(&here.key("max_body_bytes"), "must be at least 1"));
+        }
+        if self.max_items == 0 {
+            return Err(src.error(&here.key("max_items"), "must be at least 1"));
         }
         if self.partitions == 0 {
             return Err(src.error(&here.key("partitions"), "must be at least 1"));

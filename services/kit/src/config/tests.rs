@@ -205,7 +205,7 @@ fn load_names_the_file() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{}:3: ingest.max_bdy_bytes: unknown key (expected one of http_listen, tokens_env, max_body_bytes, partitions)",
+            "{}:3: ingest.max_bdy_bytes: unknown key (expected one of http_listen, tokens_env, max_body_bytes, max_items, partitions)",
             path.display()
         )
     );
@@ -220,7 +220,7 @@ fn errors_name_the_key_and_its_line() {
         // Unknown keys: the path includes the key itself.
         (
             "[ingest]\nhttp_listen = \"127.0.0.1:1\"\nmax_bdy_bytes = 3\n",
-            "<config>:3: ingest.max_bdy_bytes: unknown key (expected one of http_listen, tokens_env, max_body_bytes, partitions)",
+            "<config>:3: ingest.max_bdy_bytes: unknown key (expected one of http_listen, tokens_env, max_body_bytes, max_items, partitions)",
         ),
         ("\n\nfoo = 1\n", "<config>:3: foo: unknown key (expected one of nats, ingest,"),
         ("[ingets]\n", "<config>:1: ingets: unknown key"),
