@@ -72,7 +72,21 @@ pub fn time_of(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-/// Runs partition `partition` until `shutdown` fires.
+impl BatchError {
+    /// sled failed (an I/O error such as a full disk): its handle may
+    /// be unusable from now on, so trying again on it would fail for ever.
+    fn fatal(self) -> Result<BatchError, StoreError> {
+        match self {
+            BatchError::Store(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Runs partition `partition` until `shutdown` fires. A sled error ends it
+/// with that error, after cancelling `shutdown` so the whole service stops
+/// and exits non-zero: its supervisor starts it again with a fresh handle,
+/// and what was not acked comes back from JetStream.
 pub async fn run_partition(
     shared: Arc<Shared>,
     partition: u32,
@@ -80,7 +94,12 @@ pub async fn run_partition(
     mut commands: mpsc::Receiver<Command>,
     ready: tokio::sync::watch::Sender<bool>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), StoreError> {
+    let fatal = |e: StoreError| {
+        tracing::error!(partition, error = %e, "the partition's store failed; stopping dedup");
+        shutdown.cancel();
+        e
+    };
     let label = partition.to_string();
     let mut watermark_ms = i64::MIN;
     let mut cursor: Option<Vec<u8>> = None;
@@ -90,10 +109,11 @@ pub async fn run_partition(
         let consumer = match start(&shared, partition, &store).await {
             Ok(c) => c,
             Err(e) => {
+                let e = e.fatal().map_err(fatal)?;
                 tracing::warn!(partition, error = %e, "partition not ready; retrying");
                 let _ = ready.send(false);
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(RETRY_DELAY) => continue,
                 }
             }
@@ -117,7 +137,7 @@ pub async fn run_partition(
         let mut batches = messages.ready_chunks(BATCH);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 Some(command) = commands.recv() => match command {
                     Command::Forget { key, reply } => {
                         let _ = reply.send(store.forget(&key).await);
@@ -134,10 +154,11 @@ pub async fn run_partition(
                                 live_in_pass = 0;
                             }
                         }
-                        Err(e) => tracing::warn!(partition, error = %e, "sweep failed"),
+                        Err(e) => return Err(fatal(e)),
                     }
-                    if let Err(e) = store.forget_applied_before(watermark_ms.saturating_sub(KEEP_APPLIED_MS), SWEEP_STEP) {
-                        tracing::warn!(partition, error = %e, "sweep of applied alerts failed");
+                    match store.forget_applied_before(watermark_ms.saturating_sub(KEEP_APPLIED_MS), SWEEP_STEP) {
+                        Ok(_) => {}
+                        Err(e) => return Err(fatal(e)),
                     }
                     shared.metrics.store_bytes.with_label_values(&[&label]).set(store.size_on_disk() as i64);
                 }
@@ -148,6 +169,7 @@ pub async fn run_partition(
                         .filter_map(|m| m.map_err(|e| tracing::warn!(partition, error = %e, "pull error")).ok())
                         .collect();
                     if let Err(e) = process_batch(&shared, &store, msgs, &mut watermark_ms).await {
+                        let e = e.fatal().map_err(fatal)?;
                         // Nothing of the batch was acked: start over from the
                         // consumer's ack floor, in order.
                         tracing::warn!(partition, error = %e, "batch failed; resuming from the last ack");
@@ -159,6 +181,7 @@ pub async fn run_partition(
             }
         }
     }
+    Ok(())
 }
 
 /// Publishes what the outbox still holds, then recreates the partition's
@@ -207,6 +230,27 @@ async fn start(
         .map_err(|e| nats(&e))
 }
 
+/// `None` when `out` can be published as it is; else the dead letter that
+/// takes its place: an outbox entry whose `Nats-Msg-Id` is not header-safe
+/// (written by an earlier release that did not check ids) would make the
+/// publish panic at every start.
+fn publishable(seq: u64, out: &Output) -> Option<Output> {
+    let error = talon_proto::check_id(&out.msg_id).err()?;
+    tracing::error!(seq, %error, "an outbox entry cannot be published; dead-lettered");
+    let letter = DeadLetter::new(
+        STAGE_DEDUP,
+        format!("left in the outbox with a Nats-Msg-Id that cannot be published: {error}"),
+        out.subject.as_str(),
+        Some(seq),
+        out.body.as_bytes(),
+    );
+    Some(Output {
+        subject: dlq_subject(STAGE_DEDUP),
+        msg_id: derived_msg_id("dlq-dedup-outbox", &format!("{STREAM_ACCEPTED}:{seq}")),
+        body: letter_body(&letter),
+    })
+}
+
 /// Publishes `outputs`, waits for every ack, then drops them from the outbox.
 async fn publish_outputs<'a>(
     js: &jetstream::Context,
@@ -215,6 +259,14 @@ async fn publish_outputs<'a>(
 ) -> Result<(), BatchError> {
     let mut pending = Vec::new();
     for (seq, out) in outputs {
+        let guarded;
+        let out = match publishable(seq, out) {
+            Some(replacement) => {
+                guarded = replacement;
+                &guarded
+            }
+            None => out,
+        };
         let ack = js
             .send_publish(
                 out.subject.clone(),
@@ -235,6 +287,121 @@ async fn publish_outputs<'a>(
     Ok(())
 }
 
+/// What one batch has decided so far.
+#[derive(Default)]
+struct Batch {
+    commit: Commit,
+    windows: HashMap<String, Window>,
+    in_batch: HashSet<(i64, String)>,
+    replays: Vec<(u64, Output)>,
+    fresh: u64,
+    suppressed: u64,
+    unsuppressed: u64,
+}
+
+/// The dead letter of the input at `seq`, as an outbox entry.
+fn dead_letter_output(msg: &jetstream::Message, seq: u64, reason: String) -> Output {
+    let letter = DeadLetter::new(
+        STAGE_DEDUP,
+        reason,
+        msg.subject.as_str(),
+        Some(seq),
+        &msg.payload,
+    );
+    Output {
+        subject: dlq_subject(STAGE_DEDUP),
+        msg_id: derived_msg_id("dlq-dedup", &format!("{STREAM_ACCEPTED}:{seq}")),
+        body: letter_body(&letter),
+    }
+}
+
+/// A dead letter as JSON. A DeadLetter holds only strings, numbers and maps
+/// of strings, so serializing it cannot fail; should it ever, the reason
+/// alone is kept.
+fn letter_body(letter: &DeadLetter) -> String {
+    serde_json::to_string(letter).unwrap_or_else(|e| {
+        format!(
+            "{{\"stage\":\"{STAGE_DEDUP}\",\"reason\":{:?}}}",
+            format!("{}; the letter did not serialize: {e}", letter.reason)
+        )
+    })
+}
+
+/// Decides one input (not applied before) into `batch`. Sync and free of
+/// I/O but sled reads, so a panic in it is caught at the input's boundary.
+fn decide_one(
+    shared: &Shared,
+    store: &PartitionStore,
+    msg: &jetstream::Message,
+    seq: u64,
+    batch: &mut Batch,
+    watermark_ms: &mut i64,
+) -> Result<(), StoreError> {
+    let mut alert: Alert = match talon_proto::decode_alert(&msg.payload) {
+        Ok(a) => a,
+        Err(e) => {
+            let out = dead_letter_output(msg, seq, e.to_string());
+            batch.commit.outputs.push((seq, out));
+            return Ok(());
+        }
+    };
+    let at_ms = alert.received_at.timestamp_millis();
+    *watermark_ms = (*watermark_ms).max(at_ms);
+    // The same alert under a new sequence: ingest published it again (its
+    // input redelivered) after JetStream forgot the first copy's
+    // Nats-Msg-Id (the work queue had deleted it, and nats-server
+    // restarted). Applying it again would count it twice.
+    if !batch.in_batch.insert((at_ms, alert.id.clone())) || store.was_applied(at_ms, &alert.id)? {
+        tracing::info!(alert = %alert.id, seq, "a copy of an applied alert; skipped");
+        return Ok(());
+    }
+    batch.commit.applied.push((at_ms, alert.id.clone()));
+    let key = dedup_key(&alert, &shared.key);
+    let seconds = shared.lengths.seconds(&alert.name, alert.dedup_seconds);
+    let current = match batch.windows.get(&key) {
+        Some(w) => Some(*w),
+        None => store.window(&key)?,
+    };
+    let info = match apply(current, at_ms, seconds, seq) {
+        Verdict::Suppressed(w) => {
+            batch.windows.insert(key, w);
+            batch.suppressed += 1;
+            return Ok(());
+        }
+        Verdict::Fresh(w) => {
+            batch.windows.insert(key.clone(), w);
+            batch.fresh += 1;
+            DedupInfo {
+                key,
+                window_start: time_of(w.start_ms),
+                window_end: time_of(w.end_ms),
+                suppressed_before: w.suppressed_before,
+            }
+        }
+        Verdict::Unsuppressed => {
+            batch.unsuppressed += 1;
+            DedupInfo {
+                key,
+                window_start: alert.received_at,
+                window_end: alert.received_at,
+                suppressed_before: 0,
+            }
+        }
+    };
+    alert.dedup = Some(info);
+    let out = match serde_json::to_string(&alert) {
+        Ok(body) => Output {
+            subject: SUBJECT_UNIQUE.to_owned(),
+            // decode_alert checked it: header-safe.
+            msg_id: alert.id.clone(),
+            body,
+        },
+        Err(e) => dead_letter_output(msg, seq, format!("the alert does not serialize: {e}")),
+    };
+    batch.commit.outputs.push((seq, out));
+    Ok(())
+}
+
 async fn process_batch(
     shared: &Shared,
     store: &PartitionStore,
@@ -246,105 +413,49 @@ async fn process_batch(
     }
     shared.metrics.batch_size.observe(msgs.len() as f64);
     let applied = store.last_seq()?;
-    let mut commit = Commit {
-        last_seq: applied,
-        ..Commit::default()
+    let mut batch = Batch {
+        commit: Commit {
+            last_seq: applied,
+            ..Commit::default()
+        },
+        ..Batch::default()
     };
-    let mut windows: HashMap<String, Window> = HashMap::new();
-    let mut in_batch: HashSet<(i64, String)> = HashSet::new();
-    let mut replays = Vec::new();
-    let (mut fresh, mut suppressed, mut unsuppressed) = (0u64, 0u64, 0u64);
     for msg in &msgs {
         let seq = msg
             .info()
             .map_err(|e| BatchError::Nats(format!("message without JetStream info: {e}")))?
             .stream_sequence;
-        if seq <= commit.last_seq {
+        if seq <= batch.commit.last_seq {
             // Applied already (redelivered after a crash or a lost ack): its
             // output, if JetStream never acked it, goes out again.
             if let Some(out) = store.output(seq)? {
-                replays.push((seq, out));
+                batch.replays.push((seq, out));
             }
             continue;
         }
-        commit.last_seq = seq;
-        let mut alert: Alert = match talon_proto::decode_alert(&msg.payload) {
-            Ok(a) => a,
-            Err(e) => {
-                let letter = DeadLetter::new(
-                    STAGE_DEDUP,
-                    e.to_string(),
-                    msg.subject.as_str(),
-                    Some(seq),
-                    &msg.payload,
-                );
-                commit.outputs.push((
-                    seq,
-                    Output {
-                        subject: dlq_subject(STAGE_DEDUP),
-                        msg_id: derived_msg_id("dlq-dedup", &format!("{STREAM_ACCEPTED}:{seq}")),
-                        // A DeadLetter always serializes.
-                        body: serde_json::to_string(&letter).expect("a DeadLetter serializes"),
-                    },
-                ));
-                continue;
+        batch.commit.last_seq = seq;
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decide_one(shared, store, msg, seq, &mut batch, watermark_ms)
+        }));
+        match decided {
+            Ok(result) => result?,
+            Err(panic) => {
+                let text = talon_kit::pipeline::panic_text(panic.as_ref());
+                tracing::error!(subject = %msg.subject, seq, panic = %text, "deciding an alert panicked; dead-lettered");
+                let out = dead_letter_output(msg, seq, format!("dedup panicked on it: {text}"));
+                batch.commit.outputs.push((seq, out));
             }
-        };
-        let at_ms = alert.received_at.timestamp_millis();
-        *watermark_ms = (*watermark_ms).max(at_ms);
-        // The same alert under a new sequence: ingest published it again
-        // (its input redelivered) after JetStream forgot the first copy's
-        // Nats-Msg-Id (the work queue had deleted it, and nats-server
-        // restarted). Applying it again would count it twice.
-        if !in_batch.insert((at_ms, alert.id.clone())) || store.was_applied(at_ms, &alert.id)? {
-            tracing::info!(alert = %alert.id, seq, "a copy of an applied alert; skipped");
-            continue;
         }
-        commit.applied.push((at_ms, alert.id.clone()));
-        let key = dedup_key(&alert, &shared.key);
-        let seconds = shared.lengths.seconds(&alert.name, alert.dedup_seconds);
-        let current = match windows.get(&key) {
-            Some(w) => Some(*w),
-            None => store.window(&key)?,
-        };
-        let info = match apply(current, at_ms, seconds, seq) {
-            Verdict::Suppressed(w) => {
-                windows.insert(key, w);
-                suppressed += 1;
-                continue;
-            }
-            Verdict::Fresh(w) => {
-                windows.insert(key.clone(), w);
-                fresh += 1;
-                DedupInfo {
-                    key,
-                    window_start: time_of(w.start_ms),
-                    window_end: time_of(w.end_ms),
-                    suppressed_before: w.suppressed_before,
-                }
-            }
-            Verdict::Unsuppressed => {
-                unsuppressed += 1;
-                DedupInfo {
-                    key,
-                    window_start: alert.received_at,
-                    window_end: alert.received_at,
-                    suppressed_before: 0,
-                }
-            }
-        };
-        alert.dedup = Some(info);
-        commit.outputs.push((
-            seq,
-            Output {
-                subject: SUBJECT_UNIQUE.to_owned(),
-                msg_id: alert.id.clone(),
-                // An Alert holds strings, numbers and JSON values: it always
-                // serializes.
-                body: serde_json::to_string(&alert).expect("an Alert serializes"),
-            },
-        ));
     }
+    let Batch {
+        mut commit,
+        windows,
+        replays,
+        fresh,
+        suppressed,
+        unsuppressed,
+        ..
+    } = batch;
     if commit.last_seq > applied {
         commit.windows = windows.into_iter().collect();
         let started = Instant::now();
@@ -380,6 +491,31 @@ async fn process_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outbox_entry_with_a_bad_id_becomes_a_dead_letter() {
+        let good = Output {
+            subject: SUBJECT_UNIQUE.into(),
+            msg_id: "0123abc".into(),
+            body: "{}".into(),
+        };
+        assert!(publishable(5, &good).is_none());
+        let bad = Output {
+            msg_id: "p\nq".into(),
+            ..good
+        };
+        let letter = publishable(5, &bad).expect("replaced");
+        assert_eq!(letter.subject, dlq_subject(STAGE_DEDUP));
+        assert!(talon_proto::check_id(&letter.msg_id).is_ok());
+        let parsed: DeadLetter = serde_json::from_str(&letter.body).unwrap();
+        assert_eq!(parsed.stream_seq, Some(5));
+        assert_eq!(parsed.raw.as_deref(), Some("{}"));
+        assert!(
+            parsed.reason.contains("cannot be published"),
+            "{}",
+            parsed.reason
+        );
+    }
 
     #[test]
     fn times_stay_within_rfc3339() {

@@ -102,8 +102,17 @@ pub async fn start(
         })
         .collect();
     let task = tokio::spawn(async move {
+        // A partition that ended on a sled error has cancelled `shutdown`;
+        // the others stop with it, and the service exits with the error.
+        let mut failed = None;
         for h in handles {
-            h.await?;
+            if let Err(e) = h.await? {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            let _ = server.await;
+            return Err(anyhow::Error::new(e).context("dedup stopped: its store failed"));
         }
         server.await??;
         tracing::info!("dedup stopped");

@@ -27,8 +27,6 @@ pub const KEEP_ENDED_MS: i64 = 30 * 24 * 3600 * 1000;
 pub enum StoreError {
     #[error("sled at {path}: {source}")]
     Sled { path: String, source: sled::Error },
-    #[error("corrupt record under {0:?}")]
-    Corrupt(String),
 }
 
 /// A message to publish once its batch is durable: kept in the outbox until
@@ -54,6 +52,28 @@ pub struct Commit {
 pub struct PartitionStore {
     db: sled::Db,
     path: PathBuf,
+}
+
+/// A stored window, or `None` (logged with its key) when the record does not
+/// decode.
+fn decoded_window(key: &[u8], bytes: &[u8]) -> Option<Window> {
+    let w = Window::from_bytes(bytes);
+    if w.is_none() {
+        tracing::error!(key = %String::from_utf8_lossy(key), len = bytes.len(), "a window record that does not decode; taken as missing");
+    }
+    w
+}
+
+/// A stored outbox entry, or `None` (logged with its sequence) when the
+/// record does not decode.
+fn decoded_output(seq: u64, bytes: &[u8]) -> Option<Output> {
+    match serde_json::from_slice(bytes) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::error!(seq, error = %e, "an outbox record that does not decode; taken as missing");
+            None
+        }
+    }
 }
 
 fn window_key(key: &str) -> Vec<u8> {
@@ -109,12 +129,12 @@ impl PartitionStore {
         }
     }
 
+    /// `key`'s window. A record that does not decode is logged with its key
+    /// and taken as missing: the next alert opens a new window.
     pub fn window(&self, key: &str) -> Result<Option<Window>, StoreError> {
         match self.db.get(window_key(key)).map_err(|e| self.err(e))? {
             None => Ok(None),
-            Some(bytes) => Window::from_bytes(&bytes)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt(key.to_owned())),
+            Some(bytes) => Ok(decoded_window(key.as_bytes(), &bytes)),
         }
     }
 
@@ -173,27 +193,32 @@ impl PartitionStore {
         Ok(removed)
     }
 
-    /// The output recorded for input `seq`, if it is still unacked.
+    /// The output recorded for input `seq`, if it is still unacked (a
+    /// record that does not decode is logged and taken as missing).
     pub fn output(&self, seq: u64) -> Result<Option<Output>, StoreError> {
         match self.db.get(outbox_key(seq)).map_err(|e| self.err(e))? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|_| StoreError::Corrupt(format!("outbox {seq}"))),
+            Some(bytes) => Ok(decoded_output(seq, &bytes)),
         }
     }
 
-    /// Every output still in the outbox, oldest first.
+    /// Every output still in the outbox, oldest first; records that do not
+    /// decode are logged and left out.
     pub fn outbox(&self) -> Result<Vec<(u64, Output)>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix([OUTBOX]) {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            let seq = <[u8; 8]>::try_from(&k[1..])
+            let Some(seq) = k
+                .get(1..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt("outbox key".into()))?;
-            let output = serde_json::from_slice(&v)
-                .map_err(|_| StoreError::Corrupt(format!("outbox {seq}")))?;
-            out.push((seq, output));
+            else {
+                tracing::error!(key = ?k.as_ref(), "an outbox key that does not decode; ignored");
+                continue;
+            };
+            if let Some(output) = decoded_output(seq, &v) {
+                out.push((seq, output));
+            }
         }
         Ok(out)
     }
@@ -231,9 +256,10 @@ impl PartitionStore {
             if !k.starts_with(&end) || out.len() >= limit {
                 break;
             }
-            let key = String::from_utf8_lossy(&k[1..]).into_owned();
-            let w = Window::from_bytes(&v).ok_or_else(|| StoreError::Corrupt(key.clone()))?;
-            out.push((key, w));
+            let key = String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned();
+            if let Some(w) = decoded_window(key.as_bytes(), &v) {
+                out.push((key, w));
+            }
         }
         Ok(out)
     }
@@ -279,8 +305,14 @@ impl PartitionStore {
                 sweep.next = None;
                 break;
             }
-            let w = Window::from_bytes(&v)
-                .ok_or_else(|| StoreError::Corrupt(String::from_utf8_lossy(&k).into()))?;
+            let Some(w) = decoded_window(k.get(1..).unwrap_or_default(), &v) else {
+                // Taken as missing: the sweep clears it.
+                batch.remove(k.clone());
+                sweep.removed += 1;
+                seen += 1;
+                sweep.next = Some(k.to_vec());
+                continue;
+            };
             if w.end_ms > watermark_ms {
                 sweep.live += 1;
             } else if w.suppressed == 0 || w.end_ms < watermark_ms.saturating_sub(KEEP_ENDED_MS) {

@@ -111,13 +111,21 @@ pub async fn start(
             clients = inventory.len(),
             "enrich consuming talon.alerts.unique"
         );
-        pipeline::run(consumer, BATCH, metrics.consume.clone(), shutdown, |msg| {
-            let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
-            async move {
-                let outcome = handle(js, &msg, rules, inventory, metrics).await;
-                (msg, outcome)
-            }
-        })
+        let dead = pipeline::DeadLetters {
+            js: js.clone(),
+            stage: STAGE_ENRICH,
+        };
+        pipeline::run(
+            consumer,
+            BATCH,
+            metrics.consume.clone(),
+            dead,
+            shutdown,
+            |msg| {
+                let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
+                async move { handle(js, &msg, rules, inventory, metrics).await }
+            },
+        )
         .await;
         server.await??;
         tracing::info!("enrich stopped");

@@ -23,12 +23,13 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    pipeline::run(consumer, BATCH, metrics.consume, shutdown, |msg| {
+    let dead = pipeline::DeadLetters {
+        js: js.clone(),
+        stage: talon_proto::names::STAGE_INGEST,
+    };
+    pipeline::run(consumer, BATCH, metrics.consume, dead, shutdown, |msg| {
         let (js, settings) = (&js, &settings);
-        async move {
-            let outcome = start_one(js, &msg, settings).await;
-            (msg, outcome)
-        }
+        async move { start_one(js, &msg, settings).await }
     })
     .await
 }

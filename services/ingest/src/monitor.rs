@@ -57,12 +57,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let loop_metrics = metrics.rules.clone();
-    pipeline::run(consumer, BATCH, loop_metrics, shutdown, |msg| {
+    let dead = pipeline::DeadLetters {
+        js: js.clone(),
+        stage: talon_proto::names::STAGE_RULES,
+    };
+    pipeline::run(consumer, BATCH, loop_metrics, dead, shutdown, |msg| {
         let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
-        async move {
-            let outcome = start_row(js, &msg, rules, inventory, metrics).await;
-            (msg, outcome)
-        }
+        async move { start_row(js, &msg, rules, inventory, metrics).await }
     })
     .await
 }

@@ -108,6 +108,18 @@ pub enum StreamError {
         consumer: String,
         source: jetstream::stream::ConsumerError,
     },
+    #[error("cannot update consumer {consumer} on {stream}: {source}")]
+    ConsumerUpdate {
+        stream: &'static str,
+        consumer: String,
+        source: jetstream::stream::ConsumerUpdateError,
+    },
+    #[error("cannot read consumer {consumer} on {stream}: {reason}")]
+    ConsumerGet {
+        stream: &'static str,
+        consumer: String,
+        reason: String,
+    },
     #[error("cannot create key-value bucket {bucket}: {reason}")]
     Bucket {
         bucket: &'static str,
@@ -204,7 +216,23 @@ pub struct ConsumerSpec {
     pub filter: String,
     /// Inputs the consumer may hand out unacked.
     pub max_ack_pending: i64,
+    /// Deliveries after which JetStream gives up on an input. The stages
+    /// dead-letter an input well before (ingest and enrich at
+    /// `pipeline::DEAD_AFTER`, notify at its retry deadline), so this is
+    /// the backstop of the backstop.
+    pub max_deliver: i64,
 }
+
+/// `max_deliver` of the stateless stages' consumers.
+pub const MAX_DELIVER_PIPELINE: i64 = 2 * crate::pipeline::DEAD_AFTER as i64;
+/// `max_deliver` of dedup's consumers: dedup recreates its consumer at each
+/// start and after a failed batch, so counts start again; an input is only
+/// given up on in a stretch of failures far past any outage.
+pub const MAX_DELIVER_DEDUP: i64 = 1_000;
+/// `max_deliver` of notify's consumers: a failing delivery is retried with
+/// backoff (at most every 5 minutes) until its channel's retry deadline,
+/// then dead-lettered; this is far past a day of that.
+pub const MAX_DELIVER_NOTIFY: i64 = 10_000;
 
 impl ConsumerSpec {
     /// ingest on `Server.Internal.Alerts`.
@@ -214,6 +242,7 @@ impl ConsumerSpec {
             durable: CONSUMER_INGEST.to_owned(),
             filter: SUBJECT_ALERTS.to_owned(),
             max_ack_pending: 10_000,
+            max_deliver: MAX_DELIVER_PIPELINE,
         }
     }
 
@@ -224,6 +253,7 @@ impl ConsumerSpec {
             durable: CONSUMER_RULES.to_owned(),
             filter: format!("{SUBJECT_MONITORING_PREFIX}.>"),
             max_ack_pending: 10_000,
+            max_deliver: MAX_DELIVER_PIPELINE,
         }
     }
 
@@ -234,6 +264,7 @@ impl ConsumerSpec {
             durable: dedup_consumer(partition),
             filter: accepted_subject(partition),
             max_ack_pending: 10_000,
+            max_deliver: MAX_DELIVER_DEDUP,
         }
     }
 
@@ -244,6 +275,7 @@ impl ConsumerSpec {
             durable: CONSUMER_ENRICH.to_owned(),
             filter: SUBJECT_UNIQUE.to_owned(),
             max_ack_pending: 10_000,
+            max_deliver: MAX_DELIVER_PIPELINE,
         }
     }
 
@@ -254,6 +286,7 @@ impl ConsumerSpec {
             durable: notify_consumer(channel),
             filter: notify_subject(channel),
             max_ack_pending: 1_000,
+            max_deliver: MAX_DELIVER_NOTIFY,
         }
     }
 }
@@ -268,6 +301,7 @@ impl ConsumerSpec {
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_ack_pending: self.max_ack_pending,
+            max_deliver: self.max_deliver,
             deliver_policy: match start {
                 Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
                 None => consumer::DeliverPolicy::All,
@@ -278,18 +312,41 @@ impl ConsumerSpec {
 }
 
 /// The consumer of `spec`, created with its stream when missing; an existing
-/// consumer is used as it is. Calling it again is harmless.
+/// consumer is used as it is (where it starts, what it has acked), but for
+/// its `max_deliver`, which is brought to the spec's (consumers made by
+/// earlier releases had none). Calling it again is harmless.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
     replicas: usize,
 ) -> Result<consumer::PullConsumer, StreamError> {
     let stream = ensure_stream(js, spec.stream, replicas).await?;
-    if let Ok(existing) = stream
+    if let Ok(mut existing) = stream
         .get_consumer::<consumer::pull::Config>(&spec.durable)
         .await
     {
-        return Ok(existing);
+        if existing.cached_info().config.max_deliver == spec.max_deliver {
+            return Ok(existing);
+        }
+        let mut config = existing.cached_info().config.clone();
+        config.max_deliver = spec.max_deliver;
+        let _ = existing.info().await;
+        stream
+            .update_consumer(config)
+            .await
+            .map_err(|source| StreamError::ConsumerUpdate {
+                stream: spec.stream.name(),
+                consumer: spec.durable.clone(),
+                source,
+            })?;
+        return stream
+            .get_consumer::<consumer::pull::Config>(&spec.durable)
+            .await
+            .map_err(|e| StreamError::ConsumerGet {
+                stream: spec.stream.name(),
+                consumer: spec.durable.clone(),
+                reason: e.to_string(),
+            });
     }
     stream
         .create_consumer(spec.config(None))

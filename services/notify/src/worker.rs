@@ -86,8 +86,12 @@ impl Channel {
         }
     }
 
+    /// No attempt before `wait` from now (a `Retry-After`); at most the
+    /// channel's retry deadline, however long the remote side asked for.
     fn pause_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let Some(until) = pause_end(Instant::now(), wait, self.retry_deadline) else {
+            return;
+        };
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         if paused.is_none_or(|p| p < until) {
             *paused = Some(until);
@@ -106,6 +110,48 @@ pub struct Shared {
     pub ledger: Ledger,
     pub metrics: Metrics,
     pub replicas: usize,
+}
+
+/// The end of a pause of `wait` from `now`, cut to `deadline`; `None` only
+/// where the clock itself cannot say that far ahead.
+pub fn pause_end(now: Instant, wait: Duration, deadline: Duration) -> Option<Instant> {
+    now.checked_add(wait.min(deadline))
+}
+
+/// Deliveries after which notify gives up on a message whatever its channel's
+/// deadline says (a delivery that never got an answer: the process died on
+/// it). Below the consumer's `max_deliver`, so the dead letter is written.
+pub const DEAD_AFTER: u64 = (streams::MAX_DELIVER_NOTIFY / 2) as u64;
+
+/// When the next try of a failed delivery comes: the remote side's
+/// `Retry-After` or the backoff, but never past the channel's retry deadline
+/// (`left` is what remains of it), so the deadline is checked on time. At
+/// least one second.
+pub fn next_try(retry_after: Option<Duration>, backoff: Duration, left: Duration) -> Duration {
+    retry_after
+        .unwrap_or(backoff)
+        .min(left)
+        .max(Duration::from_secs(1))
+}
+
+/// Why a message is dead-lettered before it is tried again, if it is: it
+/// has failed before and its channel's retry deadline has passed, or it was
+/// delivered more than [`DEAD_AFTER`] times.
+pub fn give_up_before_trying(delivered: u64, age: Duration, deadline: Duration) -> Option<String> {
+    if delivered > DEAD_AFTER {
+        return Some(format!(
+            "delivered {delivered} times without success: notify may have stopped while sending it"
+        ));
+    }
+    if delivered > 1 && age >= deadline {
+        return Some(format!(
+            "still failing after {} s, past the channel's retry deadline of {} s ({} tries)",
+            age.as_secs(),
+            deadline.as_secs(),
+            delivered - 1
+        ));
+    }
+    None
 }
 
 /// The delay before retry number `attempt` (1 = the first retry).
@@ -238,10 +284,31 @@ async fn wait_turn(channel: &Channel, msg: &jetstream::Message) {
 }
 
 async fn deliver_one(shared: &Shared, channel: &Channel, msg: jetstream::Message) {
+    use futures::FutureExt;
     let id = channel.id.as_str();
     let m = &shared.metrics;
     m.in_flight.with_label_values(&[id]).inc();
-    let outcome = attempt(shared, channel, &msg).await;
+    // A panic is caught here, at the message's boundary: the message is
+    // dead-lettered with its text and the channel goes on.
+    let outcome = match std::panic::AssertUnwindSafe(attempt(shared, channel, &msg))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let text = talon_kit::pipeline::panic_text(panic.as_ref());
+            tracing::error!(channel = %id, panic = %text, "delivery panicked; dead-lettered");
+            let seq = msg.info().map(|i| i.stream_sequence).ok();
+            let letter = DeadLetter::new(
+                STAGE_NOTIFY,
+                format!("notify panicked on it: {text}"),
+                msg.subject.as_str(),
+                seq,
+                &msg.payload,
+            );
+            dead_letter(shared, channel, &msg, letter).await
+        }
+    };
     m.in_flight.with_label_values(&[id]).dec();
     m.deliveries.with_label_values(&[id, outcome]).inc();
 }
@@ -249,12 +316,30 @@ async fn deliver_one(shared: &Shared, channel: &Channel, msg: jetstream::Message
 /// One delivery attempt; returns the outcome label.
 async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -> &'static str {
     let (seq, delivered, published) = match msg.info() {
-        Ok(i) => (i.stream_sequence, i.delivered.max(1) as u32, i.published),
+        Ok(i) => (i.stream_sequence, i.delivered.max(1) as u64, i.published),
         Err(e) => {
             tracing::warn!(channel = %channel.id, error = %e, "message without JetStream info");
             return "retry";
         }
     };
+    let age = || {
+        chrono::Utc::now()
+            .signed_duration_since(published)
+            .to_std()
+            .unwrap_or_default()
+    };
+    // Before any wait: a message past its deadline is not tried again.
+    if let Some(reason) = give_up_before_trying(delivered, age(), channel.retry_deadline) {
+        let mut letter = DeadLetter::new(
+            STAGE_NOTIFY,
+            reason,
+            msg.subject.as_str(),
+            Some(seq),
+            &msg.payload,
+        );
+        letter.alert_id = talon_proto::decode_alert(&msg.payload).ok().map(|a| a.id);
+        return dead_letter(shared, channel, msg, letter).await;
+    }
     let alert: Alert = match talon_proto::decode_alert(&msg.payload) {
         Ok(a) => a,
         Err(e) => {
@@ -333,10 +418,7 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
             if let Some(wait) = retry_after {
                 channel.pause_for(wait);
             }
-            let age = chrono::Utc::now()
-                .signed_duration_since(published)
-                .to_std()
-                .unwrap_or_default();
+            let age = age();
             if age >= channel.retry_deadline {
                 let reason = format!("{reason} (still failing after {} s)", age.as_secs());
                 let mut letter = DeadLetter::new(
@@ -350,7 +432,12 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                 return dead_letter(shared, channel, msg, letter).await;
             }
             let jitter = rand::rng().random_range(-0.2..=0.2);
-            let delay = retry_after.unwrap_or_else(|| backoff(delivered, jitter));
+            let attempt_no = u32::try_from(delivered).unwrap_or(u32::MAX);
+            let delay = next_try(
+                retry_after,
+                backoff(attempt_no, jitter),
+                channel.retry_deadline.saturating_sub(age),
+            );
             tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, %reason, "delivery failed; will retry");
             shared
                 .metrics
@@ -401,6 +488,55 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_never_reaches_past_the_deadline() {
+        let s = Duration::from_secs;
+        let check = |retry_after: Option<Duration>, left: Duration, expected: Duration| {
+            assert_eq!(
+                next_try(retry_after, s(8), left),
+                expected,
+                "{retry_after:?} {left:?}"
+            );
+        };
+        check(None, s(3600), s(8));
+        check(Some(s(30)), s(3600), s(30));
+        check(Some(Duration::MAX), s(3600), s(3600));
+        check(Some(s(u64::MAX)), s(90), s(90));
+        check(Some(Duration::ZERO), s(3600), s(1));
+        check(None, Duration::ZERO, s(1));
+    }
+
+    #[test]
+    fn a_message_past_its_deadline_is_given_up_before_any_wait() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            give_up_before_trying(1, s(999_999), s(60)),
+            None,
+            "never tried yet"
+        );
+        assert_eq!(give_up_before_trying(2, s(59), s(60)), None);
+        let reason = give_up_before_trying(3, s(61), s(60)).unwrap();
+        assert!(
+            reason.contains("past the channel's retry deadline of 60 s (2 tries)"),
+            "{reason}"
+        );
+        assert!(give_up_before_trying(DEAD_AFTER + 1, s(0), s(60)).is_some());
+        assert!(give_up_before_trying(DEAD_AFTER, s(0), s(60)).is_none());
+    }
+
+    #[test]
+    fn a_huge_pause_is_cut_to_the_deadline() {
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        assert_eq!(pause_end(now, Duration::MAX, minute), Some(now + minute));
+        assert_eq!(
+            pause_end(now, Duration::from_secs(5), minute),
+            Some(now + Duration::from_secs(5))
+        );
+        // Not even a clamped wait can overflow the clock into a panic.
+        assert_eq!(pause_end(now, Duration::MAX, Duration::MAX), None);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_a_cap() {

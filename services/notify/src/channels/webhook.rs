@@ -81,7 +81,11 @@ pub async fn post_json(
         .body(body)
         .send()
         .await
-        .map_err(|e| DeliveryError::transient(format!("POST {}: {}", redact(url), e)))?;
+        // without_url: reqwest's text names the URL, whose path may hold a
+        // token; only the redacted form is ever shown.
+        .map_err(|e| {
+            DeliveryError::transient(format!("POST {}: {}", redact(url), e.without_url()))
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
