@@ -34,10 +34,28 @@ pub struct DeadLetter {
     /// ... else base64 of its bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_base64: Option<String>,
+    /// The input's size in bytes when `raw`/`raw_base64` hold only its first
+    /// [`MAX_RAW_BYTES`] (a dead letter must stay publishable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_cut_from: Option<u64>,
+}
+
+/// A dead letter keeps at most this much of its input: escaped as JSON (at
+/// worst six bytes a byte) it still fits NATS's 2 MB `max_payload`.
+pub const MAX_RAW_BYTES: usize = 256 * 1024;
+
+/// The longest prefix of `text` of at most `max` bytes.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
 }
 
 impl DeadLetter {
-    /// A record holding `raw` as text when it is UTF-8, else as base64.
+    /// A record holding `raw` as text when it is UTF-8, else as base64; at
+    /// most [`MAX_RAW_BYTES`] of it, with `raw_cut_from` set when cut.
     pub fn new(
         stage: &str,
         reason: impl Into<String>,
@@ -45,11 +63,15 @@ impl DeadLetter {
         stream_seq: Option<u64>,
         raw: &[u8],
     ) -> Self {
+        let raw_cut_from = (raw.len() > MAX_RAW_BYTES).then_some(raw.len() as u64);
         let (raw, raw_base64) = match std::str::from_utf8(raw) {
-            Ok(text) => (Some(text.to_owned()), None),
+            Ok(text) => (Some(prefix(text, MAX_RAW_BYTES).to_owned()), None),
             Err(_) => (
                 None,
-                Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+                Some(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(raw.get(..MAX_RAW_BYTES).unwrap_or(raw)),
+                ),
             ),
         };
         DeadLetter {
@@ -63,6 +85,7 @@ impl DeadLetter {
             headers: BTreeMap::new(),
             raw,
             raw_base64,
+            raw_cut_from,
         }
     }
 
@@ -79,6 +102,25 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_is_cut_to_a_publishable_size() {
+        let big = "é".repeat(MAX_RAW_BYTES); // 2 bytes each
+        let letter = DeadLetter::new("ingest", "r", "s", None, big.as_bytes());
+        let raw = letter.raw.as_deref().unwrap();
+        assert_eq!(raw.len(), MAX_RAW_BYTES);
+        assert_eq!(letter.raw_cut_from, Some(2 * MAX_RAW_BYTES as u64));
+        let bytes = vec![0xffu8; MAX_RAW_BYTES + 1];
+        let letter = DeadLetter::new("ingest", "r", "s", None, &bytes);
+        assert_eq!(letter.raw_bytes().unwrap().len(), MAX_RAW_BYTES);
+        assert_eq!(letter.raw_cut_from, Some(MAX_RAW_BYTES as u64 + 1));
+        let small = DeadLetter::new("ingest", "r", "s", None, b"{}");
+        assert_eq!(small.raw_cut_from, None);
+        // Even all control characters escape to well under 2 MB.
+        let worst = vec![1u8; MAX_RAW_BYTES * 4];
+        let json = serde_json::to_vec(&DeadLetter::new("ingest", "r", "s", None, &worst)).unwrap();
+        assert!(json.len() < 2 * 1024 * 1024, "{}", json.len());
+    }
 
     #[test]
     fn raw_is_text_or_base64_and_round_trips() {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 //! The JSON Schemas in `proto/schemas/` against the Rust types they document.
 //!
 //! - What the types serialize validates against its schema.

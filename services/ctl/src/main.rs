@@ -355,7 +355,9 @@ async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
         if !status.is_success() {
             bail!(
                 "{status}: {}",
-                body["error"].as_str().unwrap_or("(no reason)")
+                body.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no reason)")
             );
         }
         Ok(body)
@@ -386,7 +388,12 @@ async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot reach dedup at {base}"))?;
                 let body = answer(resp).await?;
-                for w in body["windows"].as_array().into_iter().flatten() {
+                for w in body
+                    .get("windows")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if *json {
                         println!("{w}");
                     } else {
@@ -400,7 +407,7 @@ async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
                     }
                     printed += 1;
                 }
-                match body["next"].as_str() {
+                match body.get("next").and_then(Value::as_str) {
                     Some(next) if limit.is_none_or(|l| printed < l) => {
                         after = Some(next.to_owned())
                     }
@@ -416,7 +423,7 @@ async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot reach dedup at {base}"))?;
             let body = answer(resp).await?;
-            if body["forgotten"] == true {
+            if body.get("forgotten").and_then(Value::as_bool) == Some(true) {
                 println!("forgot {key:?}");
             } else {
                 println!("{key:?} had no window");

@@ -27,6 +27,10 @@ pub const KEEP_ENDED_MS: i64 = 30 * 24 * 3600 * 1000;
 pub enum StoreError {
     #[error("sled at {path}: {source}")]
     Sled { path: String, source: sled::Error },
+    /// Never returned in practice: an [`Output`] holds three strings, which
+    /// always serialize.
+    #[error("encoding an outbox entry: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// A message to publish once its batch is durable: kept in the outbox until
@@ -157,8 +161,9 @@ impl PartitionStore {
             batch.insert(applied_key(*at_ms, id), Vec::new());
         }
         for (seq, out) in &commit.outputs {
-            // An Output holds three strings: it always serializes.
-            let bytes = serde_json::to_vec(out).expect("an Output serializes");
+            // An Output holds three strings: it always serializes, and this
+            // error is never returned.
+            let bytes = serde_json::to_vec(out)?;
             batch.insert(outbox_key(*seq).to_vec(), bytes);
         }
         batch.insert(LAST_SEQ, commit.last_seq.to_be_bytes().to_vec());

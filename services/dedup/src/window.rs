@@ -36,17 +36,13 @@ impl Window {
     /// `None` when `bytes` is not a stored window (a corrupt record).
     pub fn from_bytes(bytes: &[u8]) -> Option<Window> {
         let b: &[u8; WINDOW_BYTES] = bytes.try_into().ok()?;
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            w
-        };
+        let word = |i: usize| -> Option<[u8; 8]> { b.get(i..i + 8)?.try_into().ok() };
         Some(Window {
-            start_ms: i64::from_be_bytes(word(0)),
-            end_ms: i64::from_be_bytes(word(8)),
-            suppressed: u64::from_be_bytes(word(16)),
-            suppressed_before: u64::from_be_bytes(word(24)),
-            opener_seq: u64::from_be_bytes(word(32)),
+            start_ms: i64::from_be_bytes(word(0)?),
+            end_ms: i64::from_be_bytes(word(8)?),
+            suppressed: u64::from_be_bytes(word(16)?),
+            suppressed_before: u64::from_be_bytes(word(24)?),
+            opener_seq: u64::from_be_bytes(word(32)?),
         })
     }
 

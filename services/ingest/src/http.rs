@@ -165,10 +165,18 @@ pub struct Item {
 }
 
 fn item_of_value(value: Value, kind: Kind) -> Item {
-    // A Value always serializes.
-    let raw = serde_json::to_vec(&value).expect("a JSON value serializes");
-    let verdict = kind.check(value);
-    Item { raw, verdict }
+    // A Value always serializes; were it not to, the item would be rejected
+    // (with no bytes to keep) rather than published.
+    match serde_json::to_vec(&value) {
+        Ok(raw) => {
+            let verdict = kind.check(value);
+            Item { raw, verdict }
+        }
+        Err(e) => Item {
+            raw: Vec::new(),
+            verdict: Err(format!("{} does not serialize: {e}", kind.noun())),
+        },
+    }
 }
 
 fn item_of_bytes(raw: &[u8], kind: Kind) -> Item {

@@ -116,8 +116,8 @@ async fn start_row(
     for verdict in verdicts {
         let label = match verdict.outcome {
             Ok(Some(alert)) => {
-                // A Value always serializes.
-                let body = serde_json::to_vec(&alert).expect("a JSON value serializes");
+                // A Value always serializes: this error is never returned.
+                let body = serde_json::to_vec(&alert).map_err(|e| e.to_string())?;
                 let ack = js
                     .send_publish(
                         SUBJECT_ALERTS,

@@ -1,6 +1,10 @@
 //! Publishing dead letters on `talon.dlq.<stage>`, shared by every stage.
 
-use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishError, PublishErrorKind},
+    message::PublishMessage,
+};
 use talon_proto::names::dlq_subject;
 use talon_proto::DeadLetter;
 
@@ -13,8 +17,9 @@ pub async fn publish(
     msg_id: &str,
 ) -> Result<PublishAckFuture, jetstream::context::PublishError> {
     // A DeadLetter holds only strings, numbers and maps of strings: it
-    // always serializes.
-    let body = serde_json::to_vec(letter).expect("a DeadLetter always serializes");
+    // always serializes, and this error is never returned.
+    let body = serde_json::to_vec(letter)
+        .map_err(|e| PublishError::with_source(PublishErrorKind::Other, e))?;
     js.send_publish(
         dlq_subject(&letter.stage),
         PublishMessage::build()

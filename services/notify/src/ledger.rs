@@ -94,27 +94,28 @@ impl Ledger {
         Ok(Ledger { store, replica })
     }
 
-    fn record(&self, state: State) -> bytes::Bytes {
+    fn record(&self, state: State) -> Result<bytes::Bytes, LedgerError> {
         let record = Record {
             state,
             by: self.replica.clone(),
             at: Utc::now(),
         };
-        // A Record holds a tag, a string and a time: it always serializes.
+        // A Record holds a tag, a string and a time: it always serializes, and
+        // this error is never returned.
         serde_json::to_vec(&record)
-            .expect("a Record serializes")
-            .into()
+            .map(bytes::Bytes::from)
+            .map_err(err)
     }
 
     pub async fn claim(&self, key: &str) -> Result<Claim, LedgerError> {
-        match self.store.create(key, self.record(State::Claimed)).await {
+        match self.store.create(key, self.record(State::Claimed)?).await {
             Ok(revision) => return Ok(Claim::Mine(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(err(e)),
         }
         let Some(entry) = self.store.entry(key).await.map_err(err)? else {
             // Deleted between the two calls: try once more.
-            return match self.store.create(key, self.record(State::Claimed)).await {
+            return match self.store.create(key, self.record(State::Claimed)?).await {
                 Ok(revision) => Ok(Claim::Mine(revision)),
                 Err(_) => Ok(Claim::Busy),
             };
@@ -123,7 +124,7 @@ impl Ledger {
             // Released: claim it over the delete marker.
             return match self
                 .store
-                .update(key, self.record(State::Claimed), entry.revision)
+                .update(key, self.record(State::Claimed)?, entry.revision)
                 .await
             {
                 Ok(revision) => Ok(Claim::Mine(revision)),
@@ -142,7 +143,7 @@ impl Ledger {
                 tracing::info!(key, previous = %record.by, "taking over a stale claim");
                 match self
                     .store
-                    .update(key, self.record(State::Claimed), entry.revision)
+                    .update(key, self.record(State::Claimed)?, entry.revision)
                     .await
                 {
                     Ok(revision) => Ok(Claim::Mine(revision)),
@@ -156,7 +157,7 @@ impl Ledger {
     pub async fn mark_sent(&self, key: &str, revision: u64) -> Result<(), LedgerError> {
         match self
             .store
-            .update(key, self.record(State::Sent), revision)
+            .update(key, self.record(State::Sent)?, revision)
             .await
         {
             Ok(_) => Ok(()),
@@ -164,7 +165,7 @@ impl Ledger {
             // all the same, say so unconditionally.
             Err(_) => self
                 .store
-                .put(key, self.record(State::Sent))
+                .put(key, self.record(State::Sent)?)
                 .await
                 .map(|_| ())
                 .map_err(err),

@@ -43,10 +43,10 @@ pub(super) fn at_most_one(
     keys: &[(&str, bool)],
 ) -> Result<(), ConfigError> {
     let set: Vec<&str> = keys.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
-    if set.len() > 1 {
+    if let [_, second, ..] = set.as_slice() {
         let all: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
         return Err(src.error(
-            &table.key(set[1]),
+            &table.key(second),
             format!("set only one of {}", all.join(", ")),
         ));
     }

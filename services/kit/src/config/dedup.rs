@@ -84,7 +84,7 @@ impl DedupConfig {
             ));
         }
         for (i, field) in self.key.iter().enumerate() {
-            if self.key[..i].contains(field) {
+            if self.key.iter().take(i).any(|k| k == field) {
                 return Err(src.error(&here.key("key").index(i), "duplicate key field"));
             }
         }
@@ -102,7 +102,7 @@ impl DedupConfig {
                     ),
                 ));
             }
-            if self.partitions[..i].contains(p) {
+            if self.partitions.iter().take(i).any(|q| q == p) {
                 return Err(src.error(&path, format!("duplicate partition {p}")));
             }
         }

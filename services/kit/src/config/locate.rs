@@ -92,9 +92,10 @@ impl<'a> Source<'a> {
 
     /// The 1-based line holding byte `offset`.
     pub(super) fn line_at(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
+        self.text
+            .as_bytes()
             .iter()
+            .take(offset)
             .filter(|b| **b == b'\n')
             .count()
             + 1

@@ -310,7 +310,7 @@ pub fn shown(value: &str) -> &str {
 /// ([`LEFT_OUT_LABEL`], "N more fields left out") saying how many.
 pub fn kept(context: &[(String, String)], n: usize) -> Vec<(String, String)> {
     let n = n.min(context.len());
-    let mut out = context[..n].to_vec();
+    let mut out: Vec<(String, String)> = context.iter().take(n).cloned().collect();
     if n < context.len() {
         out.push((LEFT_OUT_LABEL.to_owned(), left_out(context.len() - n)));
     }

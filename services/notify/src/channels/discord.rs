@@ -47,14 +47,20 @@ fn field(name: &str, value: &str, inline: bool) -> Value {
 
 /// The characters Discord counts against [`EMBED_CHARS`].
 pub fn embed_chars(embed: &Value) -> usize {
-    let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
-    let fields = embed["fields"].as_array().map_or(0, |fields| {
-        fields
-            .iter()
-            .map(|f| len(&f["name"]) + len(&f["value"]))
-            .sum()
-    });
-    len(&embed["title"]) + len(&embed["description"]) + len(&embed["footer"]["text"]) + fields
+    let len = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, |s| s.chars().count());
+    let fields = embed
+        .get("fields")
+        .and_then(Value::as_array)
+        .map_or(0, |fields| {
+            fields
+                .iter()
+                .map(|f| len(f.get("name")) + len(f.get("value")))
+                .sum()
+        });
+    len(embed.get("title"))
+        + len(embed.get("description"))
+        + len(embed.pointer("/footer/text"))
+        + fields
 }
 
 /// The message for `alert`.
@@ -108,8 +114,12 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
         Value::Object(body)
     };
     chat::fit(context.len(), build, |body| {
-        let embed = &body["embeds"][0];
-        embed["fields"].as_array().map_or(0, Vec::len) <= MAX_FIELDS
+        let embed = body.pointer("/embeds/0").unwrap_or(&Value::Null);
+        embed
+            .get("fields")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+            <= MAX_FIELDS
             && embed_chars(embed) <= EMBED_CHARS
     })
 }

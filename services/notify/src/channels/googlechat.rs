@@ -62,11 +62,15 @@ fn decorated(label: &str, text: &str) -> Value {
 }
 
 fn widgets(body: &Value) -> usize {
-    body["cardsV2"][0]["card"]["sections"]
-        .as_array()
+    body.pointer("/cardsV2/0/card/sections")
+        .and_then(Value::as_array)
         .map_or(0, |s| {
             s.iter()
-                .map(|s| s["widgets"].as_array().map_or(0, Vec::len))
+                .map(|s| {
+                    s.get("widgets")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len)
+                })
                 .sum()
         })
 }

@@ -91,8 +91,10 @@ impl Inbox {
     /// JetStream ack. A redelivered alert is stored once per user (its
     /// `Nats-Msg-Id`), so retrying after a partial failure is safe.
     pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
-        // An Alert always serializes.
-        let body = bytes::Bytes::from(serde_json::to_vec(alert).expect("an Alert serializes"));
+        // An Alert always serializes: this error is never returned.
+        let body = serde_json::to_vec(alert)
+            .map_err(|e| DeliveryError::Permanent(format!("cannot encode the alert: {e}")))?;
+        let body = bytes::Bytes::from(body);
         let mut acks = Vec::with_capacity(self.users.len());
         for user in &self.users {
             let mut headers = HeaderMap::new();

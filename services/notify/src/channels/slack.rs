@@ -122,9 +122,10 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
     let room = MAX_BLOCKS - blocks.len() - 1;
     blocks.extend(pack(&chat::context(alert), room).into_iter().map(section));
     blocks.push(json!({"type": "context", "elements": notes}));
-    let mut body = Value::Object(Map::new());
-    body["text"] = Value::String(mrkdwn(&title, TEXT_CHARS));
-    body["blocks"] = Value::Array(blocks);
+    let mut map = Map::new();
+    map.insert("text".into(), Value::String(mrkdwn(&title, TEXT_CHARS)));
+    map.insert("blocks".into(), Value::Array(blocks));
+    let mut body = Value::Object(map);
     chat::post_as(&mut body, options);
     body
 }

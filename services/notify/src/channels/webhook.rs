@@ -40,8 +40,9 @@ impl Webhook {
     }
 
     pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
-        // An Alert always serializes.
-        let body = serde_json::to_vec(alert).expect("an Alert serializes");
+        // An Alert always serializes: this error is never returned.
+        let body = serde_json::to_vec(alert)
+            .map_err(|e| DeliveryError::Permanent(format!("cannot encode the alert: {e}")))?;
         post_json(
             &self.http,
             &self.url,
@@ -55,7 +56,9 @@ impl Webhook {
 
 /// `sha256=<hex>` of `body` under `secret`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    // HMAC takes a key of any length.
+    // HMAC takes a key of any length (RFC 2104: a longer key is hashed, a
+    // shorter one padded), so `new_from_slice` never returns InvalidLength.
+    #[allow(clippy::expect_used)]
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))

@@ -52,8 +52,9 @@ impl Sessions {
             user: user.to_owned(),
             expires_at: Utc::now() + SESSION_TTL,
         };
-        // A Record holds a string and a time: it always serializes.
-        let value = serde_json::to_vec(&record).expect("a session record serializes");
+        // A Record holds a string and a time: it always serializes, and this
+        // error is never returned.
+        let value = serde_json::to_vec(&record).map_err(err)?;
         self.store
             .put(key_of(&token), value.into())
             .await

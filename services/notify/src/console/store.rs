@@ -237,8 +237,9 @@ impl Inbox {
                 self.apply_marks(user, merged);
                 return Ok(());
             }
-            // Marks are two numbers: they always serialize.
-            let value = serde_json::to_vec(&merged).expect("marks serialize");
+            // Marks are two numbers: they always serialize, and this error is
+            // never returned.
+            let value = serde_json::to_vec(&merged).map_err(nats)?;
             let written = match revision {
                 Some(r) => self.marks.update(user, value.into(), r).await.is_ok(),
                 None => self.marks.create(user, value.into()).await.is_ok(),
