@@ -89,6 +89,10 @@ pub mod metrics {
     pub const INGEST_ALERTS_TOTAL: &str = "talon_ingest_alerts_total";
     /// Counter of HTTP requests to the edge by `status`.
     pub const INGEST_HTTP_REQUESTS_TOTAL: &str = "talon_ingest_http_requests_total";
+    /// Gauge: bytes in the `DLQ` stream (every service reports it).
+    pub const DLQ_BYTES: &str = "talon_dlq_bytes";
+    /// Gauge: dead letters in the `DLQ` stream (every service reports it).
+    pub const DLQ_MESSAGES: &str = "talon_dlq_messages";
     /// Counter of HTTP items rejected, by `kind`.
     pub const INGEST_HTTP_REJECTED_ITEMS_TOTAL: &str = "talon_ingest_http_rejected_items_total";
     /// Histogram of the time from pulling a batch to acking it.
@@ -180,6 +184,34 @@ pub fn is_subject_token(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Is `subject` one of the pipeline's inputs (DESIGN §3), where a replayed
+/// dead letter may go: `Server.Internal.Alerts`, `Monitoring.<ArtifactName>`,
+/// `talon.alerts.accepted.<partition>`, `talon.alerts.unique` or
+/// `Server.Monitor.Alerts.<channel-id>`. Never `$JS.*`, `$KV.*`, `$SYS.*`,
+/// an inbox, the DLQ itself, or anything else.
+pub fn is_pipeline_input(subject: &str) -> bool {
+    if subject == SUBJECT_ALERTS || subject == SUBJECT_UNIQUE {
+        return true;
+    }
+    let under = |prefix: &str| {
+        subject
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+    };
+    if let Some(artifact) = under(SUBJECT_MONITORING_PREFIX) {
+        return is_artifact_name(artifact);
+    }
+    if let Some(partition) = under(SUBJECT_ACCEPTED_PREFIX) {
+        return partition
+            .parse::<u32>()
+            .is_ok_and(|p| p.to_string() == partition);
+    }
+    if let Some(channel) = under(SUBJECT_NOTIFY_PREFIX) {
+        return is_subject_token(channel);
+    }
+    false
+}
+
 /// Is `name` a Velociraptor artifact name usable in `Monitoring.<name>`:
 /// dot-separated subject tokens (`Linux.Detection.Honeyfiles`)?
 pub fn is_artifact_name(name: &str) -> bool {
@@ -189,6 +221,39 @@ pub fn is_artifact_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_pipelines_inputs_take_replays() {
+        for ok in [
+            "Server.Internal.Alerts",
+            "Monitoring.Linux.Detection.Honeyfiles",
+            "talon.alerts.accepted.0",
+            "talon.alerts.accepted.15",
+            "talon.alerts.unique",
+            "Server.Monitor.Alerts.email-soc",
+        ] {
+            assert!(is_pipeline_input(ok), "{ok}");
+        }
+        for refused in [
+            "$JS.API.STREAM.PURGE.ALERTS",
+            "$KV.talon_sessions.x",
+            "$SYS.REQ.SERVER.PING",
+            "talon.inbox.alice",
+            "talon.dlq.ingest",
+            "talon.alerts.accepted.x",
+            "talon.alerts.accepted.01",
+            "talon.alerts.accepted.*",
+            "Server.Monitor.Alerts.a.b",
+            "Server.Monitor.Alerts.>",
+            "Monitoring.",
+            "Monitoring.A..B",
+            "Server.Internal.Alerts.x",
+            "",
+            "http:/v1/alerts",
+        ] {
+            assert!(!is_pipeline_input(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn subjects_are_built_from_their_prefixes() {

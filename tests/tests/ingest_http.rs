@@ -208,6 +208,7 @@ async fn a_mixed_array_and_ndjson_answer_per_item_and_dead_letter_the_bad_ones()
     .map(|m| json(m)["name"].as_str().unwrap().to_owned())
     .collect();
     assert_eq!(names, ["one", "two", "three", "four"]);
+    // One dead letter per request, holding every rejected item.
     let letters = collect(
         &js,
         STREAM_DLQ,
@@ -217,12 +218,56 @@ async fn a_mixed_array_and_ndjson_answer_per_item_and_dead_letter_the_bad_ones()
     )
     .await
     .unwrap();
-    assert_eq!(letters.len(), 5);
+    assert_eq!(letters.len(), 3);
     let first: DeadLetter = serde_json::from_slice(&letters[0].payload).unwrap();
     assert_eq!(first.subject, "http:/v1/alerts");
-    assert_eq!(first.raw.as_deref(), Some(r#"{"name":""}"#));
-    let last: DeadLetter = serde_json::from_slice(&letters[4].payload).unwrap();
+    assert_eq!(
+        first.raw.as_deref(),
+        Some("{\"name\":\"\"}\n7\n{\"name\":\"x\",\"event_data\":[]}")
+    );
+    assert!(
+        first.reason.starts_with(
+            "3 of 5 alerts in one request rejected; item 1: `name` is empty; item 2: alert must be a JSON object"
+        ),
+        "{}",
+        first.reason
+    );
+    let second: DeadLetter = serde_json::from_slice(&letters[1].payload).unwrap();
+    assert_eq!(second.raw.as_deref(), Some("not json"));
+    let last: DeadLetter = serde_json::from_slice(&letters[2].payload).unwrap();
     assert_eq!(last.raw.as_deref(), Some("{oops"));
+    ingest.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn more_items_than_max_items_is_413_before_any_is_looked_at() {
+    let nats = NatsServer::start().await;
+    let ingest = start_ingest(&nats, &format!("{INGEST}max_items = 3\n"), env()).await;
+    let edge = Edge::new(&ingest);
+    let js = jetstream::new(nats.client().await);
+    let four = json!([{"name": "a"}, {"name": "b"}, {"name": ""}, {"name": "d"}]).to_string();
+    let (status, body) = edge.post(Some("tok-a"), "application/json", four).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "the body holds 4 alerts, over max_items (3)");
+    let nd = "{\"name\":\"a\"}\n{\"name\":\"b\"}\n\n{\"name\":\"c\"}\n{\"name\":\"d\"}\n";
+    let (status, _) = edge.post(Some("tok-a"), "application/x-ndjson", nd).await;
+    assert_eq!(status, 413);
+    let three = json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]).to_string();
+    let (status, body) = edge.post(Some("tok-a"), "application/json", three).await;
+    assert_eq!(status, 202, "{body}");
+    wait_for_messages(&js, STREAM_ACCEPTED, 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_messages(&js, STREAM_ACCEPTED).await,
+        3,
+        "only the accepted request"
+    );
+    assert_eq!(
+        stream_messages(&js, STREAM_DLQ).await,
+        0,
+        "a refused request is no dead letter"
+    );
     ingest.stop().await.unwrap();
 }
 

@@ -704,8 +704,9 @@ async fn every_stage_outlives_a_hostile_corpus() {
         .iter()
         .map(|name| ServiceProcess::spawn(name, &config, &[]))
         .collect();
+    let mut addrs = Vec::new();
     for s in &mut services {
-        s.ready_addr(Duration::from_secs(60)).await;
+        addrs.push(s.ready_addr(Duration::from_secs(60)).await);
     }
     let js = jetstream::new(nats.client().await);
 
@@ -788,6 +789,23 @@ async fn every_stage_outlives_a_hostile_corpus() {
         let _ = shapes;
     }
     assert!(grumpy.count() >= 1, "the grumpy receiver was tried");
+    // Every service reports the DLQ's size.
+    let dead_total: usize = dead_expected.values().map(Vec::len).sum::<usize>() + 1;
+    for addr in &addrs {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{addr}: no {name} in\n{text}"))
+        };
+        assert_eq!(gauge("talon_dlq_messages"), dead_total as u64, "{addr}");
+        assert!(gauge("talon_dlq_bytes") > 0);
+    }
 
     for (name, s) in SERVICES.iter().zip(&mut services) {
         assert!(

@@ -260,3 +260,73 @@ async fn dedup_list_and_forget_through_a_replica() {
     assert_eq!((code, out.trim()), (0, "\"Sigma hit\" had no window"));
     dedup.stop().await.unwrap();
 }
+
+/// A dead letter is data: one that names a subject outside the pipeline
+/// (a forged `$JS.API…` purge, an inbox) is refused by `dlq replay`, and
+/// nothing is published there; the good ones still go back.
+#[tokio::test]
+async fn dlq_replay_refuses_subjects_outside_the_pipeline() {
+    let nats = NatsServer::start().await;
+    let url = nats.url();
+    let (code, _, err) = run_binary("talonctl", &["init", "--nats", &url], &[]);
+    assert_eq!(code, 0, "{err}");
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    // Something to lose, and a watch on what a forged replay would hit.
+    js.publish("Server.Internal.Alerts", "{\"name\":\"keep me\"}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut spy = client.subscribe("$JS.API.STREAM.PURGE.>").await.unwrap();
+    let mut inbox_spy = client.subscribe("talon.inbox.>").await.unwrap();
+    for (i, subject) in [
+        "$JS.API.STREAM.PURGE.ALERTS",
+        "talon.inbox.alice",
+        "Server.Internal.Alerts",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let letter = talon_proto::DeadLetter::new(
+            "ingest",
+            "forged",
+            *subject,
+            Some(i as u64),
+            br#"{"name":"replayed"}"#,
+        );
+        js.publish(
+            "talon.dlq.ingest",
+            serde_json::to_vec(&letter).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
+    let (code, out, err) = run_binary(
+        "talonctl",
+        &["dlq", "replay", "--stage", "ingest", "--nats", &url],
+        &[],
+    );
+    assert_ne!(code, 0, "refusals make it fail: {out}{err}");
+    assert!(err.contains("2 dead letter(s) refused"), "{err}");
+    assert!(
+        err.contains("\"$JS.API.STREAM.PURGE.ALERTS\" is not one of the pipeline's inputs"),
+        "{err}"
+    );
+    assert_eq!(out.lines().count(), 1, "the good one was replayed: {out}");
+    assert!(out.contains("-> Server.Internal.Alerts"), "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use futures::StreamExt as _;
+    for s in [&mut spy, &mut inbox_spy] {
+        let got = tokio::time::timeout(Duration::from_millis(200), s.next()).await;
+        assert!(got.is_err(), "a refused replay published: {got:?}");
+    }
+    assert_eq!(
+        stream_messages(&js, "ALERTS").await,
+        2,
+        "nothing purged; the good one replayed"
+    );
+}

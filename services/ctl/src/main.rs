@@ -281,7 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: DlqCommand::Replay { stage, id },
         } => {
             let stream = js.get_stream(STREAM_DLQ).await.context("no DLQ stream")?;
-            let mut replayed = 0;
+            let (mut replayed, mut refused) = (0, 0);
             for (seq, letter) in read_dlq(&js, stage.as_deref()).await? {
                 if let Some(id) = &id {
                     if seq.to_string() != *id && letter.alert_id.as_deref() != Some(id.as_str()) {
@@ -289,6 +289,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 let subject = replay_subject(&letter);
+                if !talon_proto::names::is_pipeline_input(&subject) {
+                    // A dead letter is data like any other: it names where
+                    // it came from, and that is only trusted if it is one of
+                    // the pipeline's own inputs.
+                    eprintln!(
+                        "{seq}\t{}\trefused: {subject:?} is not one of the pipeline's inputs",
+                        letter.stage
+                    );
+                    refused += 1;
+                    continue;
+                }
                 let bytes = letter
                     .raw_bytes()
                     .with_context(|| format!("dead letter {seq}: bad raw_base64"))?;
@@ -307,6 +318,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("dead letter {seq} replayed but not removed"))?;
                 println!("{seq}\t{}\t-> {subject}", letter.stage);
                 replayed += 1;
+            }
+            if refused > 0 {
+                bail!("{refused} dead letter(s) refused: they name a subject outside the pipeline ({replayed} replayed)");
             }
             if replayed == 0 {
                 bail!("no dead letter matched");

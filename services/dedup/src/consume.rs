@@ -43,7 +43,7 @@ pub struct Shared {
     pub key: Vec<DedupKeyField>,
     pub lengths: Lengths,
     pub metrics: Metrics,
-    pub replicas: usize,
+    pub topology: talon_kit::streams::Topology,
 }
 
 /// Requests the HTTP API hands to a partition's loop, so they never race a
@@ -204,13 +204,13 @@ async fn start(
     }
     let spec = ConsumerSpec::dedup(partition);
     let nats = |e: &dyn std::fmt::Display| BatchError::Nats(e.to_string());
-    let stream = streams::ensure_stream(&shared.js, Stream::Accepted, shared.replicas)
+    let stream = streams::ensure_stream(&shared.js, Stream::Accepted, shared.topology)
         .await
         .map_err(|e| nats(&e))?;
-    streams::ensure_stream(&shared.js, Stream::Unique, shared.replicas)
+    streams::ensure_stream(&shared.js, Stream::Unique, shared.topology)
         .await
         .map_err(|e| nats(&e))?;
-    streams::ensure_stream(&shared.js, Stream::Dlq, shared.replicas)
+    streams::ensure_stream(&shared.js, Stream::Dlq, shared.topology)
         .await
         .map_err(|e| nats(&e))?;
     // A work-queue stream holds only what no one acked: a new consumer

@@ -49,7 +49,7 @@ pub async fn start(
         key: dedup.key.clone(),
         lengths,
         metrics,
-        replicas: config.nats.stream_replicas,
+        topology: talon_kit::streams::Topology::from(&config.nats),
     });
 
     std::fs::create_dir_all(&dedup.data_dir)

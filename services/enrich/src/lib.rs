@@ -54,7 +54,7 @@ pub async fn start(
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
     let health = Health::new(client.clone(), registry);
     let js = talon_kit::nats::jetstream(client);
-    let replicas = config.nats.stream_replicas;
+    let topology = streams::Topology::from(&config.nats);
 
     let router = talon_kit::http::health_routes(health.clone());
     let (listener, http_addr) = talon_kit::http::bind(&config.enrich.http_listen)
@@ -70,18 +70,19 @@ pub async fn start(
 
     let inventory = Inventory::default();
     let (loaded_tx, mut loaded) = watch::channel(false);
-    tokio::spawn(
-        inventory
-            .clone()
-            .follow(js.clone(), replicas, loaded_tx, shutdown.clone()),
-    );
+    tokio::spawn(inventory.clone().follow(
+        js.clone(),
+        topology.replicas,
+        loaded_tx,
+        shutdown.clone(),
+    ));
 
     let task = tokio::spawn(async move {
         let consumer = loop {
             let ready = async {
-                streams::ensure_stream(&js, Stream::Notify, replicas).await?;
-                streams::ensure_stream(&js, Stream::Dlq, replicas).await?;
-                streams::ensure_consumer(&js, &ConsumerSpec::enrich(), replicas).await
+                streams::ensure_stream(&js, Stream::Notify, topology).await?;
+                streams::ensure_stream(&js, Stream::Dlq, topology).await?;
+                streams::ensure_consumer(&js, &ConsumerSpec::enrich(), topology).await
             };
             match ready.await {
                 Ok(c) => break c,

@@ -78,21 +78,22 @@ pub async fn start(
         key: config.dedup.key.clone(),
         partitions: config.ingest.partitions,
     };
-    let replicas = config.nats.stream_replicas;
+    let topology = streams::Topology::from(&config.nats);
     let inventory = Inventory::default();
     let (loaded_tx, mut loaded) = watch::channel(false);
     if rules.use_clients() {
-        tokio::spawn(
-            inventory
-                .clone()
-                .follow(js.clone(), replicas, loaded_tx, shutdown.clone()),
-        );
+        tokio::spawn(inventory.clone().follow(
+            js.clone(),
+            topology.replicas,
+            loaded_tx,
+            shutdown.clone(),
+        ));
     } else {
         let _ = loaded_tx.send(true);
     }
     let task = tokio::spawn(async move {
         let (consumer, rules_consumer) = loop {
-            match prepare(&js, replicas, !rules.is_empty()).await {
+            match prepare(&js, topology, !rules.is_empty()).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "streams not ready; retrying");
@@ -156,18 +157,18 @@ type Consumer = async_nats::jetstream::consumer::PullConsumer;
 /// consumer when there are rules.
 async fn prepare(
     js: &async_nats::jetstream::Context,
-    replicas: usize,
+    topology: streams::Topology,
     with_rules: bool,
 ) -> anyhow::Result<(Consumer, Option<Consumer>)> {
     // ingest writes to ACCEPTED and DLQ, and its HTTP edge to MONITORING:
     // they must exist before its first publish, whether or not the other
     // services have started.
-    streams::ensure_stream(js, Stream::Accepted, replicas).await?;
-    streams::ensure_stream(js, Stream::Dlq, replicas).await?;
-    streams::ensure_stream(js, Stream::Monitoring, replicas).await?;
-    let alerts = streams::ensure_consumer(js, &ConsumerSpec::ingest(), replicas).await?;
+    streams::ensure_stream(js, Stream::Accepted, topology).await?;
+    streams::ensure_stream(js, Stream::Dlq, topology).await?;
+    streams::ensure_stream(js, Stream::Monitoring, topology).await?;
+    let alerts = streams::ensure_consumer(js, &ConsumerSpec::ingest(), topology).await?;
     let rules = if with_rules {
-        Some(streams::ensure_consumer(js, &ConsumerSpec::rules(), replicas).await?)
+        Some(streams::ensure_consumer(js, &ConsumerSpec::rules(), topology).await?)
     } else {
         None
     };

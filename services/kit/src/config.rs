@@ -36,7 +36,7 @@ pub use dedup::{DedupConfig, DedupOverride};
 pub use enrich::{EnrichConfig, SeverityTransform};
 pub use error::ConfigError;
 pub use ingest::IngestConfig;
-pub use nats::{NatsConfig, DEFAULT_NATS_URL, NATS_URL_ENV};
+pub use nats::{NatsConfig, DEFAULT_DLQ_MAX_BYTES, DEFAULT_NATS_URL, NATS_URL_ENV};
 pub use notify::{NotifyConfig, UserConfig};
 pub use rules::{RuleAlert, RuleConfig};
 pub use secrets::{SecretConfig, SECRET_TLS_MODES};

@@ -11,7 +11,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use talon_proto::names::{metrics as names, STREAM_DLQ};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -21,14 +22,23 @@ pub struct Health {
     client: async_nats::Client,
     streams_ready: Arc<AtomicBool>,
     registry: Registry,
+    /// The size of the `DLQ` stream (bytes, messages), read at each scrape.
+    dlq: Option<(IntGauge, IntGauge)>,
 }
+
+/// How long a scrape waits for the `DLQ` stream's size.
+const DLQ_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Health {
     pub fn new(client: async_nats::Client, registry: Registry) -> Health {
+        let dlq = dlq_gauges(&registry)
+            .map_err(|e| tracing::warn!(error = %e, "no DLQ size metrics"))
+            .ok();
         Health {
             client,
             streams_ready: Arc::new(AtomicBool::new(false)),
             registry,
+            dlq,
         }
     }
 
@@ -65,7 +75,38 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     }
 }
 
+/// `talon_dlq_bytes` and `talon_dlq_messages`, registered in `registry`.
+fn dlq_gauges(registry: &Registry) -> prometheus::Result<(IntGauge, IntGauge)> {
+    let bytes = IntGauge::new(
+        names::DLQ_BYTES,
+        "Bytes in the DLQ stream (capped at [nats].dlq_max_bytes, oldest dropped first)",
+    )?;
+    let messages = IntGauge::new(names::DLQ_MESSAGES, "Dead letters in the DLQ stream")?;
+    registry.register(Box::new(bytes.clone()))?;
+    registry.register(Box::new(messages.clone()))?;
+    Ok((bytes, messages))
+}
+
+/// Sets the DLQ gauges from the stream's info; leaves them as they were
+/// when NATS does not answer in time.
+async fn refresh_dlq(health: &Health) {
+    let Some((bytes, messages)) = &health.dlq else {
+        return;
+    };
+    let js = async_nats::jetstream::new(health.client.clone());
+    let info = tokio::time::timeout(DLQ_INFO_TIMEOUT, async {
+        let mut stream = js.get_stream(STREAM_DLQ).await.ok()?;
+        stream.info().await.ok().map(|i| i.state.clone())
+    })
+    .await;
+    if let Ok(Some(state)) = info {
+        bytes.set(i64::try_from(state.bytes).unwrap_or(i64::MAX));
+        messages.set(i64::try_from(state.messages).unwrap_or(i64::MAX));
+    }
+}
+
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+    refresh_dlq(&health).await;
     let mut out = Vec::new();
     match TextEncoder::new().encode(&health.registry.gather(), &mut out) {
         Ok(()) => (

@@ -6,6 +6,33 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use talon_proto::names::*;
 
+/// Where and how large the suite's streams are: `[nats].stream_replicas`
+/// copies of each, and `[nats].dlq_max_bytes` for `DLQ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    pub replicas: usize,
+    pub dlq_max_bytes: i64,
+}
+
+impl From<&crate::config::NatsConfig> for Topology {
+    fn from(nats: &crate::config::NatsConfig) -> Topology {
+        Topology {
+            replicas: nats.stream_replicas,
+            dlq_max_bytes: nats.dlq_max_bytes,
+        }
+    }
+}
+
+/// `replicas` copies, and the default size limits (tests, tools).
+impl From<usize> for Topology {
+    fn from(replicas: usize) -> Topology {
+        Topology {
+            replicas,
+            dlq_max_bytes: crate::config::DEFAULT_DLQ_MAX_BYTES,
+        }
+    }
+}
+
 /// One of the suite's streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -43,8 +70,10 @@ impl Stream {
 
     /// The stream's configuration: file storage, `replicas` copies, a
     /// `Nats-Msg-Id` window of `DUPLICATE_WINDOW`, and the retention of the
-    /// table in DESIGN §3.
-    pub fn config(self, replicas: usize) -> stream::Config {
+    /// table in DESIGN §3; `DLQ` also keeps at most `dlq_max_bytes`,
+    /// dropping its oldest letters first.
+    pub fn config(self, topology: impl Into<Topology>) -> stream::Config {
+        let topology = topology.into();
         let (subject, retention, max_age) = match self {
             Stream::Alerts => (
                 SUBJECT_ALERTS.to_owned(),
@@ -82,13 +111,19 @@ impl Stream {
                 MAX_AGE_DLQ,
             ),
         };
+        let max_bytes = match self {
+            Stream::Dlq => topology.dlq_max_bytes,
+            _ => -1,
+        };
         stream::Config {
             name: self.name().to_owned(),
             subjects: vec![subject],
             retention,
             max_age,
+            max_bytes,
+            discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
-            num_replicas: replicas.max(1),
+            num_replicas: topology.replicas.max(1),
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         }
@@ -136,9 +171,9 @@ pub enum StreamError {
 pub async fn ensure_stream(
     js: &jetstream::Context,
     which: Stream,
-    replicas: usize,
+    topology: impl Into<Topology>,
 ) -> Result<jetstream::stream::Stream, StreamError> {
-    js.create_or_update_stream(which.config(replicas))
+    js.create_or_update_stream(which.config(topology))
         .await
         .map_err(|source| StreamError::Stream {
             stream: which.name(),
@@ -198,9 +233,13 @@ pub async fn ensure_bucket(
 }
 
 /// Creates every stream of the suite.
-pub async fn ensure_all(js: &jetstream::Context, replicas: usize) -> Result<(), StreamError> {
+pub async fn ensure_all(
+    js: &jetstream::Context,
+    topology: impl Into<Topology>,
+) -> Result<(), StreamError> {
+    let topology = topology.into();
     for which in Stream::ALL {
-        ensure_stream(js, which, replicas).await?;
+        ensure_stream(js, which, topology).await?;
     }
     Ok(())
 }
@@ -318,9 +357,9 @@ impl ConsumerSpec {
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
-    replicas: usize,
+    topology: impl Into<Topology>,
 ) -> Result<consumer::PullConsumer, StreamError> {
-    let stream = ensure_stream(js, spec.stream, replicas).await?;
+    let stream = ensure_stream(js, spec.stream, topology).await?;
     if let Ok(mut existing) = stream
         .get_consumer::<consumer::pull::Config>(&spec.durable)
         .await
@@ -377,11 +416,11 @@ pub async fn ensure_suite(
     js: &jetstream::Context,
     config: &crate::Config,
 ) -> Result<(), StreamError> {
-    let replicas = config.nats.stream_replicas;
-    ensure_all(js, replicas).await?;
-    ensure_clients_bucket(js, replicas).await?;
+    let topology = Topology::from(&config.nats);
+    ensure_all(js, topology).await?;
+    ensure_clients_bucket(js, topology.replicas).await?;
     for spec in suite_consumers(config) {
-        ensure_consumer(js, &spec, replicas).await?;
+        ensure_consumer(js, &spec, topology).await?;
     }
     Ok(())
 }
@@ -389,6 +428,21 @@ pub async fn ensure_suite(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_dlq_is_capped_and_it_drops_its_oldest() {
+        let topology = Topology {
+            replicas: 1,
+            dlq_max_bytes: 64 << 20,
+        };
+        for which in Stream::ALL {
+            let cfg = which.config(topology);
+            let expected = if which == Stream::Dlq { 64 << 20 } else { -1 };
+            assert_eq!(cfg.max_bytes, expected, "{which:?}");
+            assert_eq!(cfg.discard, stream::DiscardPolicy::Old);
+        }
+        assert_eq!(Stream::Dlq.config(1).max_bytes, 1 << 30, "1 GiB by default");
+    }
 
     #[test]
     fn work_queue_streams_are_the_ones_the_table_says() {

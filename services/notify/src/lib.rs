@@ -122,7 +122,7 @@ pub async fn start(
             Duration::from_secs(c.retry_deadline_seconds),
         )));
     }
-    let replicas = config.nats.stream_replicas;
+    let topology = talon_kit::streams::Topology::from(&config.nats);
     let keep = config
         .channels
         .iter()
@@ -152,8 +152,10 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let ledger = loop {
             let opened = async {
-                console.connect(&js, replicas).await?;
-                anyhow::Ok(ledger::Ledger::open(&js, replicas, keep, replica.clone()).await?)
+                console.connect(&js, topology).await?;
+                anyhow::Ok(
+                    ledger::Ledger::open(&js, topology.replicas, keep, replica.clone()).await?,
+                )
             };
             match opened.await {
                 Ok(l) => break l,
@@ -173,7 +175,7 @@ pub async fn start(
             js,
             ledger,
             metrics,
-            replicas,
+            topology,
         });
         health.set_streams_ready(true);
         let workers: Vec<_> = channels

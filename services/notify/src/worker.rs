@@ -109,7 +109,7 @@ pub struct Shared {
     pub js: jetstream::Context,
     pub ledger: Ledger,
     pub metrics: Metrics,
-    pub replicas: usize,
+    pub topology: talon_kit::streams::Topology,
 }
 
 /// The end of a pause of `wait` from `now`, cut to `deadline`; `None` only
@@ -247,10 +247,10 @@ async fn consumer(
     shared: &Shared,
     channel: &Channel,
 ) -> Result<jetstream::consumer::PullConsumer, String> {
-    let stream = streams::ensure_stream(&shared.js, Stream::Notify, shared.replicas)
+    let stream = streams::ensure_stream(&shared.js, Stream::Notify, shared.topology)
         .await
         .map_err(|e| e.to_string())?;
-    streams::ensure_stream(&shared.js, Stream::Dlq, shared.replicas)
+    streams::ensure_stream(&shared.js, Stream::Dlq, shared.topology)
         .await
         .map_err(|e| e.to_string())?;
     // Created or updated: the consumer is shared by every replica; each

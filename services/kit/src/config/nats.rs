@@ -43,7 +43,16 @@ pub struct NatsConfig {
     pub tls_required: bool,
     /// Replicas of every stream talon creates: 1, or 3 on a NATS cluster (1..=5).
     pub stream_replicas: usize,
+    /// Most bytes the `DLQ` stream keeps; past it the oldest dead letters
+    /// go first, so a flood of bad input cannot fill the server's disk.
+    pub dlq_max_bytes: i64,
 }
+
+/// `[nats].dlq_max_bytes` by default: 1 GiB.
+pub const DEFAULT_DLQ_MAX_BYTES: i64 = 1 << 30;
+/// The least `dlq_max_bytes` may be: room for a few of the largest dead
+/// letters.
+pub const MIN_DLQ_MAX_BYTES: i64 = 16 << 20;
 
 impl Default for NatsConfig {
     fn default() -> Self {
@@ -60,6 +69,7 @@ impl Default for NatsConfig {
             tls_key_file: None,
             tls_required: false,
             stream_replicas: 1,
+            dlq_max_bytes: DEFAULT_DLQ_MAX_BYTES,
         }
     }
 }
@@ -96,6 +106,15 @@ impl NatsConfig {
             return Err(src.error(
                 &here.key("stream_replicas"),
                 format!("must be 1 to 5, not {}", self.stream_replicas),
+            ));
+        }
+        if self.dlq_max_bytes < MIN_DLQ_MAX_BYTES {
+            return Err(src.error(
+                &here.key("dlq_max_bytes"),
+                format!(
+                    "must be at least {MIN_DLQ_MAX_BYTES} (16 MiB), not {}",
+                    self.dlq_max_bytes
+                ),
             ));
         }
         let password = self.password_env.is_some() || self.password_file.is_some();

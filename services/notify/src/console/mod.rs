@@ -84,11 +84,16 @@ impl Console {
     }
 
     /// Opens the console's buckets and starts following the inbox.
-    pub async fn connect(&self, js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
+    pub async fn connect(
+        &self,
+        js: &jetstream::Context,
+        topology: streams::Topology,
+    ) -> anyhow::Result<()> {
+        let replicas = topology.replicas;
         if self.backend.get().is_some() {
             return Ok(());
         }
-        let stream = streams::ensure_stream(js, Stream::Inbox, replicas).await?;
+        let stream = streams::ensure_stream(js, Stream::Inbox, topology).await?;
         let sessions = streams::ensure_bucket(
             js,
             BUCKET_SESSIONS,
