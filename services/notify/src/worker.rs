@@ -123,15 +123,14 @@ pub fn pause_end(now: Instant, wait: Duration, deadline: Duration) -> Option<Ins
 /// it). Below the consumer's `max_deliver`, so the dead letter is written.
 pub const DEAD_AFTER: u64 = (streams::MAX_DELIVER_NOTIFY / 2) as u64;
 
-/// When the next try of a failed delivery comes: the remote side's
-/// `Retry-After` or the backoff, but never past the channel's retry deadline
-/// (`left` is what remains of it), so the deadline is checked on time. At
-/// least one second.
-pub fn next_try(retry_after: Option<Duration>, backoff: Duration, left: Duration) -> Duration {
-    retry_after
-        .unwrap_or(backoff)
-        .min(left)
-        .max(Duration::from_secs(1))
+/// The wait before the next try of a delivery that failed `age` after it
+/// was published, when it `wanted` to wait that long (the remote side's
+/// `Retry-After`, or the backoff): at least a second; `None` when that try
+/// would come at or after the channel's `deadline` — the delivery is given
+/// up now, with the failure that ended it, rather than tried too late.
+pub fn next_try(wanted: Duration, age: Duration, deadline: Duration) -> Option<Duration> {
+    let delay = wanted.max(Duration::from_secs(1));
+    (age.saturating_add(delay) < deadline).then_some(delay)
 }
 
 /// Why a message is dead-lettered before it is tried again, if it is: it
@@ -419,8 +418,16 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                 channel.pause_for(wait);
             }
             let age = age();
-            if age >= channel.retry_deadline {
-                let reason = format!("{reason} (still failing after {} s)", age.as_secs());
+            let jitter = rand::rng().random_range(-0.2..=0.2);
+            let attempt_no = u32::try_from(delivered).unwrap_or(u32::MAX);
+            let wanted = retry_after.unwrap_or_else(|| backoff(attempt_no, jitter));
+            let Some(delay) = next_try(wanted, age, channel.retry_deadline) else {
+                let reason = format!(
+                    "{reason} (still failing after {} s; its next try would come after the \
+                     channel's retry deadline of {} s)",
+                    age.as_secs(),
+                    channel.retry_deadline.as_secs()
+                );
                 let mut letter = DeadLetter::new(
                     STAGE_NOTIFY,
                     reason,
@@ -430,14 +437,7 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                 );
                 letter.alert_id = Some(alert.id.clone());
                 return dead_letter(shared, channel, msg, letter).await;
-            }
-            let jitter = rand::rng().random_range(-0.2..=0.2);
-            let attempt_no = u32::try_from(delivered).unwrap_or(u32::MAX);
-            let delay = next_try(
-                retry_after,
-                backoff(attempt_no, jitter),
-                channel.retry_deadline.saturating_sub(age),
-            );
+            };
             tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, %reason, "delivery failed; will retry");
             shared
                 .metrics
@@ -490,21 +490,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_never_reaches_past_the_deadline() {
+    fn no_try_is_planned_past_the_deadline() {
         let s = Duration::from_secs;
-        let check = |retry_after: Option<Duration>, left: Duration, expected: Duration| {
+        let check = |wanted: Duration, age: Duration, expected: Option<Duration>| {
             assert_eq!(
-                next_try(retry_after, s(8), left),
+                next_try(wanted, age, s(60)),
                 expected,
-                "{retry_after:?} {left:?}"
+                "{wanted:?} at {age:?}"
             );
         };
-        check(None, s(3600), s(8));
-        check(Some(s(30)), s(3600), s(30));
-        check(Some(Duration::MAX), s(3600), s(3600));
-        check(Some(s(u64::MAX)), s(90), s(90));
-        check(Some(Duration::ZERO), s(3600), s(1));
-        check(None, Duration::ZERO, s(1));
+        check(s(8), s(0), Some(s(8)));
+        check(s(8), s(51), Some(s(8)));
+        check(s(8), s(52), None);
+        check(Duration::ZERO, s(10), Some(s(1)));
+        check(Duration::MAX, s(0), None);
+        check(s(u64::MAX), s(0), None);
+        check(s(1), s(3600), None);
     }
 
     #[test]
