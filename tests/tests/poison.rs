@@ -920,3 +920,138 @@ async fn poison_waiting_in_every_stream_does_not_keep_the_suite_down() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// The stateless stages' loop, driven directly with short limits.
+
+/// The loop of ingest, the rules and enrich: an input that keeps failing is
+/// dead-lettered with its last error after `dead_after` tries, one whose
+/// handler panics is dead-lettered with the panic's text, one delivered
+/// more than `dead_after` times without an answer (the stage died on it) is
+/// dead-lettered without being handled again; the loop goes on and every
+/// input is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_loop_dead_letters_what_fails_panics_or_never_got_an_answer() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use talon_kit::pipeline::{self, DeadLetters, LoopMetricNames, LoopMetrics, Outcome};
+    use talon_kit::streams::{ensure_consumer, ConsumerSpec};
+
+    let nats = NatsServer::start().await;
+    let js = jetstream::new(nats.client().await);
+    talon_kit::streams::ensure_all(&js, 1).await.unwrap();
+    let consumer = ensure_consumer(&js, &ConsumerSpec::enrich(), 1)
+        .await
+        .unwrap();
+    publish(&js, SUBJECT_UNIQUE, b"crashed".to_vec()).await;
+    // "crashed" was delivered 4 times and never answered (each nak stands
+    // for a stage that died holding it).
+    {
+        use futures::StreamExt as _;
+        for _ in 0..4 {
+            let mut batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .unwrap();
+            let msg = batch.next().await.unwrap().unwrap();
+            assert_eq!(&msg.payload[..], b"crashed");
+            msg.ack_with(jetstream::AckKind::Nak(None)).await.unwrap();
+        }
+    }
+    for body in ["fails", "panics", "fine"] {
+        publish(&js, SUBJECT_UNIQUE, body.as_bytes().to_vec()).await;
+    }
+
+    let metrics = LoopMetrics::register(
+        &prometheus::Registry::new(),
+        LoopMetricNames {
+            inputs: ("test_inputs_total", "inputs"),
+            batch_seconds: "test_batch_seconds",
+            batch_size: "test_batch_size",
+        },
+    )
+    .unwrap();
+    let dead = DeadLetters {
+        dead_after: 3,
+        retry_delay_max: Duration::from_millis(200),
+        ..DeadLetters::new(js.clone(), "enrich")
+    };
+    let calls: Arc<BTreeMap<&str, AtomicUsize>> = Arc::new(
+        ["crashed", "fails", "panics", "fine"]
+            .into_iter()
+            .map(|k| (k, AtomicUsize::new(0)))
+            .collect(),
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = {
+        let (calls, shutdown) = (calls.clone(), shutdown.clone());
+        tokio::spawn(pipeline::run(
+            consumer,
+            8,
+            metrics,
+            dead,
+            shutdown,
+            move |msg| {
+                let calls = calls.clone();
+                async move {
+                    let body = String::from_utf8_lossy(&msg.payload).into_owned();
+                    if let Some(n) = calls.get(body.as_str()) {
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }
+                    match body.as_str() {
+                        "fails" => Err("boom".to_owned()),
+                        "panics" => panic!("kaboom"),
+                        _ => Ok(Outcome::new("done")),
+                    }
+                }
+            },
+        ))
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let letters = dead_letters(&js, "enrich", 10).await;
+        if letters.len() >= 3 || Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut reasons: BTreeMap<String, String> = letters
+        .iter()
+        .map(|l| (l.raw.clone().unwrap_or_default(), l.reason.clone()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:#?}");
+    assert_eq!(
+        reasons.remove("fails").as_deref(),
+        Some("failed 3 times; the last error: boom")
+    );
+    assert_eq!(
+        reasons.remove("panics").as_deref(),
+        Some("the stage panicked on it: kaboom")
+    );
+    let crashed = reasons.remove("crashed").unwrap();
+    assert!(
+        crashed.starts_with("delivered 5 times without an answer"),
+        "{crashed}"
+    );
+    assert_eq!(
+        calls["crashed"].load(Ordering::SeqCst),
+        0,
+        "never handled again"
+    );
+    assert_eq!(calls["fails"].load(Ordering::SeqCst), 3);
+    assert_eq!(calls["panics"].load(Ordering::SeqCst), 1);
+    assert_eq!(calls["fine"].load(Ordering::SeqCst), 1);
+    // Everything acked: the work queue is empty, and the loop still runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&js, "UNIQUE").await > 0 {
+        assert!(Instant::now() < deadline, "UNIQUE not drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!task.is_finished());
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -112,10 +112,7 @@ pub async fn start(
             clients = inventory.len(),
             "enrich consuming talon.alerts.unique"
         );
-        let dead = pipeline::DeadLetters {
-            js: js.clone(),
-            stage: STAGE_ENRICH,
-        };
+        let dead = pipeline::DeadLetters::new(js.clone(), STAGE_ENRICH);
         pipeline::run(
             consumer,
             BATCH,

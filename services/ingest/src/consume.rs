@@ -23,10 +23,7 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let dead = pipeline::DeadLetters {
-        js: js.clone(),
-        stage: talon_proto::names::STAGE_INGEST,
-    };
+    let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::STAGE_INGEST);
     pipeline::run(consumer, BATCH, metrics.consume, dead, shutdown, |msg| {
         let (js, settings) = (&js, &settings);
         async move { start_one(js, &msg, settings).await }

@@ -57,10 +57,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let loop_metrics = metrics.rules.clone();
-    let dead = pipeline::DeadLetters {
-        js: js.clone(),
-        stage: talon_proto::names::STAGE_RULES,
-    };
+    let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::STAGE_RULES);
     pipeline::run(consumer, BATCH, loop_metrics, dead, shutdown, |msg| {
         let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
         async move { start_row(js, &msg, rules, inventory, metrics).await }

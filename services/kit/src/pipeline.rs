@@ -34,16 +34,35 @@ pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 /// stored at once is tried again.
 pub const DEAD_AFTER: u64 = 20;
 
-/// Where the loop's own dead letters go, and the id domain that keeps one
-/// per input.
+/// Where the loop's own dead letters go, and when: after `dead_after`
+/// failed tries, the waits between them doubling from [`RETRY_DELAY`] to
+/// `retry_delay_max`.
 #[derive(Clone)]
 pub struct DeadLetters {
     pub js: jetstream::Context,
     /// `ingest`, `rules`, `enrich` (`talon_proto::names::STAGE_*`).
     pub stage: &'static str,
+    pub dead_after: u64,
+    pub retry_delay_max: Duration,
 }
 
 impl DeadLetters {
+    /// The stage's dead letters, with the production limits
+    /// ([`DEAD_AFTER`], [`RETRY_DELAY_MAX`]).
+    pub fn new(js: jetstream::Context, stage: &'static str) -> DeadLetters {
+        DeadLetters {
+            js,
+            stage,
+            dead_after: DEAD_AFTER,
+            retry_delay_max: RETRY_DELAY_MAX,
+        }
+    }
+
+    /// The wait before try `delivered + 1` of a failing input.
+    pub fn retry_delay(&self, delivered: u64) -> Duration {
+        retry_delay(delivered).min(self.retry_delay_max)
+    }
+
     /// Starts publishing a dead letter for `msg` with `reason`.
     async fn publish(
         &self,
@@ -233,13 +252,13 @@ pub async fn run<F, Fut>(
                     }
                     Err(e) => {
                         let delivered = msg.info().map_or(1, |i| i.delivered.max(1) as u64);
-                        if delivered >= DEAD_AFTER {
+                        if delivered >= dead.dead_after {
                             let reason = format!("failed {delivered} times; the last error: {e}");
                             park(&dead, &name, &msg, reason, &metrics).await;
                         } else {
                             tracing::warn!(consumer = %name, error = %e, delivered, "input failed; it will be retried");
                             let _ = msg
-                                .ack_with(AckKind::Nak(Some(retry_delay(delivered))))
+                                .ack_with(AckKind::Nak(Some(dead.retry_delay(delivered))))
                                 .await;
                         }
                     }
@@ -266,7 +285,7 @@ where
     Fut: Future<Output = Result<Outcome, String>>,
 {
     let delivered = msg.info().map_or(1, |i| i.delivered.max(1) as u64);
-    if delivered > DEAD_AFTER {
+    if delivered > dead.dead_after {
         let reason = format!(
             "delivered {delivered} times without an answer: the stage may have stopped while handling it"
         );
@@ -311,7 +330,7 @@ async fn park(
         }
         Err(e) => {
             tracing::warn!(consumer, error = %e, "cannot store the dead letter; retrying");
-            let _ = msg.ack_with(AckKind::Nak(Some(RETRY_DELAY_MAX))).await;
+            let _ = msg.ack_with(AckKind::Nak(Some(dead.retry_delay_max))).await;
         }
     }
 }
