@@ -212,6 +212,32 @@ async fn a_producer_cannot_mute_a_name_past_max_seconds() {
     dedup.stop().await.unwrap();
 }
 
+/// One message on dedup's input from the year 9999 used to move the sweep's
+/// watermark there, and the sweep then dropped every live window: the next
+/// alert of a suppressed name was sent again.
+#[tokio::test]
+async fn a_message_from_the_year_9999_does_not_sweep_live_windows() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dedup = start_dedup(&nats, &dedup_table(&dir.path().join("dedup"))).await;
+    let js = jetstream::new(nats.client().await);
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_accepted(&js, 0, &accepted_alert("k1", "kept", now, 3600)).await;
+    publish_accepted(
+        &js,
+        0,
+        &accepted_alert("f1", "future", 253_402_300_799_000, 3600),
+    )
+    .await;
+    // Several sweep steps (one each 500 ms).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    publish_accepted(&js, 0, &accepted_alert("k2", "kept", now + 1000, 3600)).await;
+    let unique: Vec<Alert> = collect_as(&js, "UNIQUE", SUBJECT_UNIQUE, 4).await;
+    let names: Vec<&str> = unique.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["kept", "future"], "the second 'kept' is suppressed");
+    dedup.stop().await.unwrap();
+}
+
 /// A 30 KB alert — one 10,000-character key over 10,000 zeros — made enrich
 /// build 10,000 keys of 10,000 bytes before any limit applied. Now keys are
 /// cut while they are built and only `context_field_limit` are kept.
@@ -454,6 +480,33 @@ fn alert_shapes(stage: &str) -> Vec<Shape> {
         ),
         // Hostile but valid: they go through, bounded.
         shape(
+            &l("received-year-9999"),
+            alert_with(
+                &l("received-year-9999"),
+                "received_at",
+                Some("9999-12-31T23:59:59Z".into()),
+            ),
+            Delivered,
+        ),
+        shape(
+            &l("received-year-0"),
+            alert_with(
+                &l("received-year-0"),
+                "received_at",
+                Some("0000-01-01T00:00:00Z".into()),
+            ),
+            Delivered,
+        ),
+        shape(
+            &l("timestamp-year-9999"),
+            alert_with(
+                &l("timestamp-year-9999"),
+                "timestamp",
+                Some("9999-12-31T23:59:59Z".into()),
+            ),
+            Delivered,
+        ),
+        shape(
             &l("window-max"),
             alert_with(&l("window-max"), "dedup_seconds", Some(i64::MAX.into())),
             Delivered,
@@ -623,6 +676,21 @@ fn raw_shapes() -> Vec<Shape> {
             "raw-event-data-text",
             raw(json!({"name": "x", "event_data": "s"})),
             Dead,
+        ),
+        shape(
+            "raw-timestamp-before-year-0",
+            raw(json!({"name": "x", "timestamp": -62_167_219_201i64})),
+            Dead,
+        ),
+        shape(
+            "raw-timestamp-i64-max",
+            raw(json!({"name": "x", "timestamp": i64::MAX})),
+            Dead,
+        ),
+        shape(
+            "raw-timestamp-negative",
+            raw(json!({"name": "raw-timestamp-negative", "timestamp": -1})),
+            Delivered,
         ),
         shape(
             "raw-window-max",

@@ -63,6 +63,20 @@ enum BatchError {
     Nats(String),
 }
 
+/// How far ahead of this machine's clock an alert's `received_at` may move
+/// the sweep's watermark (room for clocks that disagree a little).
+const MAX_AHEAD_MS: i64 = 5 * 60 * 1000;
+
+/// The sweep's watermark after an alert received at `at_ms`: the newest
+/// `received_at` seen — but never more than 5 minutes ahead of the clock
+/// (a backlog, received in the past, is not held back by it), so one
+/// message from the year 9999 on an internal subject cannot make the sweep
+/// drop every live window and every record of applied alerts. Windows are
+/// still decided on `received_at` alone.
+pub fn advance_watermark(watermark_ms: i64, at_ms: i64, now_ms: i64) -> i64 {
+    watermark_ms.max(at_ms.min(now_ms.saturating_add(MAX_AHEAD_MS)))
+}
+
 /// Time of `ms` since the epoch, kept within what RFC 3339 can say.
 pub fn time_of(ms: i64) -> DateTime<Utc> {
     const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
@@ -346,7 +360,7 @@ fn decide_one(
         }
     };
     let at_ms = alert.received_at.timestamp_millis();
-    *watermark_ms = (*watermark_ms).max(at_ms);
+    *watermark_ms = advance_watermark(*watermark_ms, at_ms, Utc::now().timestamp_millis());
     // The same alert under a new sequence: ingest published it again (its
     // input redelivered) after JetStream forgot the first copy's
     // Nats-Msg-Id (the work queue had deleted it, and nats-server
@@ -515,6 +529,20 @@ mod tests {
             "{}",
             parsed.reason
         );
+    }
+
+    #[test]
+    fn the_watermark_follows_received_at_but_not_past_tomorrow() {
+        let now = 1_790_000_000_000;
+        assert_eq!(advance_watermark(i64::MIN, now - 5, now), now - 5);
+        assert_eq!(advance_watermark(now, now - 5, now), now, "never back");
+        assert_eq!(advance_watermark(now, now + 1000, now), now + 1000);
+        assert_eq!(
+            advance_watermark(now, 253_402_300_799_000, now),
+            now + MAX_AHEAD_MS,
+            "9999-12-31 moves it 5 minutes past the clock at most"
+        );
+        assert_eq!(advance_watermark(now, i64::MAX, i64::MAX), i64::MAX);
     }
 
     #[test]
