@@ -303,15 +303,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let bytes = letter
                     .raw_bytes()
                     .with_context(|| format!("dead letter {seq}: bad raw_base64"))?;
-                js.send_publish(
-                    subject.clone(),
-                    async_nats::jetstream::message::PublishMessage::build()
-                        .payload(bytes.into())
-                        .message_id(talon_proto::key::derived_msg_id("replay", &seq.to_string())),
-                )
-                .await?
-                .await
-                .with_context(|| format!("dead letter {seq}: {subject} did not ack"))?;
+                for (i, item) in replay_items(&letter, &bytes).into_iter().enumerate() {
+                    let msg_id = match i {
+                        0 => talon_proto::key::derived_msg_id("replay", &seq.to_string()),
+                        i => talon_proto::key::derived_msg_id("replay", &format!("{seq}:{i}")),
+                    };
+                    js.send_publish(
+                        subject.clone(),
+                        async_nats::jetstream::message::PublishMessage::build()
+                            .payload(item.to_vec().into())
+                            .message_id(msg_id),
+                    )
+                    .await?
+                    .await
+                    .with_context(|| format!("dead letter {seq}: {subject} did not ack"))?;
+                }
                 stream
                     .delete_message(seq)
                     .await
@@ -538,6 +544,19 @@ fn alert_row(args: AlertArgs) -> anyhow::Result<Value> {
     Ok(Value::Object(row))
 }
 
+/// What a replayed dead letter publishes: its input, or for HTTP input
+/// (one dead letter per request, its rejected items one per line) each
+/// item on its own.
+fn replay_items<'a>(letter: &DeadLetter, raw: &'a [u8]) -> Vec<&'a [u8]> {
+    if letter.subject.starts_with("http:") {
+        raw.split(|b| *b == b'\n')
+            .filter(|item| !item.iter().all(u8::is_ascii_whitespace))
+            .collect()
+    } else {
+        vec![raw]
+    }
+}
+
 /// Where a replayed dead letter goes: its own subject, or for HTTP input
 /// (which has none) the subject its endpoint publishes to:
 /// `Server.Internal.Alerts`, or `Monitoring.<ArtifactName>` for
@@ -655,6 +674,15 @@ mod tests {
             .to_string()
             .contains("not an artifact name"));
         assert!(event_row("A", &["x".into()]).is_err());
+    }
+
+    #[test]
+    fn an_http_dead_letter_replays_each_item() {
+        let http = DeadLetter::new("ingest", "r", "http:/v1/alerts", None, b"");
+        let items = replay_items(&http, b"{\"name\":\"\"}\n7\n\n{\"a\":\"x\\ny\"}");
+        assert_eq!(items, [&b"{\"name\":\"\"}"[..], b"7", b"{\"a\":\"x\\ny\"}"]);
+        let nats = DeadLetter::new("ingest", "r", "Server.Internal.Alerts", Some(1), b"");
+        assert_eq!(replay_items(&nats, b"a\nb"), [&b"a\nb"[..]]);
     }
 
     #[test]
