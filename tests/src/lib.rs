@@ -871,6 +871,8 @@ pub mod receiver {
         pub status: u16,
         pub retry_after: Option<String>,
         pub delay: Duration,
+        /// A `Location` header (for redirects).
+        pub location: Option<String>,
     }
 
     impl Reply {
@@ -879,6 +881,7 @@ pub mod receiver {
                 status,
                 retry_after: None,
                 delay: Duration::ZERO,
+                location: None,
             }
         }
         pub fn retry_after(mut self, value: &str) -> Reply {
@@ -887,6 +890,10 @@ pub mod receiver {
         }
         pub fn delay(mut self, delay: Duration) -> Reply {
             self.delay = delay;
+            self
+        }
+        pub fn location(mut self, url: &str) -> Reply {
+            self.location = Some(url.to_owned());
             self
         }
     }
@@ -1021,6 +1028,11 @@ pub mod receiver {
         if let Some(ra) = reply.retry_after {
             if let Ok(v) = ra.parse() {
                 response.headers_mut().insert("retry-after", v);
+            }
+        }
+        if let Some(location) = reply.location {
+            if let Ok(v) = location.parse() {
+                response.headers_mut().insert("location", v);
             }
         }
         response

@@ -54,8 +54,47 @@ async fn three_500s_then_200_is_one_delivery_with_headers_and_signature() {
     assert_eq!(hook.accepted().len(), 1, "exactly one accepted delivery");
     let ok = &hits[3];
     assert_eq!(ok.headers["x-source"], "talon-test");
-    let expected = talon_notify::channels::webhook::signature(b"s3cret", &ok.body);
-    assert_eq!(ok.headers["x-talon-signature"].to_str().unwrap(), expected);
+    let timestamp = ok.headers["x-talon-timestamp"].to_str().unwrap();
+    let at: i64 = timestamp.parse().unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() - at).abs() < 60,
+        "{timestamp}"
+    );
+    let signature = ok.headers["x-talon-signature"].to_str().unwrap();
+    let expected = talon_notify::channels::webhook::signature(b"s3cret", at, &ok.body);
+    assert_eq!(signature, expected);
+    // The documented verifier takes it now, and refuses it replayed later
+    // or with another body.
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, &ok.body).unwrap();
+    let verify = |body: &std::path::Path, now: Option<i64>| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/examples/verify_talon_signature.py"
+        ))
+        .args(["s3cret", timestamp, signature])
+        .arg(body);
+        if let Some(now) = now {
+            cmd.args(["--now", &now.to_string()]);
+        }
+        let out = cmd.output().expect("python3 runs the verifier");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    assert_eq!(verify(&body_file, None), (Some(0), "valid".to_owned()));
+    let (code, why) = verify(&body_file, Some(at + 301));
+    assert_eq!(code, Some(1), "{why}");
+    assert!(why.contains("more than 300 s"), "{why}");
+    let tampered = dir.path().join("tampered");
+    std::fs::write(&tampered, [&ok.body[..], b" "].concat()).unwrap();
+    assert_eq!(
+        verify(&tampered, None),
+        (Some(1), "invalid: the signature does not match".to_owned())
+    );
     let body: serde_json::Value = serde_json::from_slice(&ok.body).unwrap();
     assert_eq!(
         (body["id"].as_str(), body["channel"].as_str()),
@@ -312,5 +351,45 @@ async fn still_failing_after_the_retry_deadline_goes_to_the_dlq() {
         "it was retried before it was given up"
     );
     assert!(hook.accepted().is_empty());
+    notify.stop().await.unwrap();
+}
+
+/// A receiver answering 307 to somewhere else: talon does not follow it
+/// (the signed body never reaches the other host); the delivery is a
+/// permanent failure, dead-lettered with the reason.
+#[tokio::test]
+async fn a_redirect_from_a_receiver_is_not_followed() {
+    let nats = NatsServer::start().await;
+    let elsewhere = Receiver::start(vec![Reply::status(200)]).await;
+    let hook = Receiver::start(vec![Reply::status(307).location(&elsewhere.url("/stolen"))]).await;
+    let extra = "signing_secret_env = \"HOOK_SECRET\"";
+    let notify = start_notify(
+        &nats,
+        &notify_config(&hook_channel("hook", &hook.url("/in"), extra)),
+        Env::default().with("HOOK_SECRET", "s3cret"),
+    )
+    .await;
+    let js = jetstream::new(nats.client().await);
+    publish_routed(
+        &js,
+        "hook",
+        &accepted_alert("r1", "Bounced", 1_790_000_000_000, 0),
+    )
+    .await;
+    wait_for_messages(&js, "DLQ", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let letters = collect(&js, "DLQ", "talon.dlq.notify", 2, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter: DeadLetter = serde_json::from_slice(&letters[0].payload).unwrap();
+    assert!(
+        letter.reason.contains("307") && letter.reason.contains("redirect"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(hook.hits().len(), 1, "tried once: a redirect is permanent");
+    assert_eq!(elsewhere.hits().len(), 0, "the redirect was not followed");
     notify.stop().await.unwrap();
 }

@@ -250,7 +250,7 @@ pub struct ChannelConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// webhook: environment variable holding the HMAC-SHA256 signing secret
-    /// (the body's signature goes in `X-Talon-Signature: sha256=<hex>`).
+    /// (`X-Talon-Signature: sha256=<hex>` over `<X-Talon-Timestamp>.<body>`).
     #[serde(default)]
     pub signing_secret_env: Option<String>,
     /// webhook: file holding the signing secret.

@@ -165,9 +165,7 @@ impl Chat {
             })?,
             _ => url.to_owned(),
         };
-        let http = reqwest::Client::builder()
-            .timeout(webhook::TIMEOUT)
-            .build()?;
+        let http = webhook::client()?;
         Ok(Chat {
             kind,
             http,

@@ -1,6 +1,9 @@
 //! The generic web hook: POST the enriched alert as JSON, with the
-//! configured headers and, when a secret is configured, an
-//! `X-Talon-Signature: sha256=<hex>` HMAC-SHA256 of the body.
+//! configured headers and, when a secret is configured,
+//! `X-Talon-Timestamp: <unix seconds>` and `X-Talon-Signature: sha256=<hex>`,
+//! the HMAC-SHA256 of `<timestamp>.<body>`: a receiver that refuses old
+//! timestamps cannot be fed a replayed request. Redirects are never
+//! followed (a receiver cannot bounce the signed body elsewhere).
 
 use std::time::Duration;
 
@@ -13,6 +16,16 @@ use super::DeliveryError;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "X-Talon-Signature";
+/// The header with the signed timestamp (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "X-Talon-Timestamp";
+
+/// The HTTP client of every web-hook kind: a timeout, and no redirects.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
 /// How long one POST may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,7 +43,7 @@ impl Webhook {
         headers: HeaderMap,
         secret: Option<Vec<u8>>,
     ) -> Result<Webhook, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+        let http = client()?;
         Ok(Webhook {
             http,
             url,
@@ -54,12 +67,13 @@ impl Webhook {
     }
 }
 
-/// `sha256=<hex>` of `body` under `secret`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+/// `sha256=<hex>` of `<timestamp>.<body>` under `secret`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     // HMAC takes a key of any length (RFC 2104: a longer key is hashed, a
     // shorter one padded), so `new_from_slice` never returns InvalidLength.
     #[allow(clippy::expect_used)]
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(format!("{timestamp}.").as_bytes());
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -78,7 +92,10 @@ pub async fn post_json(
         .headers(headers.clone())
         .header(CONTENT_TYPE, "application/json");
     if let Some(secret) = secret {
-        request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+        let now = chrono::Utc::now().timestamp();
+        request = request
+            .header(TIMESTAMP_HEADER, now.to_string())
+            .header(SIGNATURE_HEADER, signature(secret, now, &body));
     }
     let response = request
         .body(body)
@@ -108,10 +125,14 @@ pub async fn post_json(
     Err(classify(status.as_u16(), reason, retry_after))
 }
 
-/// HTTP 4xx but 408 and 429 is permanent; anything else (5xx, 408, 429,
-/// unexpected 1xx/3xx) is worth retrying.
+/// HTTP 4xx but 408 and 429 is permanent, and so is a redirect (talon does
+/// not follow one: the channel's URL needs fixing); anything else (5xx,
+/// 408, 429, an unexpected 1xx) is worth retrying.
 pub fn classify(status: u16, reason: String, retry_after: Option<Duration>) -> DeliveryError {
     match status {
+        300..=399 => DeliveryError::Permanent(format!(
+            "{reason} (a redirect: talon does not follow redirects, point the channel at the final URL)"
+        )),
         408 | 429 => DeliveryError::Transient {
             reason,
             retry_after,
@@ -180,7 +201,9 @@ mod tests {
             (429, false),
             (500, false),
             (503, false),
-            (302, false),
+            (302, true),
+            (307, true),
+            (101, false),
         ] {
             check(status, permanent);
         }
@@ -205,11 +228,17 @@ mod tests {
     }
 
     #[test]
-    fn signatures_are_hmac_sha256_hex() {
-        // RFC 4231 test case 2.
+    fn signatures_are_hmac_sha256_hex_of_timestamp_dot_body() {
+        // RFC 4231 test case 2's key, over "1700000000." and its data
+        // (checked with Python's hmac module).
         assert_eq!(
-            signature(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature(b"Jefe", 1_700_000_000, b"what do ya want for nothing?"),
+            "sha256=1cdd0650c8be1cb0974b1788d458b1e781206cfef59b85faafc582d2e182c57e"
+        );
+        assert_ne!(
+            signature(b"Jefe", 1_700_000_001, b"what do ya want for nothing?"),
+            signature(b"Jefe", 1_700_000_000, b"what do ya want for nothing?"),
+            "the timestamp is signed"
         );
     }
 
