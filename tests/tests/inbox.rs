@@ -504,3 +504,41 @@ async fn talonctl_hash_password_makes_a_hash_that_logs_in() {
         .unwrap_or_else(|(s, b)| panic!("{s} {b}"));
     notify.stop().await.unwrap();
 }
+
+/// A login name is written to the log escaped: a name holding a line break
+/// cannot forge a log line.
+#[tokio::test]
+async fn a_login_name_cannot_forge_a_log_line() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("talon.toml");
+    std::fs::write(
+        &config,
+        test_config_text(
+            &nats,
+            "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[[notify.users]]\nname = \"alice\"\n\
+             roles = [\"administrator\"]\npassword_hash_env = \"ALICE_HASH\"\n",
+        ),
+    )
+    .unwrap();
+    let hash = talon_kit::password::hash("alice-secret").unwrap();
+    let mut notify = ServiceProcess::spawn("talon-notify", &config, &[("ALICE_HASH", &hash)]);
+    let addr = notify.ready_addr(Duration::from_secs(60)).await;
+    let forged = "eve\n2026-01-01T00:00:00.000000Z  INFO talon_notify::console::api: console login user=admin";
+    let (status, _) = Console::anonymous(&addr)
+        .post("/v1/login", Some(json!({"name": forged, "password": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = notify.stderr_lines();
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("console login refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{lines:#?}");
+    assert!(refused[0].contains(r"eve\n2026"), "escaped: {}", refused[0]);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a forged line: {lines:#?}"
+    );
+}

@@ -455,7 +455,7 @@ async fn process_batch(
             Ok(result) => result?,
             Err(panic) => {
                 let text = talon_kit::pipeline::panic_text(panic.as_ref());
-                tracing::error!(subject = %msg.subject, seq, panic = %text, "deciding an alert panicked; dead-lettered");
+                tracing::error!(subject = %msg.subject, seq, panic = ?text, "deciding an alert panicked; dead-lettered");
                 let out = dead_letter_output(msg, seq, format!("dedup panicked on it: {text}"));
                 batch.commit.outputs.push((seq, out));
             }

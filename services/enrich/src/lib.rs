@@ -172,7 +172,7 @@ async fn handle(
     };
     let (mut alert, channels) = enrich(alert, rules, |id| inventory.get(id));
     if channels.is_empty() {
-        tracing::debug!(alert = %alert.id, name = %alert.name, "routed to no channel");
+        tracing::debug!(alert = %alert.id, name = ?alert.name, "routed to no channel");
         return Ok(Outcome::new("unrouted"));
     }
     let mut outcome = Outcome::new("routed");

@@ -73,7 +73,7 @@ async fn start_one(
             Ok(Outcome::new("condition_false"))
         }
         Decision::Reject(letter) => {
-            tracing::info!(seq = input.stream_seq, reason = %letter.reason, "alert dead-lettered");
+            tracing::info!(seq = input.stream_seq, reason = ?letter.reason, "alert dead-lettered");
             let msg_id = derived_msg_id(
                 "dlq-ingest",
                 &format!("{}:{}", info.stream, info.stream_sequence),

@@ -515,7 +515,7 @@ async fn publish_items(
                 count = rejected.len(),
                 of = total,
                 sample_index = first,
-                sample_reason = %why,
+                sample_reason = ?why,
                 subject = %target.subject,
                 "HTTP items rejected"
             );

@@ -103,7 +103,7 @@ async fn start_row(
     }) {
         Ok(v) => v,
         Err(reason) => {
-            tracing::info!(seq = info.stream_sequence, reason = %reason, "monitoring row dead-lettered");
+            tracing::info!(seq = info.stream_sequence, reason = ?reason, "monitoring row dead-lettered");
             let ack = dead_letter(reason, None).await.map_err(|e| e.to_string())?;
             return Ok(Outcome::new("dead").with(ack));
         }
@@ -131,7 +131,7 @@ async fn start_row(
             }
             Ok(None) => "unmatched",
             Err(e) => {
-                tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = %e, "monitoring row dead-lettered");
+                tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = ?e.to_string(), "monitoring row dead-lettered");
                 let ack = dead_letter(e.to_string(), Some(verdict.rule))
                     .await
                     .map_err(|e| e.to_string())?;

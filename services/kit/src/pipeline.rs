@@ -297,7 +297,7 @@ where
         Ok(outcome) => outcome,
         Err(panic) => {
             let text = panic_text(panic.as_ref());
-            tracing::error!(consumer, panic = %text, "handling an input panicked; dead-lettered");
+            tracing::error!(consumer, panic = ?text, "handling an input panicked; dead-lettered");
             let ack = dead
                 .publish(msg, format!("the stage panicked on it: {text}"))
                 .await?;
@@ -316,7 +316,7 @@ async fn park(
     reason: String,
     metrics: &LoopMetrics,
 ) {
-    tracing::error!(consumer, %reason, "input dead-lettered");
+    tracing::error!(consumer, ?reason, "input dead-lettered");
     let stored = match dead.publish(msg, reason).await {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e),

@@ -296,7 +296,7 @@ async fn deliver_one(shared: &Shared, channel: &Channel, msg: jetstream::Message
         Ok(outcome) => outcome,
         Err(panic) => {
             let text = talon_kit::pipeline::panic_text(panic.as_ref());
-            tracing::error!(channel = %id, panic = %text, "delivery panicked; dead-lettered");
+            tracing::error!(channel = %id, panic = ?text, "delivery panicked; dead-lettered");
             let seq = msg.info().map(|i| i.stream_sequence).ok();
             let letter = DeadLetter::new(
                 STAGE_NOTIFY,
@@ -397,7 +397,7 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
             "sent"
         }
         Err(DeliveryError::Permanent(reason)) => {
-            tracing::warn!(channel = %channel.id, alert = %alert.id, %reason, "permanent failure");
+            tracing::warn!(channel = %channel.id, alert = %alert.id, ?reason, "permanent failure");
             let _ = shared.ledger.release(&key).await;
             let mut letter = DeadLetter::new(
                 STAGE_NOTIFY,
@@ -438,7 +438,7 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                 letter.alert_id = Some(alert.id.clone());
                 return dead_letter(shared, channel, msg, letter).await;
             };
-            tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, %reason, "delivery failed; will retry");
+            tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, ?reason, "delivery failed; will retry");
             shared
                 .metrics
                 .retries

@@ -149,7 +149,7 @@ async fn login(
     .unwrap_or(false);
     if !ok {
         console.logins.with_label_values(&["refused"]).inc();
-        tracing::info!(user = %name, "console login refused");
+        tracing::info!(user = ?name, "console login refused");
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "wrong name or password".into(),
@@ -161,7 +161,7 @@ async fn login(
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     console.logins.with_label_values(&["ok"]).inc();
-    tracing::info!(user = %name, "console login");
+    tracing::info!(user = ?name, "console login");
     Ok((
         [(header::SET_COOKIE, session::set_cookie(&token))],
         Json(json!({ "name": name })),
