@@ -75,7 +75,17 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
     }
     let anon = Console::anonymous(addr);
     let (status, body) = anon.post("/v1/login", None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "an empty login: {body}");
+    assert_eq!(
+        status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "an empty login is no JSON body: {body}"
+    );
+    let (status, body) = anon.post("/v1/login", Some(json!({}))).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no name, no password: {body}"
+    );
     let bad_json = anon
         .http
         .post(format!("{}/v1/login", anon.base))
@@ -138,7 +148,10 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
     assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
     let (status, me) = alice.get("/v1/me").await;
     assert_eq!((status, me), (StatusCode::OK, json!({"name": "alice"})));
-    assert_eq!(alice.post("/v1/logout", None).await.0, StatusCode::OK);
+    assert_eq!(
+        alice.post("/v1/logout", Some(json!({}))).await.0,
+        StatusCode::OK
+    );
     assert_eq!(alice.get("/v1/messages").await.0, StatusCode::UNAUTHORIZED);
 
     // The page and its files carry the strict policy.
@@ -215,7 +228,12 @@ async fn recipients_and_roles_choose_users_who_see_only_their_own() {
         .post("/v1/messages/read", Some(json!({"up_to": carol_seq + 100})))
         .await;
     assert_eq!((status, read), (StatusCode::OK, json!({"unread": 0})));
-    let (status, cleared) = alice.post("/v1/messages/clear", None).await;
+    let (status, cleared) = alice
+        .post(
+            "/v1/messages/clear",
+            Some(json!({"up_to": carol_seq + 100})),
+        )
+        .await;
     assert_eq!((status, cleared), (StatusCode::OK, json!({"cleared": 1})));
     assert!(alice.alert_ids().await.is_empty());
     assert_eq!(
@@ -275,7 +293,9 @@ async fn read_and_clear_survive_a_restart_and_sessions_too() {
         .post("/v1/messages/read", Some(json!({"up_to": second})))
         .await;
     assert_eq!(read, json!({"unread": 1}));
-    let (_, cleared) = carol.post("/v1/messages/clear", Some(json!({}))).await;
+    let (_, cleared) = carol
+        .post("/v1/messages/clear", Some(json!({"up_to": u64::MAX})))
+        .await;
     assert_eq!(cleared, json!({"cleared": 3}));
     notify.stop().await.unwrap();
 
@@ -354,18 +374,20 @@ async fn two_replicas_serve_one_session() {
     assert!(older.get("next_before").is_none(), "{older}");
 
     // Read on B, seen on A; clear on A, seen on B.
-    on_b.post("/v1/messages/read", None).await;
+    on_b.post("/v1/messages/read", Some(json!({"up_to": seqs[0]})))
+        .await;
     wait_until(Duration::from_secs(10), || async {
         on_a.messages().await["unread"] == 0
     })
     .await;
-    on_a.post("/v1/messages/clear", None).await;
+    on_a.post("/v1/messages/clear", Some(json!({"up_to": seqs[0]})))
+        .await;
     wait_until(Duration::from_secs(10), || async {
         on_b.alert_ids().await.is_empty()
     })
     .await;
     // Logging out on A ends the session on B.
-    on_a.post("/v1/logout", None).await;
+    on_a.post("/v1/logout", Some(json!({}))).await;
     assert_eq!(on_b.get("/v1/messages").await.0, StatusCode::UNAUTHORIZED);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
@@ -443,7 +465,9 @@ async fn events_tell_of_each_change_to_my_inbox_only() {
     assert_eq!(event["unread"], 1, "{event}");
     let latest = event["latest"].as_u64().unwrap();
     assert_eq!(alice.messages().await["messages"][0]["seq"], latest);
-    alice.post("/v1/messages/read", None).await;
+    alice
+        .post("/v1/messages/read", Some(json!({"up_to": latest})))
+        .await;
     assert_eq!(next_unread(&mut events, &mut buffer).await["unread"], 0);
     notify.stop().await.unwrap();
 }
@@ -541,4 +565,74 @@ async fn a_login_name_cannot_forge_a_log_line() {
         !lines.iter().any(|l| l.starts_with("2026-01-01T00:00:00")),
         "a forged line: {lines:#?}"
     );
+}
+
+/// `read` and `clear` act up to the newest message the page showed: without
+/// it (an empty body, `{}`) they are refused; a sequence beyond the stream's
+/// last is cut to it, so a message arriving later is neither read nor
+/// cleared unseen. A request a browser marks cross-site is refused.
+#[tokio::test]
+async fn read_and_clear_need_the_newest_shown_and_never_reach_past_the_last() {
+    let nats = NatsServer::start().await;
+    let (notify, _, _) = start(&nats).await;
+    let js = jetstream::new(nats.client().await);
+    publish_routed(&js, "inbox", &alert("u1", "First")).await;
+    let alice = login(&notify, "alice").await;
+    let page = alice.wait_messages(1, Duration::from_secs(20)).await;
+    let first = page["messages"][0]["seq"].as_u64().unwrap();
+
+    // An empty body, no content type: refused, nothing cleared.
+    let (status, body) = alice.post("/v1/messages/clear", None).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    let (status, body) = alice.post("/v1/messages/clear", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("up_to"), "{body}");
+    assert_eq!(alice.alert_ids().await, ["u1"]);
+
+    // Read "everything for ever": cut to the stream's last sequence.
+    let (status, read) = alice
+        .post("/v1/messages/read", Some(json!({"up_to": u64::MAX})))
+        .await;
+    assert_eq!((status, read), (StatusCode::OK, json!({"unread": 0})));
+    publish_routed(&js, "inbox", &alert("u2", "Second")).await;
+    let page = alice.wait_messages(2, Duration::from_secs(20)).await;
+    assert_eq!(page["unread"], 1, "a later message is unread: {page}");
+
+    // Clear what the page showed (u1): u2, which came after, stays.
+    let (status, cleared) = alice
+        .post("/v1/messages/clear", Some(json!({"up_to": first})))
+        .await;
+    assert_eq!((status, cleared), (StatusCode::OK, json!({"cleared": 1})));
+    assert_eq!(alice.alert_ids().await, ["u2"]);
+
+    // Cross-site: refused whatever the body.
+    let http = reqwest::Client::new();
+    let cookie = alice.cookie.clone().expect("a session cookie");
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let response = http
+            .post(format!("http://{}/v1/messages/clear", notify.http_addr))
+            .header("cookie", &cookie)
+            .header(name, value)
+            .json(&json!({"up_to": u64::MAX}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    // The same origin passes.
+    let response = http
+        .post(format!("http://{}/v1/messages/read", notify.http_addr))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{}", notify.http_addr))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"up_to": u64::MAX}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(alice.alert_ids().await, ["u2"]);
+    notify.stop().await.unwrap();
 }

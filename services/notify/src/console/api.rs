@@ -90,16 +90,13 @@ async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiEr
     }
 }
 
-/// A JSON body of type `T`; an empty body is `T::default()`. A body must say
-/// it is JSON: a page elsewhere cannot send that without the browser asking
-/// first, so no other site can post to the console in a user's name.
-fn body<T: for<'de> Deserialize<'de> + Default>(
-    headers: &HeaderMap,
-    bytes: &Bytes,
-) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
+/// The JSON body of a state-changing request, of type `T`. The request must
+/// come from the console's own origin (`Sec-Fetch-Site`, `Origin`, when the
+/// client sends them: browsers do) and say it is JSON, which a page
+/// elsewhere cannot do without the browser asking first; an empty body is
+/// refused like any other that is not `T`.
+fn body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, ApiError> {
+    same_origin(headers)?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -115,7 +112,36 @@ fn body<T: for<'de> Deserialize<'de> + Default>(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Refuses a request a browser says comes from another site: `Sec-Fetch-Site`
+/// other than `same-origin` (or `none`, typed by the user), or an `Origin`
+/// whose host is not the one the request was sent to.
+pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refused = || {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "a cross-site request is refused".into(),
+        ))
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
+            return refused();
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if authority.is_none() || authority != host {
+            return refused();
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     #[serde(default)]
@@ -181,7 +207,9 @@ fn dummy_hash() -> &'static str {
 async fn logout(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    bytes: Bytes,
 ) -> Result<Response, ApiError> {
+    let _: serde_json::Map<String, serde_json::Value> = body(&headers, &bytes)?;
     if let (Some(token), Some(backend)) = (session::token(&headers), console.backend()) {
         backend
             .sessions
@@ -224,18 +252,20 @@ async fn messages(
     Ok(Json(page).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `read` and `clear` act up to the newest message the page showed: a
+/// message that arrived since stays unread, and is not cleared unseen.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpTo {
-    up_to: Option<u64>,
+    up_to: u64,
 }
 
-/// `read` and `clear`: the session's user and the optional `up_to`.
+/// `read` and `clear`: the session's user and `up_to`.
 async fn marking(
     console: &Console,
     headers: &HeaderMap,
     bytes: &Bytes,
-) -> Result<(String, Option<u64>, Arc<Inbox>), ApiError> {
+) -> Result<(String, u64, Arc<Inbox>), ApiError> {
     let user = user_of(console, headers).await?;
     let UpTo { up_to } = body(headers, bytes)?;
     Ok((user, up_to, backend(console)?.inbox.clone()))

@@ -166,23 +166,23 @@ impl Inbox {
 
     /// Waits for the index, then resolves `up_to`: as given, or the
     /// stream's last sequence ("everything there is now").
-    async fn ready_up_to(&self, up_to: Option<u64>) -> Result<u64, StoreError> {
+    /// `up_to` once the store is ready, cut to the stream's last sequence:
+    /// no mark reaches a message that does not exist yet.
+    async fn ready_up_to(&self, up_to: u64) -> Result<u64, StoreError> {
         self.wait_ready().await?;
-        match up_to {
-            Some(s) => Ok(s),
-            None => Ok(self
-                .stream
-                .get_info()
-                .await
-                .map_err(nats)?
-                .state
-                .last_sequence),
-        }
+        let last = self
+            .stream
+            .get_info()
+            .await
+            .map_err(nats)?
+            .state
+            .last_sequence;
+        Ok(up_to.min(last))
     }
 
-    /// Marks `user`'s messages up to `up_to` (everything there is now, when
-    /// `None`) read; returns the unread count after.
-    pub async fn read(&self, user: &str, up_to: Option<u64>) -> Result<usize, StoreError> {
+    /// Marks `user`'s messages up to `up_to` read; returns the unread count
+    /// after.
+    pub async fn read(&self, user: &str, up_to: u64) -> Result<usize, StoreError> {
         let up_to = self.ready_up_to(up_to).await?;
         self.merge_marks(
             user,
@@ -195,9 +195,9 @@ impl Inbox {
         Ok(self.index().unread(user))
     }
 
-    /// Removes `user`'s messages up to `up_to` (everything there is now,
-    /// when `None`) from the stream for good; returns how many went.
-    pub async fn clear(&self, user: &str, up_to: Option<u64>) -> Result<u64, StoreError> {
+    /// Removes `user`'s messages up to `up_to` from the stream for good;
+    /// returns how many went.
+    pub async fn clear(&self, user: &str, up_to: u64) -> Result<u64, StoreError> {
         let up_to = self.ready_up_to(up_to).await?;
         // The mark first: every replica hides the messages at once, and a
         // purge interrupted here is finished by the next clear.

@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const PAGE = 50;
   const POLL_MS = 2000;
-  const state = { user: null, unread: 0, open: false, source: null, poll: null, oldest: null };
+  const state = { user: null, unread: 0, open: false, source: null, poll: null, oldest: null, newest: null };
 
   class LoggedOut extends Error {}
 
@@ -88,7 +88,11 @@
 
   function render(page, append) {
     const list = $('list');
-    if (!append) list.replaceChildren();
+    if (!append) {
+      list.replaceChildren();
+      // The newest message shown: what "clear" clears up to.
+      state.newest = page.messages.length ? page.messages[0].seq : null;
+    }
     for (const m of page.messages) list.append(messageItem(m));
     state.oldest = page.next_before || null;
     $('more').hidden = !page.next_before;
@@ -131,7 +135,8 @@
   }
 
   async function clearAll() {
-    await api('POST', '/v1/messages/clear', {});
+    if (state.newest === null) return;
+    await api('POST', '/v1/messages/clear', { up_to: state.newest });
     await refresh();
   }
 
@@ -212,7 +217,7 @@
   }
 
   async function logout() {
-    await api('POST', '/v1/logout').catch(() => {});
+    await api('POST', '/v1/logout', {}).catch(() => {});
     showLogin();
   }
 
