@@ -53,7 +53,7 @@ const BENCH_OUT: &str = "BENCH_OUT";
 const BENCH_OUT_SUBJECT: &str = "bench.out";
 const BENCH_DECIDED: &str = "BENCH_DECIDED";
 const BENCH_DECIDED_SUBJECT: &str = "bench.decided";
-const TOKEN: &str = "bench";
+const TOKEN: &str = "bench-token-0123456789abcdef";
 const INGEST: &str = "[ingest]\nhttp_listen = \"127.0.0.1:0\"\npartitions = 4\n";
 
 struct Args {

@@ -36,7 +36,7 @@ use talon_proto::names::{
 use talon_tests::receiver::Receiver;
 use talon_tests::*;
 
-const TOKEN: &str = "chaos-token";
+const TOKEN: &str = "chaos-token-0123456789abcdef";
 const USER: &str = "alice";
 const USER_PASSWORD: &str = "alice-secret";
 const MAX_IN_FLIGHT: usize = 8;

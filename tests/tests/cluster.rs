@@ -83,6 +83,8 @@ async fn a_node_killed_mid_run_loses_no_acknowledged_alert() {
         ("TALON_NATS_URL", url.as_str()),
         ("SIEM_WEBHOOK_URL", siem.as_str()),
         ("SIEM_SIGNING_SECRET", "cluster-secret"),
+        // .env.example's token is an example value, which ingest refuses.
+        ("TALON_INGEST_TOKENS", "cluster-token-0123456789abcdef"),
     ]);
     let mut suite = Suite::start(&config, &env, 2, "siem").await;
     let suite_up = begun.elapsed();

@@ -12,8 +12,12 @@ use talon_tests::*;
 
 const INGEST: &str = "[ingest]\nhttp_listen = \"127.0.0.1:0\"\nmax_body_bytes = 2048\n";
 
+/// Two tokens of at least 24 characters (ingest refuses shorter ones).
+const TOK_A: &str = "tok-a-0123456789abcdef01234";
+const TOK_B: &str = "tok-b-0123456789abcdef01234";
+
 fn env() -> Env {
-    Env::default().with("TALON_INGEST_TOKENS", "tok-a, tok-b")
+    Env::default().with("TALON_INGEST_TOKENS", &format!("{TOK_A}, {TOK_B}"))
 }
 
 struct Edge {
@@ -96,13 +100,13 @@ async fn refusals_401_413_415() {
         (status, body["error"].as_str().unwrap()),
         (401, "invalid bearer token")
     );
-    let (status, body) = edge.post(Some("tok-a"), "text/plain", ROW).await;
+    let (status, body) = edge.post(Some(TOK_A), "text/plain", ROW).await;
     assert_eq!(status, 415, "{body}");
-    let (status, _) = edge.post(Some("tok-a"), "application/xml", ROW).await;
+    let (status, _) = edge.post(Some(TOK_A), "application/xml", ROW).await;
     assert_eq!(status, 415);
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(3000));
     let (status, body) = edge
-        .post(Some("tok-a"), "application/json", big.clone())
+        .post(Some(TOK_A), "application/json", big.clone())
         .await;
     assert_eq!(status, 413, "{body}");
     assert!(body["error"].as_str().unwrap().contains("2048"));
@@ -110,7 +114,7 @@ async fn refusals_401_413_415() {
     let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(big.into_bytes())]);
     let (status, _) = edge
         .post(
-            Some("tok-a"),
+            Some(TOK_A),
             "application/json",
             reqwest::Body::wrap_stream(stream),
         )
@@ -156,7 +160,7 @@ async fn a_mixed_array_and_ndjson_answer_per_item_and_dead_letter_the_bad_ones()
 
     let array = json!([{"name": "one"}, {"name": ""}, 7, {"name": "two", "dedup": 60}, {"name": "x", "event_data": []}]);
     let (status, body) = edge
-        .post(Some("tok-a"), "application/json", array.to_string())
+        .post(Some(TOK_A), "application/json", array.to_string())
         .await;
     assert_eq!(status, 202, "{body}");
     let accepted: Vec<u64> = body["accepted"]
@@ -180,15 +184,13 @@ async fn a_mixed_array_and_ndjson_answer_per_item_and_dead_letter_the_bad_ones()
         .contains("event_data"));
 
     let ndjson = "{\"name\":\"three\"}\n\nnot json\n{\"name\":\"four\"}\n";
-    let (status, body) = edge
-        .post(Some("tok-a"), "application/x-ndjson", ndjson)
-        .await;
+    let (status, body) = edge.post(Some(TOK_A), "application/x-ndjson", ndjson).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"].as_array().unwrap().len(), 2);
     assert_eq!(body["rejected"][0]["index"], 1);
 
     // All bad: 400, still dead-lettered.
-    let (status, body) = edge.post(Some("tok-a"), "application/json", "{oops").await;
+    let (status, body) = edge.post(Some(TOK_A), "application/json", "{oops").await;
     assert_eq!(status, 400, "{body}");
     assert!(body["rejected"][0]["reason"]
         .as_str()
@@ -246,14 +248,14 @@ async fn more_items_than_max_items_is_413_before_any_is_looked_at() {
     let edge = Edge::new(&ingest);
     let js = jetstream::new(nats.client().await);
     let four = json!([{"name": "a"}, {"name": "b"}, {"name": ""}, {"name": "d"}]).to_string();
-    let (status, body) = edge.post(Some("tok-a"), "application/json", four).await;
+    let (status, body) = edge.post(Some(TOK_A), "application/json", four).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"], "the body holds 4 alerts, over max_items (3)");
     let nd = "{\"name\":\"a\"}\n{\"name\":\"b\"}\n\n{\"name\":\"c\"}\n{\"name\":\"d\"}\n";
-    let (status, _) = edge.post(Some("tok-a"), "application/x-ndjson", nd).await;
+    let (status, _) = edge.post(Some(TOK_A), "application/x-ndjson", nd).await;
     assert_eq!(status, 413);
     let three = json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]).to_string();
-    let (status, body) = edge.post(Some("tok-a"), "application/json", three).await;
+    let (status, body) = edge.post(Some(TOK_A), "application/json", three).await;
     assert_eq!(status, 202, "{body}");
     wait_for_messages(&js, STREAM_ACCEPTED, 3, Duration::from_secs(10))
         .await
@@ -276,13 +278,13 @@ async fn nats_down_is_503_then_202_once_it_is_back() {
     let mut nats = NatsServer::start().await;
     let ingest = start_ingest(&nats, INGEST, env()).await;
     let edge = Edge::new(&ingest);
-    let (status, _) = edge.post(Some("tok-a"), "application/json", ROW).await;
+    let (status, _) = edge.post(Some(TOK_A), "application/json", ROW).await;
     assert_eq!(status, 202);
 
     nats.kill();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = edge.post(Some("tok-a"), "application/json", ROW).await;
+        let (status, body) = edge.post(Some(TOK_A), "application/json", ROW).await;
         if status == 503 {
             assert!(body["error"].as_str().unwrap().contains("NATS"), "{body}");
             break;
@@ -297,7 +299,7 @@ async fn nats_down_is_503_then_202_once_it_is_back() {
     nats.restart().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let seq = loop {
-        let (status, body) = edge.post(Some("tok-a"), "application/json", ROW).await;
+        let (status, body) = edge.post(Some(TOK_A), "application/json", ROW).await;
         if status == 202 {
             break body["accepted"][0]["seq"].as_u64().unwrap();
         }

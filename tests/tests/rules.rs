@@ -41,8 +41,10 @@ fn example_rules() -> String {
     rules
 }
 
+const TOKEN: &str = "rules-token-0123456789abcdef";
+
 fn env() -> Env {
-    Env::default().with("TALON_INGEST_TOKENS", "tok")
+    Env::default().with("TALON_INGEST_TOKENS", TOKEN)
 }
 
 /// nats-server, the inventory, ingest with the example rules and a dedup.
@@ -362,7 +364,7 @@ async fn rows_by_http_and_by_talonctl_reach_the_rules() {
         {"FileName": "/http", "ClientId": "C.2"}
     ])
     .to_string();
-    let (status, body) = post(HONEY, Some("tok"), "application/json", rows.clone()).await;
+    let (status, body) = post(HONEY, Some(TOKEN), "application/json", rows.clone()).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"].as_array().unwrap().len(), 2);
     assert_eq!(body["accepted"][1]["index"], 2);
@@ -371,23 +373,23 @@ async fn rows_by_http_and_by_talonctl_reach_the_rules() {
         json!([{"index": 1, "reason": "a monitoring row must be a JSON object, got a number"}])
     );
     // The same request again (a client retrying): JetStream keeps one copy.
-    let (status, _) = post(HONEY, Some("tok"), "application/json", rows).await;
+    let (status, _) = post(HONEY, Some(TOKEN), "application/json", rows).await;
     assert_eq!(status, 202);
     assert_eq!(stream_messages(&s.js, STREAM_MONITORING).await, 2);
 
     let (status, _) = post(HONEY, None, "application/json", "{}".into()).await;
     assert_eq!(status, 401);
-    let (status, _) = post(HONEY, Some("tok"), "text/plain", "{}".into()).await;
+    let (status, _) = post(HONEY, Some(TOKEN), "text/plain", "{}".into()).await;
     assert_eq!(status, 415);
     for bad in ["Linux..Honeyfiles", "Linux.*", "Linux.%3E"] {
-        let (status, body) = post(bad, Some("tok"), "application/json", "{}".into()).await;
+        let (status, body) = post(bad, Some(TOKEN), "application/json", "{}".into()).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["error"]
             .as_str()
             .unwrap()
             .contains("not an artifact name"));
     }
-    let (status, body) = post(HONEY, Some("tok"), "application/x-ndjson", "\n".into()).await;
+    let (status, body) = post(HONEY, Some(TOKEN), "application/x-ndjson", "\n".into()).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("the body holds no rows"))

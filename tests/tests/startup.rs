@@ -154,3 +154,50 @@ async fn json_logs_and_sigterm_exit_zero() {
         "{lines:#?}"
     );
 }
+
+/// ingest refuses at start a token under 24 characters and the example
+/// value of `.env.example`, naming the key; a good token starts it.
+#[tokio::test]
+async fn short_and_example_ingest_tokens_stop_it_at_start() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("talon.toml");
+    std::fs::write(
+        &path,
+        test_config_text(&nats, "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let example = talon_tests::deploy::env_file(&talon_tests::deploy::read(".env.example"))
+        .into_iter()
+        .find(|(k, _)| k == "TALON_INGEST_TOKENS")
+        .map(|(_, v)| v)
+        .expect(".env.example has TALON_INGEST_TOKENS");
+    for (tokens, why) in [
+        ("short-token", "shorter than 24 characters"),
+        (example.as_str(), "example value"),
+        (
+            "a-good-token-0123456789abcdef, dev-token",
+            "token 2 of $TALON_INGEST_TOKENS",
+        ),
+    ] {
+        let mut ingest =
+            ServiceProcess::spawn("talon-ingest", &path, &[("TALON_INGEST_TOKENS", tokens)]);
+        let status = ingest
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{tokens:?} was accepted"));
+        assert_ne!(status.code(), Some(0));
+        let log = ingest.stderr_lines().join("\n");
+        assert!(log.contains("ingest.tokens_env"), "{log}");
+        assert!(log.contains(why), "{why}: {log}");
+        assert!(
+            !log.contains(tokens),
+            "the token itself is never logged: {log}"
+        );
+    }
+    let mut ingest = ServiceProcess::spawn(
+        "talon-ingest",
+        &path,
+        &[("TALON_INGEST_TOKENS", "a-good-token-0123456789abcdef")],
+    );
+    ingest.ready_addr(Duration::from_secs(60)).await;
+}

@@ -45,7 +45,7 @@ pub async fn start(
     let health = Health::new(client.clone(), registry);
     let js = talon_kit::nats::jetstream(client.clone());
 
-    let tokens = config.ingest.tokens(env);
+    let tokens = config.ingest.checked_tokens(env)?;
     if tokens.is_empty() {
         tracing::warn!(
             tokens_env = %config.ingest.tokens_env,

@@ -6,6 +6,9 @@ use super::check;
 use super::locate::{KeyPath, Source};
 use super::{ConfigError, Env};
 
+/// The shortest bearer token ingest accepts.
+pub const MIN_TOKEN_CHARS: usize = 24;
+
 /// `[ingest]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +50,28 @@ impl IngestConfig {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The tokens, checked for ingest's start: each at least
+    /// [`MIN_TOKEN_CHARS`] characters and none an example value (anything
+    /// holding `change-me`, or the old `dev-token`). None at all is allowed:
+    /// every request is then refused.
+    pub fn checked_tokens(&self, env: &Env) -> Result<Vec<String>, ConfigError> {
+        let tokens = self.tokens(env);
+        for (i, token) in tokens.iter().enumerate() {
+            let why = if token.contains("change-me") || token == "dev-token" {
+                "is the example value: make one with `openssl rand -hex 24`"
+            } else if token.chars().count() < MIN_TOKEN_CHARS {
+                "is shorter than 24 characters: make one with `openssl rand -hex 24`"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::new(
+                "ingest.tokens_env",
+                format!("token {} of ${} {why}", i + 1, self.tokens_env),
+            ));
+        }
+        Ok(tokens)
     }
 
     pub(super) fn validate(&self, src: &Source<'_>) -> Result<(), ConfigError> {
