@@ -703,15 +703,19 @@ pub async fn start_ingest(nats: &NatsServer, extra: &str, env: talon_kit::Env) -
     .await
 }
 
-/// A dedup started in-process against `nats` with the given config text.
+/// The bearer token of dedup's `/v1/windows` in tests (`TALON_DEDUP_TOKENS`).
+pub const DEDUP_TOKEN: &str = "dedup-token-0123456789abcdef";
+
+/// A dedup started in-process against `nats` with the given config text,
+/// its API token [`DEDUP_TOKEN`].
 pub async fn start_dedup(nats: &NatsServer, extra: &str) -> InProcess {
     start_in_process(
         nats,
         extra,
-        Default::default(),
+        talon_kit::Env::default().with("TALON_DEDUP_TOKENS", DEDUP_TOKEN),
         "talon-dedup",
-        |config, _, client, shutdown| async move {
-            let r = talon_dedup::start(config, client, shutdown).await?;
+        |config, env, client, shutdown| async move {
+            let r = talon_dedup::start(config, &env, client, shutdown).await?;
             Ok((r.http_addr, r.task))
         },
     )

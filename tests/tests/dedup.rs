@@ -310,6 +310,7 @@ async fn two_partitions_two_replicas_each_key_in_exactly_one() {
     for (replica, addr) in [(0u32, a.http_addr), (1, b.http_addr)] {
         let list: serde_json::Value = http
             .get(format!("http://{addr}/v1/windows?all=true&limit=1000"))
+            .bearer_auth(DEDUP_TOKEN)
             .send()
             .await
             .unwrap()
@@ -365,7 +366,7 @@ async fn the_api_lists_pages_and_forgets() {
     let base = format!("http://{}/v1/windows", dedup.http_addr);
     let http = reqwest::Client::new();
     let get = |q: &str| {
-        let req = http.get(format!("{base}?{q}"));
+        let req = http.get(format!("{base}?{q}")).bearer_auth(DEDUP_TOKEN);
         async move {
             req.send()
                 .await
@@ -396,8 +397,30 @@ async fn the_api_lists_pages_and_forgets() {
     );
     assert_eq!(keys(&get("all=true").await).len(), 5);
 
+    // Without the API's token: 401, and nothing is forgotten.
+    for (token, what) in [
+        (None, "no token"),
+        (Some("wrong-token-0123456789abcdef"), "a wrong one"),
+    ] {
+        let mut req = http.delete(format!("{base}?key=web-2"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(
+            req.send().await.unwrap().status(),
+            401,
+            "DELETE with {what}"
+        );
+        let mut req = http.get(format!("{base}?all=true"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 401, "GET with {what}");
+    }
+    assert_eq!(keys(&get("all=true").await).len(), 5, "nothing forgotten");
     let forgot: serde_json::Value = http
         .delete(format!("{base}?key=web-2"))
+        .bearer_auth(DEDUP_TOKEN)
         .send()
         .await
         .unwrap()

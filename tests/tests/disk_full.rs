@@ -73,7 +73,8 @@ async fn dedup_stops_on_a_full_disk_and_after_room_is_made_loses_and_doubles_not
     let js = jetstream::new(nats.client().await);
     talon_kit::streams::ensure_all(&js, 1).await.unwrap();
 
-    let mut dedup = ServiceProcess::spawn("talon-dedup", &config, &[]);
+    let env = [("TALON_DEDUP_TOKENS", DEDUP_TOKEN)];
+    let mut dedup = ServiceProcess::spawn("talon-dedup", &config, &env);
     dedup.ready_addr(Duration::from_secs(60)).await;
 
     // Every name twice: the second copy of each is suppressed and counted.
@@ -133,7 +134,7 @@ async fn dedup_stops_on_a_full_disk_and_after_room_is_made_loses_and_doubles_not
 
     // Room again; the supervisor's restart.
     fs.resize("256m");
-    let mut dedup = ServiceProcess::spawn("talon-dedup", &config, &[]);
+    let mut dedup = ServiceProcess::spawn("talon-dedup", &config, &env);
     let addr = dedup.ready_addr(Duration::from_secs(60)).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while stream_messages(&js, "ACCEPTED").await > 0 {
@@ -153,13 +154,15 @@ async fn dedup_stops_on_a_full_disk_and_after_room_is_made_loses_and_doubles_not
         per_name.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
     );
     // Every second copy counted once, in its name's window.
-    let windows: serde_json::Value =
-        reqwest::get(format!("http://{addr}/v1/windows?all=true&limit=10000"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let windows: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/windows?all=true&limit=10000"))
+        .bearer_auth(DEDUP_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let counts: Vec<u64> = windows["windows"]
         .as_array()
         .expect("windows")

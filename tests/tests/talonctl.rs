@@ -217,7 +217,7 @@ async fn dedup_list_and_forget_through_a_replica() {
         let (code, out, err) = run_binary(
             "talonctl",
             &["dedup", "list", "--url", &url, "--prefix", "Honey"],
-            &[],
+            &[("TALON_DEDUP_TOKENS", DEDUP_TOKEN)],
         );
         assert_eq!(code, 0, "{err}");
         if out.lines().count() == 2 {
@@ -237,7 +237,7 @@ async fn dedup_list_and_forget_through_a_replica() {
     let (_, out, _) = run_binary(
         "talonctl",
         &["dedup", "list", "--url", &url, "--limit", "1", "--json"],
-        &[],
+        &[("TALON_DEDUP_TOKEN", DEDUP_TOKEN)],
     );
     assert_eq!(out.lines().count(), 1, "{out}");
     let w: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -245,19 +245,43 @@ async fn dedup_list_and_forget_through_a_replica() {
 
     let (code, out, err) = run_binary(
         "talonctl",
-        &["dedup", "forget", "Sigma hit", "--url", &url],
+        &[
+            "dedup",
+            "forget",
+            "Sigma hit",
+            "--url",
+            &url,
+            "--token",
+            DEDUP_TOKEN,
+        ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "forgot \"Sigma hit\"");
-    let (_, out, _) = run_binary("talonctl", &["dedup", "list", "--url", &url], &[]);
+    let (_, out, _) = run_binary(
+        "talonctl",
+        &["dedup", "list", "--url", &url],
+        &[("TALON_DEDUP_TOKENS", DEDUP_TOKEN)],
+    );
     assert!(!out.contains("Sigma hit"), "{out}");
     let (code, out, _) = run_binary(
         "talonctl",
-        &["dedup", "forget", "Sigma hit", "--url", &url],
+        &[
+            "dedup",
+            "forget",
+            "Sigma hit",
+            "--url",
+            &url,
+            "--token",
+            DEDUP_TOKEN,
+        ],
         &[],
     );
     assert_eq!((code, out.trim()), (0, "\"Sigma hit\" had no window"));
+    // Without a token the API refuses, and talonctl says so.
+    let (code, _, err) = run_binary("talonctl", &["dedup", "list", "--url", &url], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("401"), "{err}");
     dedup.stop().await.unwrap();
 }
 

@@ -94,6 +94,9 @@ enum Command {
         /// The replica's address; default: `[dedup].http_listen` of the config.
         #[arg(long, global = true)]
         url: Option<String>,
+        /// The API's bearer token; default: the first of `[dedup].tokens_env`.
+        #[arg(long, global = true, env = "TALON_DEDUP_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[command(subcommand)]
         command: DedupCommand,
     },
@@ -193,9 +196,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = load_config(&cli, &env)?;
-    if let Command::Dedup { url, command } = &cli.command {
+    if let Command::Dedup {
+        url,
+        token,
+        command,
+    } = &cli.command
+    {
         let base = dedup_base(url.as_deref(), &config);
-        return dedup(&base, command).await;
+        let token = token
+            .clone()
+            .or_else(|| {
+                talon_kit::config::split_tokens(&env, &config.dedup.tokens_env)
+                    .into_iter()
+                    .next()
+            })
+            .unwrap_or_default();
+        return dedup(&base, &token, command).await;
     }
     let client = connect(&config, &env).await?;
     let js = nats::jetstream(client.clone());
@@ -364,7 +380,7 @@ fn dedup_base(url: Option<&str>, config: &Config) -> String {
     }
 }
 
-async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
+async fn dedup(base: &str, token: &str, command: &DedupCommand) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let answer = |resp: reqwest::Response| async move {
         let status = resp.status();
@@ -403,6 +419,7 @@ async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
                 }
                 let resp = http
                     .get(base)
+                    .bearer_auth(token)
                     .query(&query)
                     .send()
                     .await
@@ -438,6 +455,7 @@ async fn dedup(base: &str, command: &DedupCommand) -> anyhow::Result<()> {
         DedupCommand::Forget { key } => {
             let resp = http
                 .delete(base)
+                .bearer_auth(token)
                 .query(&[("key", key)])
                 .send()
                 .await

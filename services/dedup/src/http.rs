@@ -2,13 +2,13 @@
 //! `GET /v1/windows?prefix=&after=&limit=&all=` lists windows (live ones
 //! unless `all=true`), in key order, paged by `next`;
 //! `DELETE /v1/windows?key=K` forgets a key, so its next alert opens a new
-//! window.
+//! window. Both need `Authorization: Bearer <a token of [dedup].tokens_env>`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,6 +32,24 @@ pub struct Api {
     pub partitions: Arc<BTreeMap<u32, Owned>>,
     /// `[ingest].partitions`: how keys are spread.
     pub total_partitions: u32,
+    /// `[dedup].tokens_env`'s bearer tokens.
+    pub tokens: Arc<Vec<String>>,
+}
+
+/// Windows one list request looks at, at most, in each partition (ended
+/// ones skipped count too): a request is bounded however many windows
+/// there are.
+pub const MAX_SCAN: usize = 100_000;
+
+/// The 401 of a request without a valid token.
+fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
+    if talon_kit::http::bearer_ok(headers, &api.tokens) {
+        return None;
+    }
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "Authorization: Bearer <a token of [dedup].tokens_env> is required",
+    ))
 }
 
 pub fn routes(api: Api) -> Router {
@@ -76,23 +94,42 @@ fn error(status: StatusCode, reason: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
 }
 
-async fn list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+async fn list(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    if let Some(refusal) = unauthorized(&api, &headers) {
+        return refusal;
+    }
+    // sled reads block: off the async runtime.
+    match tokio::task::spawn_blocking(move || list_windows(&api, &q)).await {
+        Ok(response) => response,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The page `q` asks for: up to `limit` windows in key order across the
+/// owned partitions, each partition looked at for at most [`MAX_SCAN`]
+/// windows; `next` says where to go on (also when the scan stopped short).
+fn list_windows(api: &Api, q: &ListQuery) -> Response {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let now_ms = Utc::now().timestamp_millis();
     let mut views = Vec::new();
+    // The smallest key a partition's scan stopped at, when one stopped
+    // before running out.
+    let mut cut_short: Option<String> = None;
     for (partition, owned) in api.partitions.iter() {
         // Page through this partition until `limit` matching windows (live
-        // ones unless `all`) are found or it runs out.
+        // ones unless `all`) are found, it runs out, or MAX_SCAN were seen.
         let mut after = q.after.clone();
         // One more than a page, to know whether there is a next one.
         let want = limit + 1;
         let mut found = 0;
+        let mut scanned = 0;
         loop {
             let page = match owned.store.list(&q.prefix, after.as_deref(), want) {
                 Ok(p) => p,
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             };
             let exhausted = page.len() < want;
+            scanned += page.len();
             after = page.last().map(|(k, _)| k.clone());
             for (key, w) in page {
                 let live = w.end_ms > now_ms;
@@ -112,14 +149,26 @@ async fn list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
             if exhausted || found >= want {
                 break;
             }
+            if scanned >= MAX_SCAN {
+                if let Some(at) = after.take() {
+                    if cut_short.as_ref().is_none_or(|c| at < *c) {
+                        cut_short = Some(at);
+                    }
+                }
+                break;
+            }
         }
     }
     views.sort_by(|a, b| a.key.cmp(&b.key));
+    // Past the point a partition stopped at, the page may miss windows.
+    if let Some(cut) = &cut_short {
+        views.retain(|v| v.key <= *cut);
+    }
     let next = if views.len() > limit {
         views.truncate(limit);
         views.last().map(|v| v.key.clone())
     } else {
-        None
+        cut_short
     };
     Json(ListAnswer {
         windows: views,
@@ -133,7 +182,14 @@ pub struct ForgetQuery {
     pub key: String,
 }
 
-async fn forget(State(api): State<Api>, Query(q): Query<ForgetQuery>) -> Response {
+async fn forget(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(q): Query<ForgetQuery>,
+) -> Response {
+    if let Some(refusal) = unauthorized(&api, &headers) {
+        return refusal;
+    }
     let partition = talon_proto::partition_of(&q.key, api.total_partitions);
     let Some(owned) = api.partitions.get(&partition) else {
         return error(

@@ -36,10 +36,18 @@ pub struct Running {
 /// one loop per partition until `shutdown` fires.
 pub async fn start(
     config: Config,
+    env: &talon_kit::Env,
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     let dedup = &config.dedup;
+    let tokens = dedup.checked_tokens(env)?;
+    if tokens.is_empty() {
+        tracing::warn!(
+            tokens_env = %dedup.tokens_env,
+            "no dedup API tokens configured: every /v1/windows request will be refused with 401"
+        );
+    }
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
     let health = Health::new(client.clone(), registry);
@@ -77,6 +85,7 @@ pub async fn start(
     let api = http::Api {
         partitions: Arc::new(owned),
         total_partitions: config.ingest.partitions,
+        tokens: Arc::new(tokens),
     };
     let router = http::routes(api).merge(talon_kit::http::health_routes(health.clone()));
     let (listener, http_addr) = talon_kit::http::bind(&dedup.http_listen)
@@ -140,8 +149,9 @@ async fn watch_readiness(
 
 pub async fn run(
     config: Config,
+    env: &talon_kit::Env,
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    start(config, client, shutdown).await?.task.await?
+    start(config, env, client, shutdown).await?.task.await?
 }

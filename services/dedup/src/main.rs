@@ -12,5 +12,5 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let boot = Args::parse().service.boot("talon-dedup").await?;
-    talon_dedup::run(boot.config, boot.client, boot.shutdown).await
+    talon_dedup::run(boot.config, &boot.env, boot.client, boot.shutdown).await
 }

@@ -35,7 +35,7 @@ pub use channels::{
 pub use dedup::{DedupConfig, DedupOverride};
 pub use enrich::{EnrichConfig, SeverityTransform};
 pub use error::ConfigError;
-pub use ingest::IngestConfig;
+pub use ingest::{check_tokens, split_tokens, IngestConfig, MIN_TOKEN_CHARS};
 pub use nats::{NatsConfig, DEFAULT_DLQ_MAX_BYTES, DEFAULT_NATS_URL, NATS_URL_ENV};
 pub use notify::{NotifyConfig, UserConfig};
 pub use rules::{RuleAlert, RuleConfig};

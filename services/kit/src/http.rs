@@ -119,6 +119,28 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     }
 }
 
+/// Is the request's `Authorization: Bearer <token>` one of `tokens`? Each is
+/// compared in constant time, so a wrong token's timing says nothing of the
+/// right one. No tokens: nothing is authorized.
+pub fn bearer_ok(headers: &axum::http::HeaderMap, tokens: &[String]) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    tokens
+        .iter()
+        .fold(false, |ok, t| ok | same(t.as_bytes(), given.as_bytes()))
+}
+
+/// Constant-time equality (for equal lengths).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Binds `addr` (`127.0.0.1:0` picks a free port).
 pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr).await?;

@@ -15,6 +15,9 @@ use super::ConfigError;
 pub struct DedupConfig {
     /// Address of the HTTP API (`talonctl dedup`, health, metrics).
     pub http_listen: String,
+    /// Environment variable holding the comma-separated bearer tokens of
+    /// `/v1/windows`; unset or empty: every request to it is refused.
+    pub tokens_env: String,
     /// Directory of the sled databases, one per owned partition.
     pub data_dir: PathBuf,
     /// Window, in seconds, for alerts that ask for the default (dedup 0 or unset).
@@ -44,6 +47,7 @@ impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
             http_listen: "127.0.0.1:8471".to_owned(),
+            tokens_env: "TALON_DEDUP_TOKENS".to_owned(),
             data_dir: PathBuf::from("/var/lib/talon/dedup"),
             default_seconds: 7200,
             max_seconds: 86_400,
@@ -55,6 +59,16 @@ impl Default for DedupConfig {
 }
 
 impl DedupConfig {
+    /// The `/v1/windows` tokens, checked as ingest's are (at least 24
+    /// characters, no example value).
+    pub fn checked_tokens(&self, env: &super::Env) -> Result<Vec<String>, ConfigError> {
+        super::ingest::check_tokens(
+            "dedup.tokens_env",
+            &self.tokens_env,
+            super::ingest::split_tokens(env, &self.tokens_env),
+        )
+    }
+
     pub(super) fn validate(
         &self,
         src: &Source<'_>,

@@ -620,3 +620,31 @@ fn error_display_is_one_line() {
         assert_eq!(error.to_string(), *expected);
     }
 }
+
+#[test]
+fn tokens_are_checked_for_length_and_example_values() {
+    let check = |value: &str| {
+        let env = Env::default().with("TOKENS", value);
+        check_tokens("x.tokens_env", "TOKENS", split_tokens(&env, "TOKENS"))
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(check(""), Ok(vec![]));
+    assert_eq!(check(" , "), Ok(vec![]));
+    let good = "0123456789abcdef01234567";
+    assert_eq!(check(good), Ok(vec![good.to_owned()]));
+    let short = check("0123456789abcdef0123456").unwrap_err();
+    assert!(
+        short.contains("x.tokens_env") && short.contains("token 1 of $TOKENS is shorter than 24"),
+        "{short}"
+    );
+    let example = check(&format!("{good},change-me-but-long-enough-to-pass")).unwrap_err();
+    assert!(
+        example.contains("token 2 of $TOKENS is the example value"),
+        "{example}"
+    );
+    assert!(
+        !example.contains("change-me-but"),
+        "the token is never shown: {example}"
+    );
+    assert!(check("dev-token").is_err());
+}
