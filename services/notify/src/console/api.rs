@@ -28,6 +28,9 @@ pub const PAGE_MAX: usize = 200;
 /// How often an open event stream checks that its session still lives.
 const SESSION_RECHECK: Duration = Duration::from_secs(30);
 
+/// The largest body a console request may have.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
 pub fn routes(console: Arc<Console>) -> Router {
     Router::new()
         .route("/v1/login", post(login))
@@ -37,6 +40,9 @@ pub fn routes(console: Arc<Console>) -> Router {
         .route("/v1/messages/read", post(read))
         .route("/v1/messages/clear", post(clear))
         .route("/v1/events", get(events))
+        // Logins and marks are a few bytes: nothing bigger is read, before
+        // or after authentication.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(console)
 }
 
