@@ -85,3 +85,92 @@ async fn a_console_request_has_no_large_body() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     notify.stop().await.unwrap();
 }
+
+/// A login from the given loopback address.
+async fn login_from(
+    addr: std::net::SocketAddr,
+    from: [u8; 4],
+    name: &str,
+    password: &str,
+) -> (StatusCode, Option<String>) {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("http://{addr}/v1/login"))
+        .json(&serde_json::json!({"name": name, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (response.status(), retry_after)
+}
+
+/// 300 wrong logins from one address are answered 429 with `Retry-After`
+/// once a few have failed, without a password check; alice still logs in
+/// from another address at once. A name that keeps failing from many
+/// addresses is held back too. A full password-check queue answers 429 at
+/// once rather than queueing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_held_back_per_address_and_per_name() {
+    let nats = NatsServer::start().await;
+    let (users, env) = talon_tests::console::notify_users("127.0.0.1:0");
+    let notify = start_notify(&nats, &users, env).await;
+    let addr = notify.http_addr;
+
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..300 {
+        match login_from(addr, [127, 0, 0, 1], &format!("spray-{i}"), "guess").await {
+            (StatusCode::UNAUTHORIZED, _) => refused += 1,
+            (StatusCode::TOO_MANY_REQUESTS, Some(wait)) => {
+                assert!(wait.parse::<u64>().unwrap() >= 1, "{wait}");
+                limited += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    println!("300 wrong logins from one address: {refused} refused, {limited} held back");
+    assert!(refused >= 5, "the first few are checked: {refused}");
+    assert!(limited >= 250, "then held back: {limited}");
+
+    let started = Instant::now();
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        login_from(addr, [127, 0, 0, 2], "alice", "alice-secret"),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(status, StatusCode::OK, "alice from another address");
+    println!(
+        "alice's login beside the held-back address took {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
+    // bob's name, failing from six addresses, is held back from a seventh,
+    // even with the right password.
+    for last in 3..=8 {
+        let (status, _) = login_from(addr, [127, 0, 0, last], "bob", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, wait) = login_from(addr, [127, 0, 0, 9], "bob", "bob-secret").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(wait.is_some());
+
+    // Twenty logins at once, from twenty addresses: four password checks
+    // run, the others are told to come back.
+    let logins = (0..20u8).map(|i| login_from(addr, [127, 0, 1, i + 1], "carol", "carol-secret"));
+    let answers = futures::future::join_all(logins).await;
+    let busy = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    println!("20 logins at once: {ok} checked, {busy} told to come back");
+    assert!(ok >= 1 && busy >= 1 && ok + busy == 20, "{answers:?}");
+    notify.stop().await.unwrap();
+}

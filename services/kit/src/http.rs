@@ -202,10 +202,10 @@ pub async fn serve_with(
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, say: wait, not spin.
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -218,7 +218,12 @@ pub async fn serve_with(
             tracing::debug!("connection limit reached; a connection closed");
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // The client's address, for handlers that limit by it.
+        let service = hyper_util::service::TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)

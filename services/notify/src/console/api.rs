@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -156,19 +156,43 @@ struct LoginBody {
     password: String,
 }
 
+/// 429 with `Retry-After` (whole seconds, at least 1).
+fn too_many(wait: Duration, reason: &str) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.max(1).to_string())],
+        Json(json!({ "error": reason })),
+    )
+        .into_response()
+}
+
 async fn login(
     State(console): State<Arc<Console>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let LoginBody { name, password } = body(&headers, &bytes)?;
+    let addr = peer.ip();
+    let limits = &console.login_limits;
+    if let Some(wait) = limits.blocked(&name, addr, std::time::Instant::now()) {
+        console.logins.with_label_values(&["limited"]).inc();
+        return Ok(too_many(
+            wait,
+            "too many failed logins: wait before trying again",
+        ));
+    }
     let hash = console.users.get(&name).cloned().flatten();
-    // Each check takes tens of milliseconds and 19 MiB: a few at a time.
-    let _slot = console
-        .password_checks
-        .acquire()
-        .await
-        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
+    // Each check takes tens of milliseconds and 19 MiB: a few at a time,
+    // and none waits in a queue behind them.
+    let Ok(_slot) = console.password_checks.try_acquire() else {
+        console.logins.with_label_values(&["busy"]).inc();
+        return Ok(too_many(
+            Duration::from_secs(1),
+            "too many logins at once: try again",
+        ));
+    };
     let ok = tokio::task::spawn_blocking(move || match hash {
         Some(h) => talon_kit::password::verify(&h, &password),
         None => {
@@ -180,6 +204,7 @@ async fn login(
     .await
     .unwrap_or(false);
     if !ok {
+        limits.failed(&name, addr, std::time::Instant::now());
         console.logins.with_label_values(&["refused"]).inc();
         tracing::info!(user = ?name, "console login refused");
         return Err(ApiError(
@@ -192,6 +217,7 @@ async fn login(
         .create(&name)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    limits.succeeded(&name, addr);
     console.logins.with_label_values(&["ok"]).inc();
     tracing::info!(user = ?name, "console login");
     Ok((

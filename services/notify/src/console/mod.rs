@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod index;
+pub mod limits;
 pub mod page;
 pub mod session;
 pub mod store;
@@ -40,6 +41,8 @@ pub struct Console {
     logins: IntCounterVec,
     /// Password checks running at once.
     password_checks: tokio::sync::Semaphore,
+    /// Failed logins by name and by address.
+    login_limits: limits::LoginLimits,
 }
 
 /// Password checks (argon2) one replica runs at once.
@@ -80,6 +83,7 @@ impl Console {
             shutdown,
             logins,
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
+            login_limits: limits::LoginLimits::default(),
         }))
     }
 
