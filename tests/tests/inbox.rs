@@ -60,6 +60,7 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
     let (notify, _, _) = start(&nats).await;
     let addr = notify.http_addr;
 
+    let mut failures = 0;
     for (name, pw) in [
         ("alice", "wrong"),
         ("alice", ""),
@@ -72,7 +73,14 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
         let (status, body) = Console::login(addr, name, pw).await.err().expect("refused");
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{name:?}/{pw:?}");
         assert_eq!(body["error"], "wrong name or password");
+        failures += 1;
+        if failures > talon_notify::console::limits::FREE_FAILURES {
+            break;
+        }
     }
+    // One failure past the free ones: this address now waits a second.
+    let (status, _) = Console::login(addr, "", "").await.err().expect("refused");
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     let anon = Console::anonymous(addr);
     let (status, body) = anon.post("/v1/login", None).await;
     assert_eq!(
@@ -81,9 +89,10 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
         "an empty login is no JSON body: {body}"
     );
     let (status, body) = anon.post("/v1/login", Some(json!({}))).await;
+    // Held back now, like any try from this address for a while.
     assert_eq!(
         status,
-        StatusCode::UNAUTHORIZED,
+        StatusCode::TOO_MANY_REQUESTS,
         "no name, no password: {body}"
     );
     let bad_json = anon
@@ -141,7 +150,9 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
     }
 
     // A good login: the cookie is HttpOnly and SameSite=Strict; after
-    // logout the same cookie is refused.
+    // logout the same cookie is refused. (Six failures so far from this
+    // address: it waits a second first.)
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let alice = login(&notify, "alice").await;
     let set_cookie = alice.set_cookie.clone().unwrap();
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
@@ -634,5 +645,45 @@ async fn read_and_clear_need_the_newest_shown_and_never_reach_past_the_last() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(alice.alert_ids().await, ["u2"]);
+    notify.stop().await.unwrap();
+}
+
+/// A session ends when its user's password hash changes (a new password
+/// logs every old session out); another user's session lives on. The
+/// cookie is `Secure` when the config asks for it.
+#[tokio::test]
+async fn a_new_password_ends_the_old_sessions() {
+    let nats = NatsServer::start().await;
+    let (users, env) = notify_users("127.0.0.1:0");
+    let config = format!("{users}{CHANNELS}");
+    let notify = start_notify(&nats, &config, env.clone()).await;
+    let alice = login(&notify, "alice").await;
+    let bob = login(&notify, "bob").await;
+    assert!(
+        !alice.set_cookie.as_deref().unwrap().contains("Secure"),
+        "not Secure on loopback by default"
+    );
+    notify.stop().await.unwrap();
+
+    // alice's hash changes; bob's does not.
+    let new_hash = talon_kit::password::hash("a-new-password").unwrap();
+    let changed = env.clone().with("ALICE_HASH", &new_hash);
+    let secure = config.replacen("[notify]\n", "[notify]\ncookie_secure = true\n", 1);
+    let notify = start_notify(&nats, &secure, changed).await;
+    let alice = alice.at(notify.http_addr);
+    let bob = bob.at(notify.http_addr);
+    assert_eq!(alice.get("/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        bob.get("/v1/me").await,
+        (StatusCode::OK, json!({"name": "bob"}))
+    );
+    let again = Console::login(notify.http_addr, "alice", "a-new-password")
+        .await
+        .unwrap_or_else(|(s, b)| panic!("{s} {b}"));
+    assert!(
+        again.set_cookie.as_deref().unwrap().ends_with("; Secure"),
+        "{:?}",
+        again.set_cookie
+    );
     notify.stop().await.unwrap();
 }

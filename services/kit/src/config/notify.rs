@@ -18,6 +18,10 @@ pub struct NotifyConfig {
     pub http_listen: String,
     /// The console's users (`[[notify.users]]`).
     pub users: Vec<UserConfig>,
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Unset: on
+    /// when `http_listen` is not a loopback address (the console is then
+    /// reached through a TLS proxy), off on loopback.
+    pub cookie_secure: Option<bool>,
 }
 
 /// One `[[notify.users]]` entry.
@@ -42,7 +46,26 @@ impl Default for NotifyConfig {
         NotifyConfig {
             http_listen: "127.0.0.1:8473".to_owned(),
             users: Vec::new(),
+            cookie_secure: None,
         }
+    }
+}
+
+impl NotifyConfig {
+    /// `cookie_secure`, or its default for `http_listen`.
+    pub fn cookie_secure(&self) -> bool {
+        self.cookie_secure.unwrap_or_else(|| {
+            let host = self
+                .http_listen
+                .rsplit_once(':')
+                .map_or(self.http_listen.as_str(), |(h, _)| h)
+                .trim_matches(|c| c == '[' || c == ']');
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            !loopback
+        })
     }
 }
 

@@ -648,3 +648,22 @@ fn tokens_are_checked_for_length_and_example_values() {
     );
     assert!(check("dev-token").is_err());
 }
+
+#[test]
+fn the_session_cookie_is_secure_off_loopback() {
+    let secure = |text: &str| {
+        Config::parse(text, &Env::default())
+            .unwrap()
+            .notify
+            .cookie_secure()
+    };
+    assert!(!secure(""), "127.0.0.1 by default");
+    assert!(!secure("[notify]\nhttp_listen = \"[::1]:8473\"\n"));
+    assert!(!secure("[notify]\nhttp_listen = \"localhost:8473\"\n"));
+    assert!(secure("[notify]\nhttp_listen = \"0.0.0.0:8473\"\n"));
+    assert!(secure("[notify]\nhttp_listen = \"10.1.2.3:8473\"\n"));
+    assert!(!secure(
+        "[notify]\nhttp_listen = \"0.0.0.0:8473\"\ncookie_secure = false\n"
+    ));
+    assert!(secure("[notify]\ncookie_secure = true\n"));
+}

@@ -89,9 +89,10 @@ async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiEr
         tracing::warn!(error = %e, "session lookup failed");
         ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     })?;
-    // A user taken out of the config loses the session too.
+    // A user taken out of the config, or whose password hash changed,
+    // loses the session.
     match user {
-        Some(u) if console.users.contains_key(&u) => Ok(u),
+        Some(s) if console.honours(&s) => Ok(s.user),
         _ => Err(unauthorized()),
     }
 }
@@ -184,6 +185,7 @@ async fn login(
         ));
     }
     let hash = console.users.get(&name).cloned().flatten();
+    let credential = hash.as_deref().map(session::credential).unwrap_or_default();
     // Each check takes tens of milliseconds and 19 MiB: a few at a time,
     // and none waits in a queue behind them.
     let Ok(_slot) = console.password_checks.try_acquire() else {
@@ -214,14 +216,17 @@ async fn login(
     }
     let token = backend(&console)?
         .sessions
-        .create(&name)
+        .create(&name, &credential)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     limits.succeeded(&name, addr);
     console.logins.with_label_values(&["ok"]).inc();
     tracing::info!(user = ?name, "console login");
     Ok((
-        [(header::SET_COOKIE, session::set_cookie(&token))],
+        [(
+            header::SET_COOKIE,
+            session::set_cookie(&token, console.cookie_secure),
+        )],
         Json(json!({ "name": name })),
     )
         .into_response())
@@ -250,7 +255,10 @@ async fn logout(
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     }
     Ok((
-        [(header::SET_COOKIE, session::clear_cookie())],
+        [(
+            header::SET_COOKIE,
+            session::clear_cookie(console.cookie_secure),
+        )],
         Json(json!({ "logged_out": true })),
     )
         .into_response())
@@ -334,6 +342,7 @@ async fn events(
     let token = session::token(&headers).unwrap_or_default();
     let backend = backend(&console)?;
     let watch = Watch {
+        console: console.clone(),
         inbox: backend.inbox.clone(),
         sessions: backend.sessions.clone(),
         changes: backend.inbox.subscribe(),
@@ -351,6 +360,7 @@ async fn events(
 
 /// One user's open event stream.
 struct Watch {
+    console: Arc<Console>,
     inbox: Arc<Inbox>,
     sessions: Sessions,
     changes: tokio::sync::broadcast::Receiver<String>,
@@ -370,7 +380,8 @@ impl Watch {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(SESSION_RECHECK) => {
-                    if !matches!(self.sessions.user(&self.token).await, Ok(Some(_))) {
+                    let live = self.sessions.user(&self.token).await;
+                    if !matches!(live, Ok(Some(ref s)) if self.console.honours(s)) {
                         return None;
                     }
                 }

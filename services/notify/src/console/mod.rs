@@ -43,6 +43,19 @@ pub struct Console {
     password_checks: tokio::sync::Semaphore,
     /// Failed logins by name and by address.
     login_limits: limits::LoginLimits,
+    /// The session cookie is `Secure`.
+    cookie_secure: bool,
+}
+
+impl Console {
+    /// Is `session` still good: its user still configured, with the
+    /// password hash it logged in with?
+    pub fn honours(&self, session: &session::Session) -> bool {
+        matches!(
+            self.users.get(&session.user),
+            Some(Some(hash)) if session::credential(hash) == session.credential
+        )
+    }
 }
 
 /// Password checks (argon2) one replica runs at once.
@@ -84,6 +97,7 @@ impl Console {
             logins,
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
             login_limits: limits::LoginLimits::default(),
+            cookie_secure: config.notify.cookie_secure(),
         }))
     }
 

@@ -28,6 +28,25 @@ fn err(e: impl std::fmt::Display) -> SessionError {
 struct Record {
     user: String,
     expires_at: DateTime<Utc>,
+    /// [`credential`] of the user's password hash at login: a session ends
+    /// when the hash changes. Absent in sessions of earlier releases, which
+    /// therefore end at the upgrade.
+    #[serde(default)]
+    credential: String,
+}
+
+/// A short fingerprint of a password hash, kept in the session: enough to
+/// tell that the hash changed, nothing to attack it with.
+pub fn credential(hash: &str) -> String {
+    let digest = Sha256::digest(format!("talon-session:{hash}").as_bytes());
+    hex::encode(digest.get(..8).unwrap_or_default())
+}
+
+/// A live session: its user and the credential it was opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    pub credential: String,
 }
 
 #[derive(Clone)]
@@ -45,12 +64,14 @@ impl Sessions {
         Sessions { store }
     }
 
-    /// Starts a session for `user`; returns its token.
-    pub async fn create(&self, user: &str) -> Result<String, SessionError> {
+    /// Starts a session for `user`, whose password hash has `credential`;
+    /// returns its token.
+    pub async fn create(&self, user: &str, credential: &str) -> Result<String, SessionError> {
         let token = hex::encode(rand::random::<[u8; 32]>());
         let record = Record {
             user: user.to_owned(),
             expires_at: Utc::now() + SESSION_TTL,
+            credential: credential.to_owned(),
         };
         // A Record holds a string and a time: it always serializes, and this
         // error is never returned.
@@ -62,8 +83,8 @@ impl Sessions {
         Ok(token)
     }
 
-    /// The user of a live session, or `None`.
-    pub async fn user(&self, token: &str) -> Result<Option<String>, SessionError> {
+    /// A live session, or `None`.
+    pub async fn user(&self, token: &str) -> Result<Option<Session>, SessionError> {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
@@ -73,7 +94,10 @@ impl Sessions {
         let Ok(record) = serde_json::from_slice::<Record>(&value) else {
             return Ok(None);
         };
-        Ok((record.expires_at > Utc::now()).then_some(record.user))
+        Ok((record.expires_at > Utc::now()).then_some(Session {
+            user: record.user,
+            credential: record.credential,
+        }))
     }
 
     /// Ends a session.
@@ -94,17 +118,21 @@ pub fn token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.trim().to_owned())
 }
 
-/// The `Set-Cookie` value that starts a session.
-pub fn set_cookie(token: &str) -> String {
+/// The `Set-Cookie` value that starts a session (`Secure` when asked).
+pub fn set_cookie(token: &str, secure: bool) -> String {
     format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if secure { "; Secure" } else { "" }
     )
 }
 
 /// The `Set-Cookie` value that ends one.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_cookie(secure: bool) -> String {
+    format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        if secure { "; Secure" } else { "" }
+    )
 }
 
 #[cfg(test)]
@@ -135,12 +163,23 @@ mod tests {
 
     #[test]
     fn cookies_are_http_only_and_strict() {
-        let c = set_cookie("t0k");
+        let c = set_cookie("t0k", false);
         assert!(c.starts_with("talon_session=t0k;"), "{c}");
         for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
             assert!(c.contains(attr), "{c} lacks {attr}");
         }
-        assert!(clear_cookie().contains("Max-Age=0"));
+        assert!(!c.contains("Secure"));
+        assert!(set_cookie("t0k", true).ends_with("; Secure"));
+        assert!(clear_cookie(false).contains("Max-Age=0"));
+        assert!(clear_cookie(true).ends_with("; Secure"));
+    }
+
+    #[test]
+    fn credentials_tell_hashes_apart_and_hide_them() {
+        let a = credential("$argon2id$v=19$m=19456,t=2,p=1$aaaa$bbbb");
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, credential("$argon2id$v=19$m=19456,t=2,p=1$aaaa$bbbb"));
+        assert_ne!(a, credential("$argon2id$v=19$m=19456,t=2,p=1$aaaa$cccc"));
     }
 
     #[test]
