@@ -61,7 +61,7 @@ async fn one_alert_is_202_with_its_sequence_and_arrives_with_source_http() {
     let nats = NatsServer::start().await;
     let ingest = start_ingest(&nats, INGEST, env()).await;
     let edge = Edge::new(&ingest);
-    let (status, body) = edge.post(Some("tok-b"), "application/json", ROW).await;
+    let (status, body) = edge.post(Some(TOK_B), "application/json", ROW).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"][0]["index"], 0);
     assert!(body["accepted"][0]["seq"].as_u64().unwrap() >= 1);
