@@ -297,15 +297,14 @@ async fn deliver_one(shared: &Shared, channel: &Channel, msg: jetstream::Message
         Err(panic) => {
             let text = talon_kit::pipeline::panic_text(panic.as_ref());
             tracing::error!(channel = %id, panic = ?text, "delivery panicked; dead-lettered");
-            let seq = msg.info().map(|i| i.stream_sequence).ok();
-            let letter = DeadLetter::new(
-                STAGE_NOTIFY,
+            park(
+                shared,
+                channel,
+                &msg,
                 format!("notify panicked on it: {text}"),
-                msg.subject.as_str(),
-                seq,
-                &msg.payload,
-            );
-            dead_letter(shared, channel, &msg, letter).await
+                None,
+            )
+            .await
         }
     };
     m.in_flight.with_label_values(&[id]).dec();
@@ -314,8 +313,8 @@ async fn deliver_one(shared: &Shared, channel: &Channel, msg: jetstream::Message
 
 /// One delivery attempt; returns the outcome label.
 async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -> &'static str {
-    let (seq, delivered, published) = match msg.info() {
-        Ok(i) => (i.stream_sequence, i.delivered.max(1) as u64, i.published),
+    let (delivered, published) = match msg.info() {
+        Ok(i) => (i.delivered.max(1) as u64, i.published),
         Err(e) => {
             tracing::warn!(channel = %channel.id, error = %e, "message without JetStream info");
             return "retry";
@@ -329,27 +328,13 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
     };
     // Before any wait: a message past its deadline is not tried again.
     if let Some(reason) = give_up_before_trying(delivered, age(), channel.retry_deadline) {
-        let mut letter = DeadLetter::new(
-            STAGE_NOTIFY,
-            reason,
-            msg.subject.as_str(),
-            Some(seq),
-            &msg.payload,
-        );
-        letter.alert_id = talon_proto::decode_alert(&msg.payload).ok().map(|a| a.id);
-        return dead_letter(shared, channel, msg, letter).await;
+        let alert_id = talon_proto::decode_alert(&msg.payload).ok().map(|a| a.id);
+        return park(shared, channel, msg, reason, alert_id).await;
     }
     let alert: Alert = match talon_proto::decode_alert(&msg.payload) {
         Ok(a) => a,
         Err(e) => {
-            let letter = DeadLetter::new(
-                STAGE_NOTIFY,
-                e.to_string(),
-                msg.subject.as_str(),
-                Some(seq),
-                &msg.payload,
-            );
-            return dead_letter(shared, channel, msg, letter).await;
+            return park(shared, channel, msg, e.to_string(), None).await;
         }
     };
     let key = ledger::key(&alert.id, &channel.id);
@@ -399,15 +384,7 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
         Err(DeliveryError::Permanent(reason)) => {
             tracing::warn!(channel = %channel.id, alert = %alert.id, ?reason, "permanent failure");
             let _ = shared.ledger.release(&key).await;
-            let mut letter = DeadLetter::new(
-                STAGE_NOTIFY,
-                reason,
-                msg.subject.as_str(),
-                Some(seq),
-                &msg.payload,
-            );
-            letter.alert_id = Some(alert.id.clone());
-            dead_letter(shared, channel, msg, letter).await
+            park(shared, channel, msg, reason, Some(alert.id.clone())).await
         }
         Err(DeliveryError::Transient {
             reason,
@@ -428,15 +405,7 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                     age.as_secs(),
                     channel.retry_deadline.as_secs()
                 );
-                let mut letter = DeadLetter::new(
-                    STAGE_NOTIFY,
-                    reason,
-                    msg.subject.as_str(),
-                    Some(seq),
-                    &msg.payload,
-                );
-                letter.alert_id = Some(alert.id.clone());
-                return dead_letter(shared, channel, msg, letter).await;
+                return park(shared, channel, msg, reason, Some(alert.id.clone())).await;
             };
             tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, ?reason, "delivery failed; will retry");
             shared
@@ -448,6 +417,26 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
             "retry"
         }
     }
+}
+
+/// Dead-letters `msg` with `reason` (and its alert's id, when known).
+async fn park(
+    shared: &Shared,
+    channel: &Channel,
+    msg: &jetstream::Message,
+    reason: String,
+    alert_id: Option<String>,
+) -> &'static str {
+    let seq = msg.info().map(|i| i.stream_sequence).ok();
+    let mut letter = DeadLetter::new(
+        STAGE_NOTIFY,
+        reason,
+        msg.subject.as_str(),
+        seq,
+        &msg.payload,
+    );
+    letter.alert_id = alert_id;
+    dead_letter(shared, channel, msg, letter).await
 }
 
 /// Parks the message on `talon.dlq.notify` and acks it; naks it when the
