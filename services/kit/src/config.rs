@@ -27,6 +27,7 @@ mod secret;
 mod secrets;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use channels::{
     ChannelConfig, ChannelKind, Recipients, SeverityThreshold, DEFAULT_INBOX_RECIPIENTS,
@@ -35,11 +36,12 @@ pub use channels::{
 pub use dedup::{DedupConfig, DedupOverride};
 pub use enrich::{EnrichConfig, SeverityTransform};
 pub use error::ConfigError;
-pub use ingest::{check_tokens, split_tokens, IngestConfig, MIN_TOKEN_CHARS};
+pub use ingest::IngestConfig;
 pub use nats::{NatsConfig, DEFAULT_DLQ_MAX_BYTES, DEFAULT_NATS_URL, NATS_URL_ENV};
 pub use notify::{NotifyConfig, UserConfig};
 pub use rules::{RuleAlert, RuleConfig};
 pub use secrets::{SecretConfig, SECRET_TLS_MODES};
+pub use tokens::{check_tokens, split_tokens, MIN_TOKEN_CHARS};
 
 use locate::{KeyPath, Source};
 

@@ -119,21 +119,27 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     }
 }
 
-/// Is the request's `Authorization: Bearer <token>` one of `tokens`? Each is
-/// compared in constant time, so a wrong token's timing says nothing of the
-/// right one. No tokens: nothing is authorized.
-pub fn bearer_ok(headers: &axum::http::HeaderMap, tokens: &[String]) -> bool {
-    let Some(given) = headers
+/// The token of the request's `Authorization: Bearer <token>`, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-    else {
-        return false;
-    };
+}
+
+/// Is `given` one of `tokens`? Each is compared in constant time, so a
+/// wrong token's timing says nothing of the right one.
+pub fn token_matches(tokens: &[String], given: &str) -> bool {
     tokens
         .iter()
         .fold(false, |ok, t| ok | same(t.as_bytes(), given.as_bytes()))
+}
+
+/// Is the request's bearer token one of `tokens`? No tokens: nothing is
+/// authorized.
+pub fn bearer_ok(headers: &axum::http::HeaderMap, tokens: &[String]) -> bool {
+    bearer(headers).is_some_and(|given| token_matches(tokens, given))
 }
 
 /// Constant-time equality (for equal lengths).
@@ -237,4 +243,38 @@ pub async fn serve_with(
     drop(listener);
     let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn bearer_tokens_are_compared_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        let tokens = vec!["tok-one".to_owned(), "tok-two".to_owned()];
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        assert!(!bearer_ok(&headers, &tokens));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok-two "),
+        );
+        assert_eq!(bearer(&headers), Some("tok-two"));
+        assert!(bearer_ok(&headers, &tokens));
+        assert!(!bearer_ok(&headers, &[]), "no tokens: nothing passes");
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok-tw"),
+        );
+        assert!(!bearer_ok(&headers, &tokens));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic tok-two"),
+        );
+        assert!(!bearer_ok(&headers, &tokens));
+    }
 }

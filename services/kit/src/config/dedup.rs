@@ -62,10 +62,10 @@ impl DedupConfig {
     /// The `/v1/windows` tokens, checked as ingest's are (at least 24
     /// characters, no example value).
     pub fn checked_tokens(&self, env: &super::Env) -> Result<Vec<String>, ConfigError> {
-        super::ingest::check_tokens(
+        super::tokens::check_tokens(
             "dedup.tokens_env",
             &self.tokens_env,
-            super::ingest::split_tokens(env, &self.tokens_env),
+            super::tokens::split_tokens(env, &self.tokens_env),
         )
     }
 
