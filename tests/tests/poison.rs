@@ -141,6 +141,27 @@ async fn an_id_with_a_line_break_is_dead_lettered_by_every_stage_which_goes_on()
     }
 }
 
+/// ingest and dedup in-process, dedup's sled under `dir` and `dedup_extra`
+/// in its `[dedup]` table.
+async fn ingest_and_dedup(
+    nats: &NatsServer,
+    dir: &Path,
+    dedup_extra: &str,
+) -> (InProcess, InProcess) {
+    let ingest = start_ingest(
+        nats,
+        "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n",
+        Default::default(),
+    )
+    .await;
+    let dedup = start_dedup(
+        nats,
+        &format!("{}{dedup_extra}", dedup_table(&dir.join("dedup"))),
+    )
+    .await;
+    (ingest, dedup)
+}
+
 /// `dedup: i64::MAX` from a producer opened a window to 9999-12-31: the name
 /// was muted for ever. Now it is cut to `[dedup].max_seconds`, a day by
 /// default.
@@ -148,13 +169,7 @@ async fn an_id_with_a_line_break_is_dead_lettered_by_every_stage_which_goes_on()
 async fn a_producer_window_is_cut_to_a_day() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let ingest = start_ingest(
-        &nats,
-        "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n",
-        Default::default(),
-    )
-    .await;
-    let dedup = start_dedup(&nats, &dedup_table(&dir.path().join("dedup"))).await;
+    let (ingest, dedup) = ingest_and_dedup(&nats, dir.path(), "").await;
     let js = jetstream::new(nats.client().await);
     let perma = br#"{"name":"probe-perma","dedup":9223372036854775807}"#;
     publish(&js, SUBJECT_ALERTS, perma.to_vec()).await;
@@ -176,20 +191,7 @@ async fn a_producer_window_is_cut_to_a_day() {
 async fn a_producer_cannot_mute_a_name_past_max_seconds() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let ingest = start_ingest(
-        &nats,
-        "[ingest]\nhttp_listen = \"127.0.0.1:0\"\n",
-        Default::default(),
-    )
-    .await;
-    let dedup = start_dedup(
-        &nats,
-        &format!(
-            "{}max_seconds = 2\n",
-            dedup_table(&dir.path().join("dedup"))
-        ),
-    )
-    .await;
+    let (ingest, dedup) = ingest_and_dedup(&nats, dir.path(), "max_seconds = 2\n").await;
     let js = jetstream::new(nats.client().await);
     let perma = br#"{"name":"probe-perma","dedup":9223372036854775807}"#;
     publish(&js, SUBJECT_ALERTS, perma.to_vec()).await;

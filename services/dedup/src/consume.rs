@@ -334,10 +334,11 @@ fn dead_letter_output(msg: &jetstream::Message, seq: u64, reason: String) -> Out
 /// alone is kept.
 fn letter_body(letter: &DeadLetter) -> String {
     serde_json::to_string(letter).unwrap_or_else(|e| {
-        format!(
-            "{{\"stage\":\"{STAGE_DEDUP}\",\"reason\":{:?}}}",
-            format!("{}; the letter did not serialize: {e}", letter.reason)
-        )
+        serde_json::json!({
+            "stage": STAGE_DEDUP,
+            "reason": format!("{}; the letter did not serialize: {e}", letter.reason),
+        })
+        .to_string()
     })
 }
 

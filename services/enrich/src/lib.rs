@@ -22,9 +22,8 @@ use talon_kit::http::Health;
 use talon_kit::inventory::Inventory;
 use talon_kit::pipeline::{self, Outcome};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
-use talon_proto::key::derived_msg_id;
-use talon_proto::names::{notify_subject, STAGE_ENRICH, STREAM_UNIQUE};
-use talon_proto::{Alert, DeadLetter};
+use talon_proto::names::{notify_subject, STAGE_ENRICH};
+use talon_proto::Alert;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -113,6 +112,7 @@ pub async fn start(
             "enrich consuming talon.alerts.unique"
         );
         let dead = pipeline::DeadLetters::new(js.clone(), STAGE_ENRICH);
+        let letters = dead.clone();
         pipeline::run(
             consumer,
             BATCH,
@@ -120,8 +120,9 @@ pub async fn start(
             dead,
             shutdown,
             |msg| {
-                let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
-                async move { handle(js, &msg, rules, inventory, metrics).await }
+                let (js, letters, rules, inventory, metrics) =
+                    (&js, &letters, &rules, &inventory, &metrics);
+                async move { handle(js, letters, &msg, rules, inventory, metrics).await }
             },
         )
         .await;
@@ -144,6 +145,7 @@ pub async fn run(
 /// a dead letter when it is not an Alert.
 async fn handle(
     js: &jetstream::Context,
+    dead: &pipeline::DeadLetters,
     msg: &jetstream::Message,
     rules: &Rules,
     inventory: &Inventory,
@@ -152,21 +154,7 @@ async fn handle(
     let alert: Alert = match talon_proto::decode_alert(&msg.payload) {
         Ok(a) => a,
         Err(e) => {
-            let seq = msg.info().map(|i| i.stream_sequence).ok();
-            let letter = DeadLetter::new(
-                STAGE_ENRICH,
-                e.to_string(),
-                msg.subject.as_str(),
-                seq,
-                &msg.payload,
-            );
-            let msg_id = derived_msg_id(
-                "dlq-enrich",
-                &format!("{STREAM_UNIQUE}:{}", seq.unwrap_or(0)),
-            );
-            let ack = talon_kit::dlq::publish(js, &letter, &msg_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let ack = dead.publish(msg, e.to_string()).await?;
             return Ok(Outcome::new("rejected").with(ack));
         }
     };

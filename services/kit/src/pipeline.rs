@@ -63,8 +63,9 @@ impl DeadLetters {
         retry_delay(delivered).min(self.retry_delay_max)
     }
 
-    /// Starts publishing a dead letter for `msg` with `reason`.
-    async fn publish(
+    /// Starts publishing a dead letter for `msg` with `reason` (one per
+    /// input: its `Nats-Msg-Id` derives from the input's stream sequence).
+    pub async fn publish(
         &self,
         msg: &jetstream::Message,
         reason: String,
