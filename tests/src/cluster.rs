@@ -34,14 +34,14 @@ pub struct NatsNode {
 impl NatsNode {
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log).expect("nats-server log");
-        let child = Command::new(&self.bin)
-            .arg("-c")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
             .arg(&self.conf)
             .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn nats-server");
+            .stderr(log);
+        crate::nats_password_env(&mut cmd);
+        let child = cmd.spawn().expect("spawn nats-server");
         self.child = Some(child);
     }
 
@@ -49,9 +49,9 @@ impl NatsNode {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// A client connected to it (fails fast).
+    /// The operator's client (fails fast).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
+        crate::connect_as(&self.url(), "operator")
             .await
             .unwrap_or_else(|e| panic!("connect to nats-server {}: {e}", self.name))
     }
@@ -108,6 +108,7 @@ impl NatsNode {
 impl Drop for NatsNode {
     fn drop(&mut self) {
         self.kill();
+        crate::report_violations(&self.log);
     }
 }
 
@@ -139,6 +140,28 @@ fn server_name(conf: &str) -> Option<String> {
     })
 }
 
+/// `conf` with its `include` of deploy/nats-users.conf pointing at a copy
+/// in `dir`, where the rewritten file is written.
+fn with_users_in(conf: &str, dir: &Path) -> String {
+    std::fs::copy(crate::nats_users_conf(), dir.join("nats-users.conf"))
+        .expect("copy deploy/nats-users.conf");
+    let mut included = false;
+    let text = conf
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("include") && line.contains("nats-users.conf") {
+                included = true;
+                "include nats-users.conf".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(included, "the config does not include nats-users.conf");
+    text + "\n"
+}
+
 /// A single nats-server from `deploy/nats.conf` (or another file) as it is,
 /// but for its store (a temporary one) and its addresses: the command line
 /// puts it on loopback and free ports, as scripts/dev does.
@@ -154,6 +177,7 @@ impl NatsFromFile {
             .unwrap_or_else(|e| panic!("read {}: {e}", conf.display()));
         let dir = tempfile::tempdir().expect("temp dir");
         let conf_path = dir.path().join("nats.conf");
+        let text = with_users_in(&text, dir.path());
         std::fs::write(&conf_path, with_store_dir(&text, &dir.path().join("js")))
             .expect("write nats.conf");
         let ports_dir = dir.path().join("ports");
@@ -271,7 +295,7 @@ impl NatsCluster {
         let mut nodes = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             let store = tmp.path().join(format!("store-{i}"));
-            let conf = with_store_dir(&moved(text), &store);
+            let conf = with_store_dir(&with_users_in(&moved(text), tmp.path()), &store);
             let conf_path = tmp.path().join(format!("node-{i}.conf"));
             std::fs::write(&conf_path, &conf).expect("write node conf");
             let mut node = NatsNode {
@@ -333,7 +357,7 @@ impl NatsCluster {
         let addrs: Vec<String> = self.nodes.iter().map(NatsNode::url).collect();
         loop {
             if self.meta_complete().await {
-                if let Ok(client) = async_nats::connect(addrs.clone()).await {
+                if let Ok(client) = crate::connect_as(&addrs.join(","), "operator").await {
                     if jetstream::new(client).query_account().await.is_ok() {
                         return;
                     }
@@ -381,6 +405,11 @@ impl NatsCluster {
     /// A client of the whole cluster (fails over like a service's).
     pub async fn service_client(&self, name: &str) -> async_nats::Client {
         crate::service_client(self.url(), name).await
+    }
+
+    /// A client of the whole cluster as NATS user `user`.
+    pub async fn service_client_as(&self, user: &str, name: &str) -> async_nats::Client {
+        crate::service_client_as(self.url(), user, name).await
     }
 
     /// The node called `name` (a stream's `cluster.leader`).

@@ -49,6 +49,62 @@ fn nats_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The NATS users of deploy/nats-users.conf, which every test server runs
+/// with: one per service, `operator` (talonctl, and the tests' own
+/// clients) and `producer`.
+pub const NATS_USERS: [&str; 6] = [
+    "ingest", "dedup", "enrich", "notify", "operator", "producer",
+];
+
+/// The password of NATS user `user` on the test servers.
+pub fn nats_password(user: &str) -> String {
+    format!("{user}-test-password-0123456789abcdef")
+}
+
+/// The NATS user a binary of the suite connects as.
+pub fn nats_user_of(binary: &str) -> &'static str {
+    match binary {
+        "talon-ingest" => "ingest",
+        "talon-dedup" => "dedup",
+        "talon-enrich" => "enrich",
+        "talon-notify" => "notify",
+        _ => "operator",
+    }
+}
+
+/// The password variable of `user` in deploy/nats-users.conf.
+pub fn nats_password_var(user: &str) -> String {
+    format!("TALON_NATS_{}_PASSWORD", user.to_uppercase())
+}
+
+/// deploy/nats-users.conf, which every test server includes.
+pub fn nats_users_conf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats-users.conf")
+}
+
+/// Gives `cmd` (a nats-server) the passwords deploy/nats-users.conf reads.
+pub fn nats_password_env(cmd: &mut Command) {
+    for user in NATS_USERS {
+        cmd.env(nats_password_var(user), nats_password(user));
+    }
+}
+
+/// The environment that makes binary `name` connect as its own NATS user,
+/// unless `env` already names one.
+fn with_nats_user(name: &str, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    if !env
+        .iter()
+        .any(|(k, _)| *k == "TALON_NATS_USER" || *k == "TALON_NATS_CREDS")
+    {
+        let user = nats_user_of(name);
+        all.push(("TALON_NATS_USER".into(), user.into()));
+        all.push(("TALON_NATS_PASSWORD".into(), nats_password(user)));
+    }
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    all
+}
+
 /// Why a server did not start.
 #[derive(Debug)]
 enum Start {
@@ -114,10 +170,13 @@ impl NatsServer {
         let conf = self.store.path().join("nats.conf");
         let log = self.store.path().join("nats-server.log");
         let store_dir = self.store.path().join("js");
+        std::fs::copy(nats_users_conf(), self.store.path().join("nats-users.conf"))
+            .expect("copy deploy/nats-users.conf");
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store:?}\n{js}\n}}\n{extra}\n",
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store:?}\n{js}\n}}\n\
+                 include nats-users.conf\n{extra}\n",
                 port = self.port,
                 store = store_dir.display().to_string(),
                 js = self.jetstream_conf,
@@ -129,13 +188,13 @@ impl NatsServer {
         if let Some(reserved) = reserved {
             reserved.release();
         }
-        let child = Command::new(&self.bin)
-            .arg("-c")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn nats-server");
+            .stderr(log_file);
+        nats_password_env(&mut cmd);
+        let child = cmd.spawn().expect("spawn nats-server");
         self.child = Some(child);
         self.wait_ready(&log).await
     }
@@ -143,7 +202,7 @@ impl NatsServer {
     async fn wait_ready(&mut self, log: &Path) -> Result<(), Start> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(client) = async_nats::connect(self.url()).await {
+            if let Ok(client) = connect_as(&self.url(), "operator").await {
                 let js = jetstream::new(client);
                 if js.query_account().await.is_ok() {
                     return Ok(());
@@ -196,39 +255,103 @@ impl NatsServer {
         }
     }
 
-    /// A client connected to it (fails fast).
+    /// The operator's client (fails fast).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
+        self.client_as("operator").await
+    }
+
+    /// A client connected as NATS user `user` (fails fast).
+    pub async fn client_as(&self, user: &str) -> async_nats::Client {
+        connect_as(&self.url(), user)
             .await
             .expect("connect to test nats-server")
     }
 
-    /// A client that keeps reconnecting, as a service's does.
+    /// An operator's client that keeps reconnecting, as a service's does.
     pub async fn service_client(&self, name: &str) -> async_nats::Client {
         service_client(self.url(), name).await
     }
+
+    /// A client that keeps reconnecting, as NATS user `user`.
+    pub async fn service_client_as(&self, user: &str, name: &str) -> async_nats::Client {
+        service_client_as(self.url(), user, name).await
+    }
 }
 
-/// A client of `url` (one server or a comma-separated cluster) that keeps
-/// reconnecting and fails over, as a service's does.
+/// A client of `url` (one server, or a comma-separated list) as NATS user
+/// `user`, with that user's inbox prefix (fails fast).
+pub async fn connect_as(
+    url: &str,
+    user: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let addrs: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(|u| u.trim().parse().expect("a NATS URL"))
+        .collect();
+    async_nats::ConnectOptions::with_user_and_password(user.to_owned(), nats_password(user))
+        .custom_inbox_prefix(inbox_prefix_of(user))
+        .connect(addrs)
+        .await
+}
+
+/// Where `user`'s replies arrive: `_INBOX_<user>` for talon's own users,
+/// NATS's default `_INBOX` for a producer (any NATS tool).
+pub fn inbox_prefix_of(user: &str) -> String {
+    if user == "producer" {
+        "_INBOX".to_owned()
+    } else {
+        format!("_INBOX_{user}")
+    }
+}
+
+/// An operator's client of `url` (one server or a comma-separated cluster)
+/// that keeps reconnecting and fails over, as a service's does.
 pub async fn service_client(url: String, name: &str) -> async_nats::Client {
+    service_client_as(url, "operator", name).await
+}
+
+/// A client of `url` as NATS user `user` that keeps reconnecting and fails
+/// over, connected by the services' own code.
+pub async fn service_client_as(url: String, user: &str, name: &str) -> async_nats::Client {
     let cfg = talon_kit::config::NatsConfig {
         url,
+        user: Some(user.to_owned()),
+        password_env: Some("TALON_NATS_PASSWORD".to_owned()),
+        inbox_prefix: Some(inbox_prefix_of(user)),
         ..Default::default()
     };
-    talon_kit::nats::connect(
-        &cfg,
-        &talon_kit::Env::default(),
-        name,
-        talon_kit::nats::Initial::Retry,
-    )
-    .await
-    .expect("service client")
+    let env = talon_kit::Env::default().with("TALON_NATS_PASSWORD", &nats_password(user));
+    talon_kit::nats::connect(&cfg, &env, name, talon_kit::nats::Initial::Retry)
+        .await
+        .expect("service client")
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+        report_violations(&self.store.path().join("nats-server.log"));
+    }
+}
+
+/// Prints the permission violations nats-server logged in `log` (a service
+/// asked for something deploy/nats-users.conf does not allow it), and
+/// appends them to `$TALON_TEST_NATS_VIOLATIONS` when that names a file.
+pub fn report_violations(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("Violation")).collect();
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("nats-server permission violations:\n{}", lines.join("\n"));
+    if let Some(path) = std::env::var_os("TALON_TEST_NATS_VIOLATIONS") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{}", lines.join("\n"));
+        }
     }
 }
 
@@ -336,7 +459,7 @@ impl ServiceProcess {
                 cmd.env(key, v);
             }
         }
-        for (k, v) in env {
+        for (k, v) in with_nats_user(name, env) {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
@@ -511,7 +634,7 @@ pub fn run_binary(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, Stri
             cmd.env(key, v);
         }
     }
-    for (k, v) in env {
+    for (k, v) in with_nats_user(name, env) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap_or_else(|e| panic!("run {name}: {e}"));
@@ -672,7 +795,9 @@ where
     >,
 {
     let config = parse_config(&test_config_text(nats, extra), &env);
-    let client = nats.service_client(&format!("{name}-test")).await;
+    let client = nats
+        .service_client_as(nats_user_of(name), &format!("{name}-test"))
+        .await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (http_addr, task) = start(config, env, client, shutdown.clone())
         .await

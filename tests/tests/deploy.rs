@@ -282,7 +282,9 @@ fn nats_configs_are_valid() {
     }
     let bin = std::env::var("TALON_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
     for file in &files {
-        let out = std::process::Command::new(&bin)
+        let mut cmd = std::process::Command::new(&bin);
+        talon_tests::nats_password_env(&mut cmd);
+        let out = cmd
             .arg("-c")
             .arg(file)
             .arg("-t")
@@ -339,4 +341,64 @@ fn the_cluster_example_nodes_are_distinct_and_route_to_each_other() {
     }
     let readme = std::fs::read_to_string(dir.join("README.md")).expect("a README");
     assert!(readme.contains("stream_replicas = 3"));
+}
+
+/// DESIGN §11: compose connects each service as its own NATS user, with
+/// that user's password; nats-server gets every password
+/// deploy/nats-users.conf reads, and nothing connects anonymously.
+#[test]
+fn each_compose_service_connects_as_its_own_nats_user() {
+    let c = compose();
+    let users = read("deploy/nats-users.conf");
+    let nats_env = &service(&c, "nats")["environment"];
+    for user in talon_tests::NATS_USERS {
+        let var = talon_tests::nats_password_var(user);
+        assert!(
+            users.contains(&format!("user: {user}\n"))
+                && users.contains(&format!("password: ${var}\n")),
+            "deploy/nats-users.conf has user {user} with password ${var}"
+        );
+        assert!(
+            nats_env[&var]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&format!("${{{var}:?"))),
+            "the nats service gets ${var} from .env, required: {:?}",
+            nats_env[&var]
+        );
+    }
+    for (name, user) in [
+        ("talon-init", "operator"),
+        ("ingest", "ingest"),
+        ("dedup", "dedup"),
+        ("enrich", "enrich"),
+        ("notify", "notify"),
+    ] {
+        let env = &service(&c, name)["environment"];
+        assert_eq!(env["TALON_NATS_USER"], user, "{name}");
+        let var = talon_tests::nats_password_var(user);
+        assert!(
+            env["TALON_NATS_PASSWORD"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&format!("${{{var}:?"))),
+            "{name} connects with ${var}: {:?}",
+            env["TALON_NATS_PASSWORD"]
+        );
+    }
+    assert!(
+        strings(&service(&c, "nats")["volumes"])
+            .contains(&"./deploy/nats-users.conf:/etc/nats/nats-users.conf:ro".to_owned()),
+        "nats mounts the users file beside nats.conf"
+    );
+    for conf in ["deploy/nats.conf", "deploy/nats-cluster/node-1.conf"] {
+        assert!(
+            read(conf)
+                .lines()
+                .any(|l| l.starts_with("include ") && l.ends_with("nats-users.conf")),
+            "{conf} includes the users"
+        );
+    }
+    assert!(
+        !users.contains("no_auth_user"),
+        "nobody connects without a user"
+    );
 }

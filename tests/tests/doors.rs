@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use reqwest::StatusCode;
 use talon_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -173,4 +174,220 @@ async fn failed_logins_are_held_back_per_address_and_per_name() {
     println!("20 logins at once: {ok} checked, {busy} told to come back");
     assert!(ok >= 1 && busy >= 1 && ok + busy == 20, "{answers:?}");
     notify.stop().await.unwrap();
+}
+
+/// A client of `nats` as `user` that records what the server says went
+/// wrong (permission violations arrive as server errors, not as failures
+/// of the call).
+async fn watched_client(
+    nats: &NatsServer,
+    user: &str,
+) -> (
+    async_nats::Client,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = errors.clone();
+    let client =
+        async_nats::ConnectOptions::with_user_and_password(user.into(), nats_password(user))
+            .custom_inbox_prefix(inbox_prefix_of(user))
+            .event_callback(move |event| {
+                let sink = sink.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        sink.lock().unwrap().push(e.to_string());
+                    }
+                }
+            })
+            .connect(nats.url())
+            .await
+            .expect("connect");
+    (client, errors)
+}
+
+/// Waits until `errors` holds one naming `subject`.
+async fn refused(errors: &std::sync::Mutex<Vec<String>>, subject: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.contains("Permissions Violation") && e.contains(subject))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// DESIGN §11: a leaked ingest credential cannot write to
+/// `talon.alerts.unique`, read or purge the inbox, or touch the delivery
+/// ledger; it can do its own work (publish accepted alerts).
+#[tokio::test]
+async fn a_leaked_ingest_password_cannot_write_unique_or_read_an_inbox() {
+    use async_nats::jetstream;
+    use talon_kit::streams::{self, Stream};
+
+    let nats = NatsServer::start().await;
+    let admin = talon_kit::nats::jetstream(nats.client().await);
+    streams::ensure_all(&admin, 1).await.unwrap();
+    admin
+        .publish("talon.inbox.alice", "for alice only".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let (ingest, errors) = watched_client(&nats, "ingest").await;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(ingest.clone());
+
+    // Its own work is allowed.
+    js.publish("talon.alerts.accepted.0", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .expect("ingest publishes accepted alerts");
+
+    // Publishing on talon.alerts.unique, plain or through JetStream.
+    ingest
+        .publish("talon.alerts.unique", "forged".into())
+        .await
+        .unwrap();
+    ingest.flush().await.unwrap();
+    assert!(refused(&errors, "talon.alerts.unique").await, "{errors:?}");
+    let ack = match js.publish("talon.alerts.unique", "forged".into()).await {
+        Ok(ack) => ack.await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        ack.is_err(),
+        "a JetStream publish on talon.alerts.unique is not acked"
+    );
+    assert_eq!(stream_messages(&admin, "UNIQUE").await, 0);
+
+    // Reading the inbox: a subscription, a consumer, a message by sequence.
+    let mut sub = ingest.subscribe("talon.inbox.>").await.unwrap();
+    assert!(refused(&errors, "talon.inbox.>").await, "{errors:?}");
+    admin
+        .publish("talon.inbox.alice", "second".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), sub.next())
+            .await
+            .map_or(true, |m| m.is_none()),
+        "the subscription got an inbox message"
+    );
+    let inbox = admin.get_stream("INBOX").await.unwrap();
+    let theirs = jetstream::stream::Stream::get_raw_message(&inbox, 1)
+        .await
+        .unwrap();
+    assert_eq!(&theirs.payload[..], b"for alice only");
+    assert!(
+        js.get_stream("INBOX").await.is_err(),
+        "ingest cannot even see INBOX"
+    );
+    let consumer = js
+        .create_consumer_on_stream(
+            jetstream::consumer::pull::Config::default(),
+            Stream::Inbox.name(),
+        )
+        .await;
+    assert!(consumer.is_err(), "ingest cannot make a consumer on INBOX");
+
+    // Another service's replies, the ledger, purging and deleting streams.
+    let _theirs = ingest.subscribe("_INBOX_notify.>").await.unwrap();
+    assert!(refused(&errors, "_INBOX_notify.>").await, "{errors:?}");
+    ingest
+        .publish("$KV.talon_deliveries.x", "forged".into())
+        .await
+        .unwrap();
+    assert!(
+        refused(&errors, "$KV.talon_deliveries.x").await,
+        "{errors:?}"
+    );
+    assert!(js.delete_stream("ALERTS").await.is_err());
+    let mut alerts = admin.get_stream("ALERTS").await.unwrap();
+    assert_eq!(
+        alerts.info().await.unwrap().config.name,
+        "ALERTS",
+        "still there"
+    );
+}
+
+/// A producer publishes raw alerts and monitoring rows, nothing else; no
+/// one connects without a user.
+#[tokio::test]
+async fn producers_reach_only_the_inputs_and_strangers_nothing() {
+    use talon_kit::streams;
+
+    let nats = NatsServer::start().await;
+    let admin = talon_kit::nats::jetstream(nats.client().await);
+    streams::ensure_all(&admin, 1).await.unwrap();
+
+    let (producer, errors) = watched_client(&nats, "producer").await;
+    let producer_js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(producer.clone());
+    producer_js
+        .publish("Server.Internal.Alerts", r#"{"name":"Test"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .expect("a producer raises alerts");
+    producer_js
+        .publish("Monitoring.Windows.Events.ProcessCreation", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .expect("and forwards monitoring rows");
+    producer
+        .publish("talon.alerts.accepted.0", "{}".into())
+        .await
+        .unwrap();
+    producer.flush().await.unwrap();
+    assert!(
+        refused(&errors, "talon.alerts.accepted.0").await,
+        "{errors:?}"
+    );
+    assert_eq!(stream_messages(&admin, "ACCEPTED").await, 0);
+
+    assert!(
+        async_nats::connect(nats.url()).await.is_err(),
+        "no user, no connection"
+    );
+    let wrong = async_nats::ConnectOptions::with_user_and_password(
+        "ingest".into(),
+        nats_password("notify"),
+    )
+    .connect(nats.url())
+    .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+}
+
+/// A service given a short or example NATS password stops at start with
+/// one line naming the key, before it connects.
+#[tokio::test]
+async fn a_weak_nats_password_stops_a_service() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("talon.toml");
+    std::fs::write(&config, test_config_text(&nats, "")).unwrap();
+    for weak in ["q1w2e3r4", "change-me-enrich-nats-password"] {
+        let (code, _, err) = run_binary(
+            "talon-enrich",
+            &["--config", &config.to_string_lossy()],
+            &[("TALON_NATS_USER", "enrich"), ("TALON_NATS_PASSWORD", weak)],
+        );
+        assert_ne!(code, 0, "{weak}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.contains("nats.password_env"), "{weak}: {err}");
+        assert!(!err.contains(weak), "the password is not shown: {err}");
+    }
 }

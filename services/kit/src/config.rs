@@ -123,6 +123,7 @@ impl Config {
         if let Some(url) = env.get(NATS_URL_ENV).filter(|u| !u.is_empty()) {
             config.nats.url = url.to_owned();
         }
+        config.nats.apply_env(env)?;
         config.validate(&src)?;
         Ok(config)
     }

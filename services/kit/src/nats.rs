@@ -47,6 +47,7 @@ pub async fn connect(
 ) -> Result<async_nats::Client, NatsError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name(name)
+        .custom_inbox_prefix(cfg.inbox_prefix())
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .ping_interval(Duration::from_secs(10))

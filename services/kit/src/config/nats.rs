@@ -15,6 +15,21 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// The environment variable that replaces `nats.url`.
 pub const NATS_URL_ENV: &str = "TALON_NATS_URL";
 
+/// The environment variable that replaces `nats.user` (and every other
+/// credential of the file): each service of a deployment connects as its
+/// own NATS user, with one config file for all.
+pub const NATS_USER_ENV: &str = "TALON_NATS_USER";
+
+/// The password of `TALON_NATS_USER`.
+pub const NATS_PASSWORD_ENV: &str = "TALON_NATS_PASSWORD";
+
+/// The environment variable that replaces `nats.creds_file` (and every
+/// other credential of the file).
+pub const NATS_CREDS_ENV: &str = "TALON_NATS_CREDS";
+
+/// The inbox prefix of a client that names no user: NATS's own.
+pub const DEFAULT_INBOX_PREFIX: &str = "_INBOX";
+
 /// `[nats]`: the server, credentials and stream replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,6 +48,11 @@ pub struct NatsConfig {
     pub token_file: Option<PathBuf>,
     /// NATS credentials file (JWT and NKey seed).
     pub creds_file: Option<PathBuf>,
+    /// Where the replies to this client's requests (JetStream acks and API
+    /// answers, pulled messages) arrive: `_INBOX_<user>` when a user is
+    /// named, else `_INBOX`. The server lets only this user subscribe there
+    /// (deploy/nats-users.conf), so no other client can read them.
+    pub inbox_prefix: Option<String>,
     /// CA certificate (PEM) to verify the server with.
     pub tls_ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
@@ -64,6 +84,7 @@ impl Default for NatsConfig {
             token_env: None,
             token_file: None,
             creds_file: None,
+            inbox_prefix: None,
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -75,16 +96,59 @@ impl Default for NatsConfig {
 }
 
 impl NatsConfig {
-    /// The password from `password_env` or `password_file`; `None` when neither is set.
+    /// Applies `TALON_NATS_USER` (with `TALON_NATS_PASSWORD`) or
+    /// `TALON_NATS_CREDS`: either replaces every credential the file names.
+    pub(super) fn apply_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        let user = env.get(NATS_USER_ENV).filter(|u| !u.is_empty());
+        let creds = env.get(NATS_CREDS_ENV).filter(|c| !c.is_empty());
+        if user.is_some() && creds.is_some() {
+            return Err(ConfigError::new(
+                "nats.user",
+                format!("set only one of ${NATS_USER_ENV} and ${NATS_CREDS_ENV}"),
+            ));
+        }
+        if user.is_none() && creds.is_none() {
+            return Ok(());
+        }
+        self.user = user.map(str::to_owned);
+        self.password_env = user.map(|_| NATS_PASSWORD_ENV.to_owned());
+        self.creds_file = creds.map(PathBuf::from);
+        self.password_file = None;
+        self.token_env = None;
+        self.token_file = None;
+        Ok(())
+    }
+
+    /// The prefix of this client's reply subjects (see `inbox_prefix`).
+    pub fn inbox_prefix(&self) -> String {
+        match (&self.inbox_prefix, &self.user) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(user)) => format!("{DEFAULT_INBOX_PREFIX}_{user}"),
+            (None, None) => DEFAULT_INBOX_PREFIX.to_owned(),
+        }
+    }
+
+    /// The password from `password_env` or `password_file`; `None` when
+    /// neither is set. A password shorter than 24 characters or holding
+    /// `change-me` (the example's) is refused.
     pub fn password(&self, env: &Env) -> Result<Option<String>, ConfigError> {
-        resolve(
+        let password = resolve(
             "password_env",
             self.password_env.as_deref(),
             "password_file",
             self.password_file.as_deref(),
             env,
         )
-        .map_err(|e| e.within("nats"))
+        .map_err(|e| e.within("nats"))?;
+        if let Some(why) = password.as_deref().and_then(weak_secret) {
+            let key = if self.password_file.is_some() {
+                "nats.password_file"
+            } else {
+                "nats.password_env"
+            };
+            return Err(ConfigError::new(key, format!("the password {why}")));
+        }
+        Ok(password)
     }
 
     /// The token from `token_env` or `token_file`; `None` when neither is set.
@@ -144,6 +208,24 @@ impl NatsConfig {
                 ("creds_file", self.creds_file.is_some()),
             ],
         )?;
+        if let Some(user) = &self.user {
+            if !is_token(user) {
+                return Err(src.error(
+                    &here.key("user"),
+                    format!(
+                        "{user:?} is not a NATS user talon can use: letters, digits, _ and - only"
+                    ),
+                ));
+            }
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            if prefix.is_empty() || !prefix.split('.').all(is_token) {
+                return Err(src.error(
+                    &here.key("inbox_prefix"),
+                    format!("{prefix:?} is not a subject prefix: tokens of letters, digits, _ and - joined by dots"),
+                ));
+            }
+        }
         match (&self.user, password) {
             (Some(_), false) => {
                 return Err(src.error(&here.key("user"), "needs password_env or password_file"))
@@ -167,5 +249,22 @@ impl NatsConfig {
             return Err(src.error(&here.key(key), "tls_cert_file and tls_key_file go together"));
         }
         Ok(())
+    }
+}
+
+/// A subject token without wildcards or odd characters.
+fn is_token(s: &str) -> bool {
+    talon_proto::names::is_subject_token(s)
+}
+
+/// Why a NATS password is too weak to use, if it is: shorter than the
+/// bearer tokens' minimum or an example value.
+fn weak_secret(secret: &str) -> Option<&'static str> {
+    if secret.contains("change-me") {
+        Some("is the example value: make one with `openssl rand -hex 24`")
+    } else if secret.chars().count() < super::tokens::MIN_TOKEN_CHARS {
+        Some("is shorter than 24 characters: make one with `openssl rand -hex 24`")
+    } else {
+        None
     }
 }

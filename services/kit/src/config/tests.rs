@@ -470,7 +470,9 @@ fn secrets_resolve_from_env_or_file() {
     std::fs::write(&empty_file, "\n").expect("write");
     let missing_file = dir.path().join("missing");
     let env = Env::default()
-        .with("NATS_PASSWORD", "pw")
+        .with("NATS_PASSWORD", "pw-0123456789abcdefghijklm")
+        .with("SHORT", "pw")
+        .with("EXAMPLE", "change-me-nats-password-0123456789")
         .with("EMPTY", "")
         .with("SLACK_URL", "https://hooks.slack.example/1");
 
@@ -479,7 +481,19 @@ fn secrets_resolve_from_env_or_file() {
     assert_eq!(nats.password(&env), Ok(None));
     assert_eq!(nats.token(&env), Ok(None));
     nats.password_env = Some("NATS_PASSWORD".to_owned());
-    assert_eq!(nats.password(&env), Ok(Some("pw".to_owned())));
+    assert_eq!(
+        nats.password(&env),
+        Ok(Some("pw-0123456789abcdefghijklm".to_owned()))
+    );
+    for weak in ["SHORT", "EXAMPLE"] {
+        nats.password_env = Some(weak.to_owned());
+        let e = nats.password(&env).expect_err(weak);
+        assert_eq!(e.key, "nats.password_env", "{weak}");
+        assert!(
+            !e.to_string().contains("pw"),
+            "the password is not shown: {e}"
+        );
+    }
     nats.password_env = Some("UNSET".to_owned());
     let e = nats.password(&env).expect_err("unset");
     assert_eq!(e.key, "nats.password_env");
@@ -666,4 +680,56 @@ fn the_session_cookie_is_secure_off_loopback() {
         "[notify]\nhttp_listen = \"0.0.0.0:8473\"\ncookie_secure = false\n"
     ));
     assert!(secure("[notify]\ncookie_secure = true\n"));
+}
+
+#[test]
+fn each_service_names_its_own_nats_user_in_the_environment() {
+    let text = "[nats]\ntoken_env = 'SHARED_TOKEN'\n";
+    let plain = Config::parse(text, &Env::default()).expect("parses");
+    assert_eq!(plain.nats.token_env.as_deref(), Some("SHARED_TOKEN"));
+    assert_eq!(plain.nats.inbox_prefix(), "_INBOX");
+
+    let env = Env::default()
+        .with("TALON_NATS_USER", "ingest")
+        .with("TALON_NATS_PASSWORD", "ingest-password-0123456789");
+    let config = Config::parse(text, &env).expect("parses");
+    assert_eq!(config.nats.user.as_deref(), Some("ingest"));
+    assert_eq!(
+        config.nats.token_env, None,
+        "the user replaces the file's token"
+    );
+    assert_eq!(
+        config.nats.password(&env),
+        Ok(Some("ingest-password-0123456789".to_owned()))
+    );
+    assert_eq!(config.nats.inbox_prefix(), "_INBOX_ingest");
+
+    let creds = Env::default().with("TALON_NATS_CREDS", "/run/secrets/ingest.creds");
+    let config = Config::parse("[nats]\nuser = 'u'\npassword_env = 'P'\n", &creds).expect("parses");
+    assert_eq!(config.nats.user, None);
+    assert_eq!(config.nats.password_env, None);
+    assert_eq!(
+        config.nats.creds_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/ingest.creds"))
+    );
+
+    let both = env.clone().with("TALON_NATS_CREDS", "/c");
+    let e = Config::parse(text, &both).expect_err("both");
+    assert_eq!(e.key, "nats.user");
+
+    let odd = Env::default().with("TALON_NATS_USER", "in.gest");
+    let e = Config::parse(text, &odd).expect_err("a dot");
+    assert_eq!(e.key, "nats.user");
+
+    let prefixed = Config::parse(
+        "[nats]\nuser = 'ingest'\npassword_env = 'P'\ninbox_prefix = '_R.ingest'\n",
+        &Env::default(),
+    )
+    .expect("parses");
+    assert_eq!(prefixed.nats.inbox_prefix(), "_R.ingest");
+    for bad in ["''", "'_R.>'", "'_R..x'", "'a b'"] {
+        let e = Config::parse(&format!("[nats]\ninbox_prefix = {bad}\n"), &Env::default())
+            .expect_err(bad);
+        assert_eq!(e.key, "nats.inbox_prefix", "{bad}");
+    }
 }
