@@ -772,8 +772,9 @@ impl InProcess {
 }
 
 /// Starts a service in-process against `nats` with `[nats]` plus `extra` as
-/// its config, and waits until its `/readyz` answers.
-async fn start_in_process<F, Fut>(
+/// its config, connected as its own NATS user, and waits until its
+/// `/readyz` answers.
+pub async fn start_in_process<F, Fut>(
     nats: &NatsServer,
     extra: &str,
     env: talon_kit::Env,
@@ -781,51 +782,36 @@ async fn start_in_process<F, Fut>(
     start: F,
 ) -> InProcess
 where
-    F: FnOnce(
-        talon_kit::Config,
-        talon_kit::Env,
-        async_nats::Client,
-        tokio_util::sync::CancellationToken,
-    ) -> Fut,
-    Fut: std::future::Future<
-        Output = anyhow::Result<(
-            std::net::SocketAddr,
-            tokio::task::JoinHandle<anyhow::Result<()>>,
-        )>,
-    >,
+    F: FnOnce(talon_kit::service::Context) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<talon_kit::service::Running>>,
 {
     let config = parse_config(&test_config_text(nats, extra), &env);
     let client = nats
         .service_client_as(nats_user_of(name), &format!("{name}-test"))
         .await;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let (http_addr, task) = start(config, env, client, shutdown.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{name} starts: {e:#}"));
-    wait_ready(&http_addr.to_string(), Duration::from_secs(20))
+    let running = start(talon_kit::service::Context {
+        config,
+        env,
+        client,
+        shutdown: shutdown.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{name} starts: {e:#}"));
+    wait_ready(&running.http_addr.to_string(), Duration::from_secs(20))
         .await
         .unwrap_or_else(|e| panic!("{name} ready: {e:#}"));
     InProcess {
-        http_addr,
+        http_addr: running.http_addr,
         shutdown,
-        task,
+        task: running.task,
     }
 }
 
 /// An ingest started in-process against `nats`, with `[ingest]` and other
 /// tables from `extra` (its `http_listen` should be `127.0.0.1:0`).
 pub async fn start_ingest(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
-    start_in_process(
-        nats,
-        extra,
-        env,
-        "talon-ingest",
-        |config, env, client, shutdown| async move {
-            let r = talon_ingest::start(config, &env, client, shutdown).await?;
-            Ok((r.http_addr, r.task))
-        },
-    )
-    .await
+    start_in_process(nats, extra, env, "talon-ingest", talon_ingest::start).await
 }
 
 /// The bearer token of dedup's `/v1/windows` in tests (`TALON_DEDUP_TOKENS`).
@@ -834,17 +820,8 @@ pub const DEDUP_TOKEN: &str = "dedup-token-0123456789abcdef";
 /// A dedup started in-process against `nats` with the given config text,
 /// its API token [`DEDUP_TOKEN`].
 pub async fn start_dedup(nats: &NatsServer, extra: &str) -> InProcess {
-    start_in_process(
-        nats,
-        extra,
-        talon_kit::Env::default().with("TALON_DEDUP_TOKENS", DEDUP_TOKEN),
-        "talon-dedup",
-        |config, env, client, shutdown| async move {
-            let r = talon_dedup::start(config, &env, client, shutdown).await?;
-            Ok((r.http_addr, r.task))
-        },
-    )
-    .await
+    let env = talon_kit::Env::default().with("TALON_DEDUP_TOKENS", DEDUP_TOKEN);
+    start_in_process(nats, extra, env, "talon-dedup", talon_dedup::start).await
 }
 
 /// An enrich started in-process against `nats` with the given config text.
@@ -854,27 +831,14 @@ pub async fn start_enrich(nats: &NatsServer, extra: &str) -> InProcess {
         extra,
         Default::default(),
         "talon-enrich",
-        |config, _, client, shutdown| async move {
-            let r = talon_enrich::start(config, client, shutdown).await?;
-            Ok((r.http_addr, r.task))
-        },
+        talon_enrich::start,
     )
     .await
 }
 
 /// A notify started in-process against `nats` with the given config text.
 pub async fn start_notify(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
-    start_in_process(
-        nats,
-        extra,
-        env,
-        "talon-notify",
-        |config, env, client, shutdown| async move {
-            let r = talon_notify::start(config, &env, client, shutdown, None).await?;
-            Ok((r.http_addr, r.task))
-        },
-    )
-    .await
+    start_in_process(nats, extra, env, "talon-notify", talon_notify::start).await
 }
 
 /// Loads `lines` (JSON lines of client records) into the client inventory

@@ -493,10 +493,15 @@ async fn a_bad_password_hash_stops_notify_naming_the_key() {
     let env = talon_kit::Env::default().with("ALICE_HASH", "hunter2");
     let config = parse_config(&text, &env);
     let client = nats.client().await;
-    let err = talon_notify::start(config, &env, client, Default::default(), None)
-        .await
-        .err()
-        .expect("refused");
+    let err = talon_notify::start(talon_kit::service::Context {
+        config,
+        env,
+        client,
+        shutdown: Default::default(),
+    })
+    .await
+    .err()
+    .expect("refused");
     let line = err.to_string();
     assert!(
         line.starts_with("notify.users[name=alice].password_hash_env: not an argon2 password hash"),

@@ -11,14 +11,12 @@ pub mod store;
 pub mod window;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use talon_kit::config::Config;
 use talon_kit::http::Health;
+use talon_kit::service::{self, Context, Running};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// sled's page cache per partition. sled's resident memory is a multiple of
@@ -27,19 +25,15 @@ use tokio_util::sync::CancellationToken;
 /// measurable cost in throughput (`cargo bench --bench dedup`).
 pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-pub struct Running {
-    pub http_addr: SocketAddr,
-    pub task: JoinHandle<anyhow::Result<()>>,
-}
-
 /// Opens the stores of the owned partitions, binds the HTTP API, and runs
 /// one loop per partition until `shutdown` fires.
-pub async fn start(
-    config: Config,
-    env: &talon_kit::Env,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Running> {
+pub async fn start(ctx: Context) -> anyhow::Result<Running> {
+    let Context {
+        config,
+        env,
+        shutdown,
+        ..
+    } = &ctx;
     let dedup = &config.dedup;
     let tokens = dedup.checked_tokens(env)?;
     if tokens.is_empty() {
@@ -50,14 +44,14 @@ pub async fn start(
     }
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
-    let health = Health::new(client.clone(), registry);
+    let health = ctx.health(registry);
     let lengths = window::Lengths::new(dedup).context("dedup.override: bad regex")?;
     let shared = Arc::new(consume::Shared {
-        js: talon_kit::nats::jetstream(client),
+        js: ctx.jetstream(),
         key: dedup.key.clone(),
         lengths,
         metrics,
-        topology: talon_kit::streams::Topology::from(&config.nats),
+        topology: ctx.topology(),
     });
 
     std::fs::create_dir_all(&dedup.data_dir)
@@ -87,12 +81,15 @@ pub async fn start(
         total_partitions: config.ingest.partitions,
         tokens: Arc::new(tokens),
     };
-    let router = http::routes(api).merge(talon_kit::http::health_routes(health.clone()));
-    let (listener, http_addr) = talon_kit::http::bind(&dedup.http_listen)
-        .await
-        .with_context(|| format!("dedup.http_listen: cannot listen on {}", dedup.http_listen))?;
-    tracing::info!(addr = %http_addr, partitions = ?dedup.partitions, "dedup listening");
-    let server = tokio::spawn(talon_kit::http::serve(listener, router, shutdown.clone()));
+    let listening = service::listen(
+        "dedup.http_listen",
+        &dedup.http_listen,
+        http::routes(api),
+        &health,
+        shutdown,
+    )
+    .await?;
+    tracing::info!(partitions = ?dedup.partitions, "dedup serving its partitions");
 
     // Ready while every partition's consumer is pulling.
     tokio::spawn(watch_readiness(health, readiness, shutdown.clone()));
@@ -110,7 +107,7 @@ pub async fn start(
             ))
         })
         .collect();
-    let task = tokio::spawn(async move {
+    Ok(listening.run("dedup", async move {
         // A partition that ended on a sled error has cancelled `shutdown`;
         // the others stop with it, and the service exits with the error.
         let mut failed = None;
@@ -119,15 +116,11 @@ pub async fn start(
                 failed.get_or_insert(e);
             }
         }
-        if let Some(e) = failed {
-            let _ = server.await;
-            return Err(anyhow::Error::new(e).context("dedup stopped: its store failed"));
+        match failed {
+            Some(e) => Err(anyhow::Error::new(e).context("dedup stopped: its store failed")),
+            None => Ok(()),
         }
-        server.await??;
-        tracing::info!("dedup stopped");
-        Ok(())
-    });
-    Ok(Running { http_addr, task })
+    }))
 }
 
 async fn watch_readiness(
@@ -145,13 +138,4 @@ async fn watch_readiness(
             (result, _, _) = changes => if result.is_err() { return },
         }
     }
-}
-
-pub async fn run(
-    config: Config,
-    env: &talon_kit::Env,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    start(config, env, client, shutdown).await?.task.await?
 }

@@ -11,6 +11,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let boot = Args::parse().service.boot("talon-dedup").await?;
-    talon_dedup::run(boot.config, &boot.env, boot.client, boot.shutdown).await
+    let args = Args::parse().service;
+    talon_kit::service::main("talon-dedup", args, talon_dedup::start).await
 }

@@ -11,61 +11,46 @@ pub mod route;
 pub mod severity;
 pub mod transform;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
-use talon_kit::config::Config;
-use talon_kit::http::Health;
 use talon_kit::inventory::Inventory;
 use talon_kit::pipeline::{self, Outcome};
+use talon_kit::service::{self, Context, Running};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::names::{notify_subject, STAGE_ENRICH};
 use talon_proto::Alert;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::transform::{enrich, Rules};
 
 /// Inputs handled together.
 pub const BATCH: usize = 512;
 
-pub struct Running {
-    pub http_addr: SocketAddr,
-    pub task: JoinHandle<anyhow::Result<()>>,
-}
-
 /// The `Nats-Msg-Id` of an alert's message to a channel.
 pub fn channel_msg_id(alert_id: &str, channel: &str) -> String {
     format!("{alert_id}:{channel}")
 }
 
-pub async fn start(
-    config: Config,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Running> {
-    let rules = Arc::new(Rules::new(&config).context("enrich: bad regex")?);
+/// Consumes `talon.alerts.unique` until `shutdown` fires, once its streams
+/// exist and the client inventory is loaded.
+pub async fn start(ctx: Context) -> anyhow::Result<Running> {
+    let rules = Arc::new(Rules::new(&ctx.config).context("enrich: bad regex")?);
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
-    let health = Health::new(client.clone(), registry);
-    let js = talon_kit::nats::jetstream(client);
-    let topology = streams::Topology::from(&config.nats);
-
-    let router = talon_kit::http::health_routes(health.clone());
-    let (listener, http_addr) = talon_kit::http::bind(&config.enrich.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "enrich.http_listen: cannot listen on {}",
-                config.enrich.http_listen
-            )
-        })?;
-    tracing::info!(addr = %http_addr, "enrich listening");
-    let server = tokio::spawn(talon_kit::http::serve(listener, router, shutdown.clone()));
+    let health = ctx.health(registry);
+    let js = ctx.jetstream();
+    let topology = ctx.topology();
+    let shutdown = ctx.shutdown.clone();
+    let listening = service::listen(
+        "enrich.http_listen",
+        &ctx.config.enrich.http_listen,
+        axum::Router::new(),
+        &health,
+        &shutdown,
+    )
+    .await?;
 
     let inventory = Inventory::default();
     let (loaded_tx, mut loaded) = watch::channel(false);
@@ -76,34 +61,19 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    let task = tokio::spawn(async move {
-        let consumer = loop {
-            let ready = async {
-                streams::ensure_stream(&js, Stream::Notify, topology).await?;
-                streams::ensure_stream(&js, Stream::Dlq, topology).await?;
-                streams::ensure_consumer(&js, &ConsumerSpec::enrich(), topology).await
-            };
-            match ready.await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "streams not ready; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {
-                            server.await??;
-                            return Ok(());
-                        }
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
+    Ok(listening.run("enrich", async move {
+        let prepare = || async {
+            streams::ensure_stream(&js, Stream::Notify, topology).await?;
+            streams::ensure_stream(&js, Stream::Dlq, topology).await?;
+            streams::ensure_consumer(&js, &ConsumerSpec::enrich(), topology).await
+        };
+        let Some(consumer) = service::until_ready("streams", &shutdown, prepare).await else {
+            return Ok(());
         };
         // Alerts wait until the inventory's current contents are in, so a
         // known client is never reported unknown for a start-up race.
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                server.await??;
-                return Ok(());
-            }
+            _ = shutdown.cancelled() => return Ok(()),
             _ = async { loaded.wait_for(|l| *l).await.map(|_| ()) } => {}
         }
         health.set_streams_ready(true);
@@ -126,19 +96,8 @@ pub async fn start(
             },
         )
         .await;
-        server.await??;
-        tracing::info!("enrich stopped");
         Ok(())
-    });
-    Ok(Running { http_addr, task })
-}
-
-pub async fn run(
-    config: Config,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    start(config, client, shutdown).await?.task.await?
+    }))
 }
 
 /// Enriches one alert and starts its publishes: one per routed channel, or

@@ -11,6 +11,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let boot = Args::parse().service.boot("talon-enrich").await?;
-    talon_enrich::run(boot.config, boot.client, boot.shutdown).await
+    let args = Args::parse().service;
+    talon_kit::service::main("talon-enrich", args, talon_enrich::start).await
 }

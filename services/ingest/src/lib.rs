@@ -12,38 +12,28 @@ pub mod monitor;
 pub mod process;
 pub mod rules;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use talon_kit::config::{Config, Env};
-use talon_kit::http::Health;
 use talon_kit::inventory::Inventory;
+use talon_kit::service::{self, Context, Running};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// A started ingest: where its HTTP server listens, and the task to await.
-pub struct Running {
-    pub http_addr: SocketAddr,
-    pub task: JoinHandle<anyhow::Result<()>>,
-}
 
 /// Binds the HTTP edge, then (in the background) creates the streams and
 /// consumer it needs and consumes until `shutdown` fires.
-pub async fn start(
-    config: Config,
-    env: &Env,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Running> {
+pub async fn start(ctx: Context) -> anyhow::Result<Running> {
+    let Context {
+        config,
+        env,
+        client,
+        shutdown,
+    } = &ctx;
     let rules = rules::Rules::compile(&config.rules).context("rules")?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
-    let health = Health::new(client.clone(), registry);
-    let js = talon_kit::nats::jetstream(client.clone());
+    let health = ctx.health(registry);
+    let js = ctx.jetstream();
 
     let tokens = config.ingest.checked_tokens(env)?;
     if tokens.is_empty() {
@@ -61,24 +51,21 @@ pub async fn start(
         max_items: config.ingest.max_items,
         metrics: metrics.clone(),
     };
-    let router = http::routes(edge).merge(talon_kit::http::health_routes(health.clone()));
-    let (listener, http_addr) = talon_kit::http::bind(&config.ingest.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "ingest.http_listen: cannot listen on {}",
-                config.ingest.http_listen
-            )
-        })?;
-    tracing::info!(addr = %http_addr, "ingest HTTP edge listening");
-    let server = tokio::spawn(talon_kit::http::serve(listener, router, shutdown.clone()));
+    let listening = service::listen(
+        "ingest.http_listen",
+        &config.ingest.http_listen,
+        http::routes(edge),
+        &health,
+        shutdown,
+    )
+    .await?;
 
     let settings = process::Settings {
         max_bytes: config.ingest.max_body_bytes,
         key: config.dedup.key.clone(),
         partitions: config.ingest.partitions,
     };
-    let topology = streams::Topology::from(&config.nats);
+    let topology = ctx.topology();
     let inventory = Inventory::default();
     let (loaded_tx, mut loaded) = watch::channel(false);
     if rules.use_clients() {
@@ -91,21 +78,13 @@ pub async fn start(
     } else {
         let _ = loaded_tx.send(true);
     }
-    let task = tokio::spawn(async move {
-        let (consumer, rules_consumer) = loop {
-            match prepare(&js, topology, !rules.is_empty()).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "streams not ready; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {
-                            server.await??;
-                            return Ok(());
-                        }
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
+    let shutdown = shutdown.clone();
+    Ok(listening.run("ingest", async move {
+        let with_rules = !rules.is_empty();
+        let Some((consumer, rules_consumer)) =
+            service::until_ready("streams", &shutdown, || prepare(&js, topology, with_rules)).await
+        else {
+            return Ok(());
         };
         health.set_streams_ready(true);
         let watching = rules_consumer.map(|rules_consumer| {
@@ -134,21 +113,8 @@ pub async fn start(
             }
             None => alerts.await,
         }
-        server.await??;
-        tracing::info!("ingest stopped");
         Ok(())
-    });
-    Ok(Running { http_addr, task })
-}
-
-/// Runs ingest until `shutdown` fires.
-pub async fn run(
-    config: Config,
-    env: &Env,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    start(config, env, client, shutdown).await?.task.await?
+    }))
 }
 
 type Consumer = async_nats::jetstream::consumer::PullConsumer;

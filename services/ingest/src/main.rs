@@ -11,6 +11,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let boot = Args::parse().service.boot("talon-ingest").await?;
-    talon_ingest::run(boot.config, &boot.env, boot.client, boot.shutdown).await
+    let args = Args::parse().service;
+    talon_kit::service::main("talon-ingest", args, talon_ingest::start).await
 }

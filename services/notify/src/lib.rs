@@ -9,24 +9,16 @@ pub mod ledger;
 pub mod metrics;
 pub mod worker;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use talon_kit::config::{ChannelConfig, ChannelKind, Config, Env};
-use talon_kit::http::Health;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use talon_kit::service::{self, Context, Running};
 
 use crate::channels::chat::{ChannelOptions, Chat, ChatKind};
 use crate::channels::{email::Email, inbox, webhook};
 use crate::worker::{Channel, Sender};
-
-pub struct Running {
-    pub http_addr: SocketAddr,
-    pub task: JoinHandle<anyhow::Result<()>>,
-}
 
 /// Ledger records outlive the longest retry deadline by this much.
 const LEDGER_MARGIN: Duration = Duration::from_secs(24 * 3600);
@@ -88,41 +80,40 @@ fn chat_sender(kind: ChatKind, channel: &ChannelConfig, env: &Env) -> anyhow::Re
     Ok(Sender::Chat(Box::new(chat)))
 }
 
-/// Starts delivering on the configured channels (only those in `only`, when
-/// given).
-pub async fn start(
-    config: Config,
-    env: &Env,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-    only: Option<Vec<String>>,
-) -> anyhow::Result<Running> {
-    if let Some(only) = &only {
-        for id in only {
-            if config.channel(id).is_none() {
-                bail!("--channels: no channel {id:?} in the config");
-            }
+/// Starts delivering on the configured channels (those of
+/// `[notify].channels`, when given) and serving the console.
+pub async fn start(ctx: Context) -> anyhow::Result<Running> {
+    let Context {
+        config,
+        env,
+        shutdown,
+        ..
+    } = &ctx;
+    let only = config.notify.channels.as_ref();
+    for id in only.into_iter().flatten() {
+        if config.channel(id).is_none() {
+            bail!("notify.channels (--channels): no channel {id:?} in the config");
         }
     }
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
-    let console = console::Console::new(&config, env, &registry, shutdown.clone())?;
-    let health = Health::new(client.clone(), registry);
-    let js = talon_kit::nats::jetstream(client);
+    let console = console::Console::new(config, env, &registry, shutdown.clone())?;
+    let health = ctx.health(registry);
+    let js = ctx.jetstream();
     let mut channels = Vec::new();
     for c in &config.channels {
-        if only.as_ref().is_some_and(|o| !o.contains(&c.id)) {
+        if only.is_some_and(|o| !o.contains(&c.id)) {
             continue;
         }
         channels.push(Arc::new(Channel::new(
             c.id.clone(),
-            sender(c, &config, env, &js)?,
+            sender(c, config, env, &js)?,
             c.max_in_flight,
             c.rate_per_minute,
             Duration::from_secs(c.retry_deadline_seconds),
         )));
     }
-    let topology = talon_kit::streams::Topology::from(&config.nats);
+    let topology = ctx.topology();
     let keep = config
         .channels
         .iter()
@@ -131,45 +122,31 @@ pub async fn start(
         .unwrap_or_default()
         + LEDGER_MARGIN;
 
-    let router =
-        talon_kit::http::health_routes(health.clone()).merge(console::routes(console.clone()));
-    let (listener, http_addr) = talon_kit::http::bind(&config.notify.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "notify.http_listen: cannot listen on {}",
-                config.notify.http_listen
-            )
-        })?;
-    tracing::info!(addr = %http_addr, channels = channels.len(), "notify listening");
-    let server = tokio::spawn(talon_kit::http::serve(listener, router, shutdown.clone()));
+    let listening = service::listen(
+        "notify.http_listen",
+        &config.notify.http_listen,
+        console::routes(console.clone()),
+        &health,
+        shutdown,
+    )
+    .await?;
+    tracing::info!(channels = channels.len(), "notify delivering");
 
     let replica = format!(
         "notify-{}-{:08x}",
         std::process::id(),
         rand::random::<u32>()
     );
-    let task = tokio::spawn(async move {
-        let ledger = loop {
-            let opened = async {
-                console.connect(&js, topology).await?;
-                anyhow::Ok(
-                    ledger::Ledger::open(&js, topology.replicas, keep, replica.clone()).await?,
-                )
-            };
-            match opened.await {
-                Ok(l) => break l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "delivery ledger or console not ready; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {
-                            server.await??;
-                            return Ok(());
-                        }
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
+    let shutdown = shutdown.clone();
+    Ok(listening.run("notify", async move {
+        let open = || async {
+            console.connect(&js, topology).await?;
+            anyhow::Ok(ledger::Ledger::open(&js, topology.replicas, keep, replica.clone()).await?)
+        };
+        let Some(ledger) =
+            service::until_ready("delivery ledger or console", &shutdown, open).await
+        else {
+            return Ok(());
         };
         let shared = Arc::new(worker::Shared {
             js,
@@ -185,22 +162,6 @@ pub async fn start(
         for w in workers {
             w.await?;
         }
-        server.await??;
-        tracing::info!("notify stopped");
         Ok(())
-    });
-    Ok(Running { http_addr, task })
-}
-
-pub async fn run(
-    config: Config,
-    env: &Env,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-    only: Option<Vec<String>>,
-) -> anyhow::Result<()> {
-    start(config, env, client, shutdown, only)
-        .await?
-        .task
-        .await?
+    }))
 }

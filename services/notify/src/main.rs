@@ -15,13 +15,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let boot = args.service.boot("talon-notify").await?;
-    talon_notify::run(
-        boot.config,
-        &boot.env,
-        boot.client,
-        boot.shutdown,
-        args.channels,
-    )
+    let channels = args.channels;
+    talon_kit::service::main("talon-notify", args.service, |mut ctx| async move {
+        if channels.is_some() {
+            ctx.config.notify.channels = channels;
+        }
+        talon_notify::start(ctx).await
+    })
     .await
 }

@@ -22,6 +22,9 @@ pub struct NotifyConfig {
     /// when `http_listen` is not a loopback address (the console is then
     /// reached through a TLS proxy), off on loopback.
     pub cookie_secure: Option<bool>,
+    /// The ids of the channels this replica delivers (`--channels`
+    /// replaces it); unset: every channel of `[[channels]]`.
+    pub channels: Option<Vec<String>>,
 }
 
 /// One `[[notify.users]]` entry.
@@ -47,6 +50,7 @@ impl Default for NotifyConfig {
             http_listen: "127.0.0.1:8473".to_owned(),
             users: Vec::new(),
             cookie_secure: None,
+            channels: None,
         }
     }
 }
