@@ -29,9 +29,9 @@ pub const COMPOSE_CONFIG_HEADER: &str = "\
 # Made from deploy/talon.example.toml: the same file but for three lines of
 # [secrets.soc_smtp], which point the email-soc channel at the compose file's
 # mailpit (SMTP on mailpit:1025 without TLS; it takes any login) instead of
-# smtp.example.org. tests/tests/deploy.rs checks that nothing else differs;
+# smtp.example.org. tests/it/deploy.rs checks that nothing else differs;
 # after changing the example, TALON_UPDATE_GOLDEN=1 cargo test -p talon-tests
-# --test deploy rewrites this file. Compose changes the rest per container
+# --test it deploy:: rewrites this file. Compose changes the rest per container
 # without a second file: TALON_NATS_URL=nats://nats:4222 and
 # --http-listen 0.0.0.0:<port>.
 

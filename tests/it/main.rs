@@ -1,0 +1,32 @@
+//! talon's end-to-end tests, one module per area, in one binary (one link
+//! of the whole workspace instead of one per file). Every test starts its
+//! own nats-server and services on loopback; `cargo test -p talon-tests
+//! --test it <module>::` runs one area.
+//!
+//! The slow suites — the chaos run, the three-node NATS cluster and the
+//! console in headless Chromium — build only with `--features slow`
+//! (`scripts/test` and CI pass it), so a plain `cargo test` stays quick.
+
+#[cfg(feature = "slow")]
+mod chaos;
+mod chat;
+#[cfg(feature = "slow")]
+mod cluster;
+#[cfg(feature = "slow")]
+mod console_browser;
+mod dedup;
+mod deploy;
+mod disk_full;
+mod doors;
+mod email;
+mod enrich;
+mod inbox;
+mod ingest_http;
+mod ingest_nats;
+mod notify;
+mod poison;
+mod rules;
+mod startup;
+mod talonctl;
+mod topology;
+mod velociraptor;
