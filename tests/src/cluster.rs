@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::nats_binary;
+use crate::nats::nats_binary;
 use crate::ports::{self, Reserved};
 
 /// One nats-server started from a config file; SIGKILLed on drop.
