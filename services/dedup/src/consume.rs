@@ -301,30 +301,124 @@ async fn publish_outputs<'a>(
     Ok(())
 }
 
-/// What one batch has decided so far.
-#[derive(Default)]
-struct Batch {
-    commit: Commit,
-    windows: HashMap<String, Window>,
-    in_batch: HashSet<(i64, String)>,
-    replays: Vec<(u64, Output)>,
-    fresh: u64,
-    suppressed: u64,
-    unsuppressed: u64,
+/// One input of a batch, as the planner sees it.
+pub struct Input<'a> {
+    /// Its sequence in `ACCEPTED`.
+    pub seq: u64,
+    pub subject: &'a str,
+    pub payload: &'a [u8],
 }
 
-/// The dead letter of the input at `seq`, as an outbox entry.
-fn dead_letter_output(msg: &jetstream::Message, seq: u64, reason: String) -> Output {
+/// What the partition's store already knows, as [`plan_batch`] reads it.
+pub trait Known {
+    /// The key's window, if it has one.
+    fn window(&self, key: &str) -> Result<Option<Window>, StoreError>;
+    /// Was the alert received at `at_ms` with this id applied already?
+    fn was_applied(&self, at_ms: i64, id: &str) -> Result<bool, StoreError>;
+    /// The output of the input at `seq`, if it is still in the outbox.
+    fn output(&self, seq: u64) -> Result<Option<Output>, StoreError>;
+}
+
+impl Known for PartitionStore {
+    fn window(&self, key: &str) -> Result<Option<Window>, StoreError> {
+        PartitionStore::window(self, key)
+    }
+    fn was_applied(&self, at_ms: i64, id: &str) -> Result<bool, StoreError> {
+        PartitionStore::was_applied(self, at_ms, id)
+    }
+    fn output(&self, seq: u64) -> Result<Option<Output>, StoreError> {
+        PartitionStore::output(self, seq)
+    }
+}
+
+/// How alerts are keyed and how long their windows are.
+pub struct Policy<'a> {
+    pub key: &'a [DedupKeyField],
+    pub lengths: &'a Lengths,
+}
+
+/// A batch decided: what to write (one atomic, flushed sled batch), what
+/// the outbox holds from earlier runs that must go out again, and counts.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub commit: Commit,
+    /// Outputs of inputs applied before (redelivered), to publish again.
+    pub replays: Vec<(u64, Output)>,
+    pub fresh: u64,
+    pub suppressed: u64,
+    pub unsuppressed: u64,
+}
+
+/// Decides a batch: every input above `applied` (the store's last applied
+/// sequence) against its key's window — the windows this batch changed
+/// first, then the store's — into one [`Commit`]; inputs at or below it are
+/// replays. `watermark_ms` follows the batch's `received_at`s (bounded by
+/// `now_ms`). Pure but for reads of `known`: no NATS, no writes, no clock.
+/// An input that cannot be decided, or whose decision panics, becomes a
+/// dead letter in the commit's outputs.
+pub fn plan_batch(
+    inputs: &[Input<'_>],
+    known: &impl Known,
+    policy: &Policy<'_>,
+    applied: u64,
+    watermark_ms: &mut i64,
+    now_ms: i64,
+) -> Result<Plan, StoreError> {
+    let mut plan = Plan {
+        commit: Commit {
+            last_seq: applied,
+            ..Commit::default()
+        },
+        ..Plan::default()
+    };
+    let mut windows: HashMap<String, Window> = HashMap::new();
+    let mut in_batch: HashSet<(i64, String)> = HashSet::new();
+    for input in inputs {
+        if input.seq <= plan.commit.last_seq {
+            // Applied already (redelivered after a crash or a lost ack): its
+            // output, if JetStream never acked it, goes out again.
+            if let Some(out) = known.output(input.seq)? {
+                plan.replays.push((input.seq, out));
+            }
+            continue;
+        }
+        plan.commit.last_seq = input.seq;
+        let mut decide = Decide {
+            known,
+            policy,
+            plan: &mut plan,
+            windows: &mut windows,
+            in_batch: &mut in_batch,
+            watermark_ms: &mut *watermark_ms,
+            now_ms,
+        };
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide.one(input)));
+        match decided {
+            Ok(result) => result?,
+            Err(panic) => {
+                let text = talon_kit::pipeline::panic_text(panic.as_ref());
+                tracing::error!(subject = %input.subject, seq = input.seq, panic = ?text, "deciding an alert panicked; dead-lettered");
+                let out = dead_letter_output(input, format!("dedup panicked on it: {text}"));
+                plan.commit.outputs.push((input.seq, out));
+            }
+        }
+    }
+    plan.commit.windows = windows.into_iter().collect();
+    Ok(plan)
+}
+
+/// The dead letter of `input`, as an outbox entry.
+fn dead_letter_output(input: &Input<'_>, reason: String) -> Output {
     let letter = DeadLetter::new(
         STAGE_DEDUP,
         reason,
-        msg.subject.as_str(),
-        Some(seq),
-        &msg.payload,
+        input.subject,
+        Some(input.seq),
+        input.payload,
     );
     Output {
         subject: dlq_subject(STAGE_DEDUP),
-        msg_id: derived_msg_id("dlq-dedup", &format!("{STREAM_ACCEPTED}:{seq}")),
+        msg_id: derived_msg_id("dlq-dedup", &format!("{STREAM_ACCEPTED}:{}", input.seq)),
         body: letter_body(&letter),
     }
 }
@@ -342,81 +436,94 @@ fn letter_body(letter: &DeadLetter) -> String {
     })
 }
 
-/// Decides one input (not applied before) into `batch`. Sync and free of
-/// I/O but sled reads, so a panic in it is caught at the input's boundary.
-fn decide_one(
-    shared: &Shared,
-    store: &PartitionStore,
-    msg: &jetstream::Message,
-    seq: u64,
-    batch: &mut Batch,
-    watermark_ms: &mut i64,
-) -> Result<(), StoreError> {
-    let mut alert: Alert = match talon_proto::decode_alert(&msg.payload) {
-        Ok(a) => a,
-        Err(e) => {
-            let out = dead_letter_output(msg, seq, e.to_string());
-            batch.commit.outputs.push((seq, out));
-            return Ok(());
-        }
-    };
-    let at_ms = alert.received_at.timestamp_millis();
-    *watermark_ms = advance_watermark(*watermark_ms, at_ms, Utc::now().timestamp_millis());
-    // The same alert under a new sequence: ingest published it again (its
-    // input redelivered) after JetStream forgot the first copy's
-    // Nats-Msg-Id (the work queue had deleted it, and nats-server
-    // restarted). Applying it again would count it twice.
-    if !batch.in_batch.insert((at_ms, alert.id.clone())) || store.was_applied(at_ms, &alert.id)? {
-        tracing::info!(alert = %alert.id, seq, "a copy of an applied alert; skipped");
-        return Ok(());
-    }
-    batch.commit.applied.push((at_ms, alert.id.clone()));
-    let key = dedup_key(&alert, &shared.key);
-    let seconds = shared.lengths.seconds(&alert.name, alert.dedup_seconds);
-    let current = match batch.windows.get(&key) {
-        Some(w) => Some(*w),
-        None => store.window(&key)?,
-    };
-    let info = match apply(current, at_ms, seconds, seq) {
-        Verdict::Suppressed(w) => {
-            batch.windows.insert(key, w);
-            batch.suppressed += 1;
-            return Ok(());
-        }
-        Verdict::Fresh(w) => {
-            batch.windows.insert(key.clone(), w);
-            batch.fresh += 1;
-            DedupInfo {
-                key,
-                window_start: time_of(w.start_ms),
-                window_end: time_of(w.end_ms),
-                suppressed_before: w.suppressed_before,
-            }
-        }
-        Verdict::Unsuppressed => {
-            batch.unsuppressed += 1;
-            DedupInfo {
-                key,
-                window_start: alert.received_at,
-                window_end: alert.received_at,
-                suppressed_before: 0,
-            }
-        }
-    };
-    alert.dedup = Some(info);
-    let out = match serde_json::to_string(&alert) {
-        Ok(body) => Output {
-            subject: SUBJECT_UNIQUE.to_owned(),
-            // decode_alert checked it: header-safe.
-            msg_id: alert.id.clone(),
-            body,
-        },
-        Err(e) => dead_letter_output(msg, seq, format!("the alert does not serialize: {e}")),
-    };
-    batch.commit.outputs.push((seq, out));
-    Ok(())
+/// What deciding one input needs: the batch so far and what is known.
+struct Decide<'p, 'b, K> {
+    known: &'b K,
+    policy: &'b Policy<'p>,
+    plan: &'b mut Plan,
+    windows: &'b mut HashMap<String, Window>,
+    in_batch: &'b mut HashSet<(i64, String)>,
+    watermark_ms: &'b mut i64,
+    now_ms: i64,
 }
 
+impl<K: Known> Decide<'_, '_, K> {
+    /// Decides one input (not applied before) into the plan.
+    fn one(&mut self, input: &Input<'_>) -> Result<(), StoreError> {
+        let seq = input.seq;
+        let mut alert: Alert = match talon_proto::decode_alert(input.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                let out = dead_letter_output(input, e.to_string());
+                self.plan.commit.outputs.push((seq, out));
+                return Ok(());
+            }
+        };
+        let at_ms = alert.received_at.timestamp_millis();
+        *self.watermark_ms = advance_watermark(*self.watermark_ms, at_ms, self.now_ms);
+        // The same alert under a new sequence: ingest published it again (its
+        // input redelivered) after JetStream forgot the first copy's
+        // Nats-Msg-Id (the work queue had deleted it, and nats-server
+        // restarted). Applying it again would count it twice.
+        if !self.in_batch.insert((at_ms, alert.id.clone()))
+            || self.known.was_applied(at_ms, &alert.id)?
+        {
+            tracing::info!(alert = %alert.id, seq, "a copy of an applied alert; skipped");
+            return Ok(());
+        }
+        self.plan.commit.applied.push((at_ms, alert.id.clone()));
+        let key = dedup_key(&alert, self.policy.key);
+        let seconds = self
+            .policy
+            .lengths
+            .seconds(&alert.name, alert.dedup_seconds);
+        let current = match self.windows.get(&key) {
+            Some(w) => Some(*w),
+            None => self.known.window(&key)?,
+        };
+        let info = match apply(current, at_ms, seconds, seq) {
+            Verdict::Suppressed(w) => {
+                self.windows.insert(key, w);
+                self.plan.suppressed += 1;
+                return Ok(());
+            }
+            Verdict::Fresh(w) => {
+                self.windows.insert(key.clone(), w);
+                self.plan.fresh += 1;
+                DedupInfo {
+                    key,
+                    window_start: time_of(w.start_ms),
+                    window_end: time_of(w.end_ms),
+                    suppressed_before: w.suppressed_before,
+                }
+            }
+            Verdict::Unsuppressed => {
+                self.plan.unsuppressed += 1;
+                DedupInfo {
+                    key,
+                    window_start: alert.received_at,
+                    window_end: alert.received_at,
+                    suppressed_before: 0,
+                }
+            }
+        };
+        alert.dedup = Some(info);
+        let out = match serde_json::to_string(&alert) {
+            Ok(body) => Output {
+                subject: SUBJECT_UNIQUE.to_owned(),
+                // decode_alert checked it: header-safe.
+                msg_id: alert.id.clone(),
+                body,
+            },
+            Err(e) => dead_letter_output(input, format!("the alert does not serialize: {e}")),
+        };
+        self.plan.commit.outputs.push((seq, out));
+        Ok(())
+    }
+}
+
+/// One batch: plan it, write and flush the plan's commit, publish its
+/// outputs and the replays, then ack every input.
 async fn process_batch(
     shared: &Shared,
     store: &PartitionStore,
@@ -427,54 +534,28 @@ async fn process_batch(
         return Ok(());
     }
     shared.metrics.batch_size.observe(msgs.len() as f64);
-    let applied = store.last_seq()?;
-    let mut batch = Batch {
-        commit: Commit {
-            last_seq: applied,
-            ..Commit::default()
-        },
-        ..Batch::default()
-    };
+    let mut inputs = Vec::with_capacity(msgs.len());
     for msg in &msgs {
         let seq = msg
             .info()
             .map_err(|e| BatchError::Nats(format!("message without JetStream info: {e}")))?
             .stream_sequence;
-        if seq <= batch.commit.last_seq {
-            // Applied already (redelivered after a crash or a lost ack): its
-            // output, if JetStream never acked it, goes out again.
-            if let Some(out) = store.output(seq)? {
-                batch.replays.push((seq, out));
-            }
-            continue;
-        }
-        batch.commit.last_seq = seq;
-        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decide_one(shared, store, msg, seq, &mut batch, watermark_ms)
-        }));
-        match decided {
-            Ok(result) => result?,
-            Err(panic) => {
-                let text = talon_kit::pipeline::panic_text(panic.as_ref());
-                tracing::error!(subject = %msg.subject, seq, panic = ?text, "deciding an alert panicked; dead-lettered");
-                let out = dead_letter_output(msg, seq, format!("dedup panicked on it: {text}"));
-                batch.commit.outputs.push((seq, out));
-            }
-        }
+        inputs.push(Input {
+            seq,
+            subject: msg.subject.as_str(),
+            payload: &msg.payload,
+        });
     }
-    let Batch {
-        mut commit,
-        windows,
-        replays,
-        fresh,
-        suppressed,
-        unsuppressed,
-        ..
-    } = batch;
-    if commit.last_seq > applied {
-        commit.windows = windows.into_iter().collect();
+    let applied = store.last_seq()?;
+    let policy = Policy {
+        key: &shared.key,
+        lengths: &shared.lengths,
+    };
+    let now_ms = Utc::now().timestamp_millis();
+    let plan = plan_batch(&inputs, store, &policy, applied, watermark_ms, now_ms)?;
+    if plan.commit.last_seq > applied {
         let started = Instant::now();
-        store.commit(&commit).await?;
+        store.commit(&plan.commit).await?;
         shared
             .metrics
             .flush_seconds
@@ -483,10 +564,10 @@ async fn process_batch(
     publish_outputs(
         &shared.js,
         store,
-        commit
+        plan.commit
             .outputs
             .iter()
-            .chain(replays.iter())
+            .chain(plan.replays.iter())
             .map(|(s, o)| (*s, o)),
     )
     .await?;
@@ -497,15 +578,168 @@ async fn process_batch(
         }
     }
     let m = &shared.metrics.alerts;
-    m.with_label_values(&["fresh"]).inc_by(fresh);
-    m.with_label_values(&["suppressed"]).inc_by(suppressed);
-    m.with_label_values(&["unsuppressed"]).inc_by(unsuppressed);
+    m.with_label_values(&["fresh"]).inc_by(plan.fresh);
+    m.with_label_values(&["suppressed"]).inc_by(plan.suppressed);
+    m.with_label_values(&["unsuppressed"])
+        .inc_by(plan.unsuppressed);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store in memory.
+    #[derive(Default)]
+    struct Memory {
+        windows: HashMap<String, Window>,
+        applied: HashSet<(i64, String)>,
+        outbox: HashMap<u64, Output>,
+    }
+
+    impl Known for Memory {
+        fn window(&self, key: &str) -> Result<Option<Window>, StoreError> {
+            Ok(self.windows.get(key).copied())
+        }
+        fn was_applied(&self, at_ms: i64, id: &str) -> Result<bool, StoreError> {
+            Ok(self.applied.contains(&(at_ms, id.to_owned())))
+        }
+        fn output(&self, seq: u64) -> Result<Option<Output>, StoreError> {
+            Ok(self.outbox.get(&seq).map(|o| Output {
+                subject: o.subject.clone(),
+                msg_id: o.msg_id.clone(),
+                body: o.body.clone(),
+            }))
+        }
+    }
+
+    const T0: i64 = 1_790_000_000_000;
+
+    fn accepted(id: &str, name: &str, at_ms: i64, dedup: i64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": id, "received_at": time_of(at_ms), "source": "nats", "name": name,
+            "timestamp": time_of(at_ms), "client_id": "C.1", "event_data": {},
+            "dedup_seconds": dedup,
+        }))
+        .unwrap()
+    }
+
+    fn plan(known: &Memory, payloads: &[(u64, Vec<u8>)], applied: u64) -> Plan {
+        let config = talon_kit::config::DedupConfig::default();
+        let lengths = Lengths::new(&config).unwrap();
+        let policy = Policy {
+            key: &config.key,
+            lengths: &lengths,
+        };
+        let inputs: Vec<Input<'_>> = payloads
+            .iter()
+            .map(|(seq, p)| Input {
+                seq: *seq,
+                subject: "talon.alerts.accepted.0",
+                payload: p,
+            })
+            .collect();
+        let mut watermark = i64::MIN;
+        plan_batch(&inputs, known, &policy, applied, &mut watermark, T0).unwrap()
+    }
+
+    fn unique(out: &Output) -> Alert {
+        assert_eq!(out.subject, SUBJECT_UNIQUE);
+        serde_json::from_str(&out.body).unwrap()
+    }
+
+    #[test]
+    fn a_batch_opens_one_window_per_key_and_counts_the_rest() {
+        let known = Memory::default();
+        let p = plan(
+            &known,
+            &[
+                (1, accepted("a1", "Honey", T0, 60)),
+                (2, accepted("a2", "Honey", T0 + 1_000, 60)),
+                (3, accepted("a3", "Honey", T0 + 2_000, 60)),
+                (4, accepted("b1", "Other", T0 + 3_000, 60)),
+                (5, accepted("c1", "Always", T0 + 4_000, -1)),
+                (6, accepted("c2", "Always", T0 + 5_000, -1)),
+            ],
+            0,
+        );
+        assert_eq!((p.fresh, p.suppressed, p.unsuppressed), (2, 2, 2));
+        assert_eq!(p.commit.last_seq, 6);
+        assert_eq!(p.commit.applied.len(), 6);
+        let ids: Vec<String> = p.commit.outputs.iter().map(|(_, o)| unique(o).id).collect();
+        assert_eq!(ids, ["a1", "b1", "c1", "c2"]);
+        let honey = p
+            .commit
+            .windows
+            .iter()
+            .find(|(k, _)| k.contains("Honey"))
+            .unwrap()
+            .1;
+        assert_eq!(
+            honey.suppressed, 2,
+            "the window counts the two it held back"
+        );
+        assert_eq!(honey.end_ms - honey.start_ms, 60_000);
+    }
+
+    #[test]
+    fn a_known_window_suppresses_and_a_known_alert_is_skipped() {
+        let mut known = Memory::default();
+        let first = plan(&known, &[(1, accepted("a1", "Honey", T0, 60))], 0);
+        known.windows.extend(first.commit.windows.iter().cloned());
+        known.applied.extend(first.commit.applied.iter().cloned());
+
+        // The same alert again under a new sequence, then a new one.
+        let p = plan(
+            &known,
+            &[
+                (2, accepted("a1", "Honey", T0, 60)),
+                (3, accepted("a2", "Honey", T0 + 10_000, 60)),
+            ],
+            1,
+        );
+        assert_eq!((p.fresh, p.suppressed), (0, 1));
+        assert!(p.commit.outputs.is_empty());
+        assert_eq!(p.commit.applied, [(T0 + 10_000, "a2".to_owned())]);
+
+        // Past the window: fresh, carrying the count.
+        let mut known2 = Memory::default();
+        known2.windows.extend(p.commit.windows.iter().cloned());
+        let later = plan(&known2, &[(4, accepted("a3", "Honey", T0 + 61_000, 60))], 3);
+        assert_eq!(later.fresh, 1);
+        let alert = unique(&later.commit.outputs[0].1);
+        assert_eq!(alert.dedup.unwrap().suppressed_before, 1);
+    }
+
+    #[test]
+    fn replays_and_garbage() {
+        let mut known = Memory::default();
+        known.outbox.insert(
+            7,
+            Output {
+                subject: SUBJECT_UNIQUE.into(),
+                msg_id: "a7".into(),
+                body: "{}".into(),
+            },
+        );
+        let p = plan(
+            &known,
+            &[
+                (7, accepted("a7", "X", T0, 60)),
+                (8, accepted("a8", "X", T0, 60)),
+                (9, b"not json".to_vec()),
+            ],
+            8,
+        );
+        let replayed: Vec<u64> = p.replays.iter().map(|(s, _)| *s).collect();
+        assert_eq!(replayed, [7], "8 was applied and acked: nothing to send");
+        assert_eq!(p.commit.last_seq, 9);
+        let (seq, letter) = &p.commit.outputs[0];
+        assert_eq!(*seq, 9);
+        assert_eq!(letter.subject, dlq_subject(STAGE_DEDUP));
+        let parsed: DeadLetter = serde_json::from_str(&letter.body).unwrap();
+        assert_eq!(parsed.raw.as_deref(), Some("not json"));
+    }
 
     #[test]
     fn an_outbox_entry_with_a_bad_id_becomes_a_dead_letter() {
