@@ -5,8 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use talon_notify::channels::chat::{ChannelOptions, ChatKind};
-use talon_notify::channels::email::{html_body, subject, text_body, Sections};
+use talon_kit::config::ChannelKind;
+use talon_notify::channels::chat::{self, ChannelOptions};
+use talon_notify::channels::email::{html_body, subject, text_body};
+use talon_notify::channels::present::Sections;
 use talon_proto::decode_alert;
 
 fuzz_target!(|data: &[u8]| {
@@ -31,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
         icon_url: named(32, "https://example.org/icon.png"),
         routing_key: named(64, "R0UT1NGKEY"),
     };
-    for kind in ChatKind::ALL {
-        let body = kind.render(&alert, &options);
+    for kind in ChannelKind::CHAT {
+        let body = chat::render(kind, &alert, &options).expect("a chat kind renders");
         assert!(body.is_object(), "{kind} renders an object");
         serde_json::to_vec(&body).expect("a body serializes");
     }

@@ -87,11 +87,19 @@ pub struct ClientInfo {
     pub labels: Vec<String>,
 }
 
+/// The `event_data` keys that override the alert's own fields, in the order
+/// of those fields: `client_id`, `flow_id`, `artifact`, `artifact_type`. As
+/// in Velociraptor's `Server.Monitor.Alerts`, an alert raised on behalf of
+/// someone else (a server event rule speaking for a client, say) names them
+/// there.
+pub const OVERRIDE_KEYS: [&str; 4] = ["ClientId", "FlowId", "Artifact", "ArtifactType"];
+
 impl Alert {
-    /// `event_data.<field>` when it is a non-empty string: Velociraptor's
-    /// `Server.Monitor.Alerts` lets these override the row's own fields.
-    fn override_field(&self, field: &str) -> Option<&str> {
-        match self.event_data.get(field) {
+    /// `event_data.<key>` when it is a non-empty string, the one rule for an
+    /// override (`key` one of [`OVERRIDE_KEYS`]): anything else, an empty
+    /// string included, leaves the alert's own field as it is.
+    pub fn override_of(&self, key: &str) -> Option<&str> {
+        match self.event_data.get(key) {
             Some(Value::String(s)) if !s.is_empty() => Some(s),
             _ => None,
         }
@@ -99,13 +107,23 @@ impl Alert {
 
     /// The client id after the `event_data.ClientId` override.
     pub fn effective_client_id(&self) -> Option<&str> {
-        self.override_field("ClientId")
-            .or(self.client_id.as_deref())
+        self.override_of("ClientId").or(self.client_id.as_deref())
+    }
+
+    /// The flow id after the `event_data.FlowId` override.
+    pub fn effective_flow_id(&self) -> Option<&str> {
+        self.override_of("FlowId").or(self.flow_id.as_deref())
     }
 
     /// The artifact after the `event_data.Artifact` override.
     pub fn effective_artifact(&self) -> Option<&str> {
-        self.override_field("Artifact").or(self.artifact.as_deref())
+        self.override_of("Artifact").or(self.artifact.as_deref())
+    }
+
+    /// The artifact type after the `event_data.ArtifactType` override.
+    pub fn effective_artifact_type(&self) -> Option<&str> {
+        self.override_of("ArtifactType")
+            .or(self.artifact_type.as_deref())
     }
 }
 
@@ -142,6 +160,36 @@ mod tests {
         assert_eq!(a.effective_artifact(), Some("EventTest.Alert"));
         let b = alert(serde_json::json!({"ClientId": 5}));
         assert_eq!(b.effective_client_id(), Some("server"));
+        assert_eq!(b.override_of("ClientId"), None);
+        let c = alert(serde_json::json!({
+            "FlowId": "F.1",
+            "ArtifactType": "CLIENT_EVENT",
+            "Artifact": "Linux.Detection.Honeyfiles",
+        }));
+        assert_eq!(c.effective_flow_id(), Some("F.1"));
+        assert_eq!(c.effective_artifact_type(), Some("CLIENT_EVENT"));
+        assert_eq!(c.effective_artifact(), Some("Linux.Detection.Honeyfiles"));
+        assert_eq!(a.effective_flow_id(), None);
+        assert_eq!(a.effective_artifact_type(), None);
+    }
+
+    #[test]
+    fn every_override_key_has_its_effective_field() {
+        let a = alert(Value::Object(
+            OVERRIDE_KEYS
+                .iter()
+                .map(|k| (k.to_string(), Value::String(format!("from {k}"))))
+                .collect(),
+        ));
+        let effective = [
+            a.effective_client_id(),
+            a.effective_flow_id(),
+            a.effective_artifact(),
+            a.effective_artifact_type(),
+        ];
+        for (key, value) in OVERRIDE_KEYS.iter().zip(effective) {
+            assert_eq!(value, Some(format!("from {key}").as_str()));
+        }
     }
 
     #[test]

@@ -17,66 +17,66 @@ import email, email.policy, json, os, time
 
 
 def parse(raw):
-"""The headers (decoded) and the leaf parts of a message, by Python's own MIME parser."""
-try:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    headers = [[name, str(value)] for name, value in msg.items()]
-    parts = []
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
-        try:
-            text = part.get_content()
-        except Exception as e:
-            text = "<cannot decode: %s>" % e
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        parts.append({"content_type": part.get_content_type(), "text": text})
-    return msg.get_content_type(), headers, parts
-except Exception as e:
-    return "<cannot parse: %s>" % e, [], []
+    """The headers (decoded) and the leaf parts of a message, by Python's own MIME parser."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        headers = [[name, str(value)] for name, value in msg.items()]
+        parts = []
+        for part in msg.walk():
+            if part.is_multipart():
+                continue
+            try:
+                text = part.get_content()
+            except Exception as e:
+                text = "<cannot decode: %s>" % e
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            parts.append({"content_type": part.get_content_type(), "text": text})
+        return msg.get_content_type(), headers, parts
+    except Exception as e:
+        return "<cannot parse: %s>" % e, [], []
 
 
 class Handler:
-def __init__(self, outdir):
-    self.outdir = outdir
-    self.count = 0
+    def __init__(self, outdir):
+        self.outdir = outdir
+        self.count = 0
 
-@classmethod
-def from_cli(cls, parser, *args):
-    if len(args) != 1:
-        parser.error("talon_smtp.Handler takes the output folder")
-    return cls(args[0])
+    @classmethod
+    def from_cli(cls, parser, *args):
+        if len(args) != 1:
+            parser.error("talon_smtp.Handler takes the output folder")
+        return cls(args[0])
 
-async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-    local = address.split("@", 1)[0].lower()
-    if local.startswith("reject"):
-        return "550 no such user"
-    if local.startswith("busy"):
-        return "451 try again later"
-    envelope.rcpt_tos.append(address)
-    return "250 OK"
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0].lower()
+        if local.startswith("reject"):
+            return "550 no such user"
+        if local.startswith("busy"):
+            return "451 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
-async def handle_DATA(self, server, session, envelope):
-    self.count += 1
-    raw = envelope.original_content or envelope.content
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogateescape")
-    content_type, headers, parts = parse(raw)
-    record = {
-        "mail_from": envelope.mail_from,
-        "rcpt_tos": envelope.rcpt_tos,
-        "data": raw.decode("utf-8", "replace"),
-        "content_type": content_type,
-        "headers": headers,
-        "parts": parts,
-    }
-    name = "%020d-%d-%06d.json" % (time.time_ns(), os.getpid(), self.count)
-    tmp = os.path.join(self.outdir, name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.rename(tmp, os.path.join(self.outdir, name))
-    return "250 Message accepted for delivery"
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        content_type, headers, parts = parse(raw)
+        record = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "data": raw.decode("utf-8", "replace"),
+            "content_type": content_type,
+            "headers": headers,
+            "parts": parts,
+        }
+        name = "%020d-%d-%06d.json" % (time.time_ns(), os.getpid(), self.count)
+        tmp = os.path.join(self.outdir, name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.rename(tmp, os.path.join(self.outdir, name))
+        return "250 Message accepted for delivery"
 "#;
 
 /// One mail as the server stored it.

@@ -5,20 +5,18 @@
 //! and `artifact_type`, and leave the context.
 
 use serde_json::Value;
-use talon_proto::Alert;
-
-/// The `event_data` keys that override the alert's own fields, in the order
-/// of those fields: `client_id`, `flow_id`, `artifact`, `artifact_type`.
-pub const OVERRIDE_KEYS: [&str; 4] = ["ClientId", "FlowId", "Artifact", "ArtifactType"];
+use talon_proto::{Alert, OVERRIDE_KEYS};
 
 /// Moves the [`OVERRIDE_KEYS`] out of `event_data` into the alert's fields.
 ///
-/// Only strings count: a non-empty string replaces the field, an empty one
-/// leaves the field as it was; either way the key leaves `event_data`. A key
-/// holding anything else (a number, an object, null) is not an override and
-/// stays in `event_data`, where it shows up in the context like any other
-/// value. The other keys keep their order.
+/// Only strings count: a non-empty string replaces the field (the rule of
+/// [`Alert::override_of`]), an empty one leaves the field as it was; either
+/// way the key leaves `event_data`. A key holding anything else (a number,
+/// an object, null) is not an override and stays in `event_data`, where it
+/// shows up in the context like any other value. The other keys keep their
+/// order.
 pub fn apply_overrides(alert: &mut Alert) {
+    let overrides = OVERRIDE_KEYS.map(|key| alert.override_of(key).map(str::to_owned));
     let Alert {
         event_data,
         client_id,
@@ -28,16 +26,14 @@ pub fn apply_overrides(alert: &mut Alert) {
         ..
     } = alert;
     let fields = [client_id, flow_id, artifact, artifact_type];
-    for (key, field) in OVERRIDE_KEYS.into_iter().zip(fields) {
-        if !matches!(event_data.get(key), Some(Value::String(_))) {
-            continue;
+    for ((key, value), field) in OVERRIDE_KEYS.into_iter().zip(overrides).zip(fields) {
+        if let Some(value) = value {
+            *field = Some(value);
         }
         // `shift_remove`, not `remove`: the latter swaps the last key into the
         // hole and the context would lose the input's order.
-        if let Some(Value::String(value)) = event_data.shift_remove(key) {
-            if !value.is_empty() {
-                *field = Some(value);
-            }
+        if matches!(event_data.get(key), Some(Value::String(_))) {
+            event_data.shift_remove(key);
         }
     }
 }

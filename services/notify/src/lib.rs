@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _};
 use talon_kit::config::{ChannelConfig, ChannelKind, Config, Env};
 use talon_kit::service::{self, Context, Running};
 
-use crate::channels::chat::{ChannelOptions, Chat, ChatKind};
+use crate::channels::chat::{ChannelOptions, Chat};
 use crate::channels::{email::Email, inbox, webhook};
 use crate::worker::{Channel, Sender};
 
@@ -57,25 +57,21 @@ fn sender(
         | ChannelKind::Teams
         | ChannelKind::Googlechat
         | ChannelKind::Discord
-        | ChannelKind::Pagerduty => {
-            let kind = ChatKind::of(channel.kind).ok_or_else(|| {
-                anyhow::anyhow!("channels[id={}]: no chat kind {}", channel.id, channel.kind)
-            })?;
-            chat_sender(kind, channel, env)?
-        }
+        | ChannelKind::Pagerduty => chat_sender(channel, env)?,
     })
 }
 
-/// A chat or incident channel: its URL (PagerDuty's by default) and, for
-/// PagerDuty, its routing key, both resolved from `env` or files.
-fn chat_sender(kind: ChatKind, channel: &ChannelConfig, env: &Env) -> anyhow::Result<Sender> {
+/// A chat or incident channel (one of [`ChannelKind::CHAT`]): its URL
+/// (PagerDuty's by default) and, for PagerDuty, its routing key, both
+/// resolved from `env` or files.
+fn chat_sender(channel: &ChannelConfig, env: &Env) -> anyhow::Result<Sender> {
     let url = channel.url(env)?;
-    let routing_key = match kind {
-        ChatKind::PagerDuty => Some(channel.routing_key(env)?),
+    let routing_key = match channel.kind {
+        ChannelKind::Pagerduty => Some(channel.routing_key(env)?),
         _ => None,
     };
     let options = ChannelOptions::of(channel, routing_key);
-    let chat = Chat::new(kind, &url, options)
+    let chat = Chat::new(channel.kind, &url, options)
         .map_err(|e| anyhow::anyhow!("channels[id={}].url: {e}", channel.id))?;
     Ok(Sender::Chat(Box::new(chat)))
 }

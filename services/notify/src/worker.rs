@@ -153,6 +153,60 @@ pub fn give_up_before_trying(delivered: u64, age: Duration, deadline: Duration) 
     None
 }
 
+/// What to do after a delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Delivered: record it in the ledger, then ack.
+    Sent,
+    /// Retrying cannot help, or the next try would come too late:
+    /// dead-letter with this reason.
+    Park(String),
+    /// Try again after `delay`.
+    Retry(Duration),
+}
+
+/// How long the whole channel holds off after `result`: what the remote
+/// side asked for with `Retry-After`, whatever becomes of this message.
+pub fn pause_of(result: &Result<(), DeliveryError>) -> Option<Duration> {
+    match result {
+        Err(DeliveryError::Transient { retry_after, .. }) => *retry_after,
+        _ => None,
+    }
+}
+
+/// Decides what follows an attempt's `result`: the message's `delivered`
+/// count (1 = the first try), its `age` (since JetStream stored it), the
+/// channel's retry `deadline`, and `jitter` (-0.2..=0.2) for the backoff.
+/// Pure: no clock, no randomness, no I/O.
+pub fn decide(
+    result: &Result<(), DeliveryError>,
+    delivered: u64,
+    age: Duration,
+    deadline: Duration,
+    jitter: f64,
+) -> Action {
+    match result {
+        Ok(()) => Action::Sent,
+        Err(DeliveryError::Permanent(reason)) => Action::Park(reason.clone()),
+        Err(DeliveryError::Transient {
+            reason,
+            retry_after,
+        }) => {
+            let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
+            let wanted = retry_after.unwrap_or_else(|| backoff(attempt, jitter));
+            match next_try(wanted, age, deadline) {
+                Some(delay) => Action::Retry(delay),
+                None => Action::Park(format!(
+                    "{reason} (still failing after {} s; its next try would come after the \
+                     channel's retry deadline of {} s)",
+                    age.as_secs(),
+                    deadline.as_secs()
+                )),
+            }
+        }
+    }
+}
+
 /// The delay before retry number `attempt` (1 = the first retry).
 pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     let exp = BACKOFF_BASE.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
@@ -366,8 +420,20 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
             "no answer within {ATTEMPT_TIMEOUT:?}"
         ))),
     };
-    match result {
-        Ok(()) => {
+    let jitter = rand::rng().random_range(-0.2..=0.2);
+    let failed = match &result {
+        Err(DeliveryError::Transient { reason, .. } | DeliveryError::Permanent(reason)) => {
+            // Whatever follows, the claim is given back first.
+            let _ = shared.ledger.release(&key).await;
+            Some(reason.clone())
+        }
+        Ok(()) => None,
+    };
+    if let Some(wait) = pause_of(&result) {
+        channel.pause_for(wait);
+    }
+    match decide(&result, delivered, age(), channel.retry_deadline, jitter) {
+        Action::Sent => {
             shared
                 .metrics
                 .delivery_seconds
@@ -381,33 +447,12 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
             let _ = msg.double_ack().await;
             "sent"
         }
-        Err(DeliveryError::Permanent(reason)) => {
-            tracing::warn!(channel = %channel.id, alert = %alert.id, ?reason, "permanent failure");
-            let _ = shared.ledger.release(&key).await;
+        Action::Park(reason) => {
+            tracing::warn!(channel = %channel.id, alert = %alert.id, ?reason, "delivery given up");
             park(shared, channel, msg, reason, Some(alert.id.clone())).await
         }
-        Err(DeliveryError::Transient {
-            reason,
-            retry_after,
-        }) => {
-            let _ = shared.ledger.release(&key).await;
-            if let Some(wait) = retry_after {
-                channel.pause_for(wait);
-            }
-            let age = age();
-            let jitter = rand::rng().random_range(-0.2..=0.2);
-            let attempt_no = u32::try_from(delivered).unwrap_or(u32::MAX);
-            let wanted = retry_after.unwrap_or_else(|| backoff(attempt_no, jitter));
-            let Some(delay) = next_try(wanted, age, channel.retry_deadline) else {
-                let reason = format!(
-                    "{reason} (still failing after {} s; its next try would come after the \
-                     channel's retry deadline of {} s)",
-                    age.as_secs(),
-                    channel.retry_deadline.as_secs()
-                );
-                return park(shared, channel, msg, reason, Some(alert.id.clone())).await;
-            };
-            tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, ?reason, "delivery failed; will retry");
+        Action::Retry(delay) => {
+            tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, reason = ?failed, "delivery failed; will retry");
             shared
                 .metrics
                 .retries
@@ -526,6 +571,46 @@ mod tests {
         );
         // Not even a clamped wait can overflow the clock into a panic.
         assert_eq!(pause_end(now, Duration::MAX, Duration::MAX), None);
+    }
+
+    #[test]
+    fn decide_sends_parks_and_retries() {
+        let hour = Duration::from_secs(3600);
+        let fresh = Duration::from_secs(10);
+        assert_eq!(decide(&Ok(()), 1, fresh, hour, 0.0), Action::Sent);
+        let permanent = Err(DeliveryError::Permanent("404 Not Found".into()));
+        assert_eq!(
+            decide(&permanent, 1, fresh, hour, 0.0),
+            Action::Park("404 Not Found".into())
+        );
+        // A transient failure: the backoff of the attempt, with jitter.
+        let transient = Err(DeliveryError::transient("503"));
+        assert_eq!(
+            decide(&transient, 3, fresh, hour, 0.2),
+            Action::Retry(Duration::from_secs_f64(4.8))
+        );
+        // Retry-After wins over the backoff and pauses the channel.
+        let later = Err(DeliveryError::Transient {
+            reason: "429".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        });
+        assert_eq!(
+            decide(&later, 1, fresh, hour, 0.0),
+            Action::Retry(Duration::from_secs(30))
+        );
+        assert_eq!(pause_of(&later), Some(Duration::from_secs(30)));
+        assert_eq!(pause_of(&transient), None);
+        // A next try past the deadline: parked now, saying why.
+        match decide(&later, 1, hour - Duration::from_secs(20), hour, 0.0) {
+            Action::Park(reason) => {
+                assert!(
+                    reason.starts_with("429 (still failing after 3580 s"),
+                    "{reason}"
+                );
+                assert!(reason.contains("retry deadline of 3600 s"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

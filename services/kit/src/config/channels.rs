@@ -48,6 +48,22 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    /// The chat and incident kinds: each renders an alert as one JSON body
+    /// and POSTs it to its service's web hook (notify's `channels::chat`).
+    pub const CHAT: [ChannelKind; 6] = [
+        ChannelKind::Slack,
+        ChannelKind::Mattermost,
+        ChannelKind::Teams,
+        ChannelKind::Googlechat,
+        ChannelKind::Discord,
+        ChannelKind::Pagerduty,
+    ];
+
+    /// Is this a chat or incident kind (one of [`ChannelKind::CHAT`])?
+    pub fn is_chat(self) -> bool {
+        Self::CHAT.contains(&self)
+    }
+
     /// The name used in the file.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -18,11 +18,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use talon_kit::config::{ChannelConfig, Config, Env};
 use talon_proto::Alert;
 
-pub use render::{
-    client_id, client_label, context_rows, escape, heading, html_body, one_line, override_of,
-    severity_colour, severity_rgb, subject, suppressed_line, text_body, Sections,
-};
+pub use render::{escape, html_body, severity_colour, subject, text_body};
 
+use super::present::{one_line, Sections};
 use super::DeliveryError;
 
 /// How long connecting, and each SMTP command, may take.

@@ -1,17 +1,14 @@
-//! One file per channel kind. Every kind delivers one enriched alert and
-//! says whether a failure is worth retrying.
+//! One file per channel kind (the chat and incident kinds under `chat/`),
+//! and `present.rs`, what the e-mail and the chat kinds show alike. Every
+//! kind delivers one enriched alert and says whether a failure is worth
+//! retrying.
 
 use std::time::Duration;
 
 pub mod chat;
-pub mod discord;
 pub mod email;
-pub mod googlechat;
 pub mod inbox;
-pub mod mattermost;
-pub mod pagerduty;
-pub mod slack;
-pub mod teams;
+pub mod present;
 pub mod webhook;
 
 /// Why a delivery failed.

@@ -4,8 +4,8 @@
 use serde_json::Value;
 use talon_proto::{Alert, ClientInfo, ContextEntry, DedupInfo};
 
-use super::ChannelOptions;
-use crate::channels::email::Sections;
+use super::parts::ChannelOptions;
+use crate::channels::present::Sections;
 
 /// An enriched client alert with every field filled, and context values
 /// that need escaping or could mention someone.

@@ -1,94 +1,27 @@
 //! What an alert e-mail says: the subject as Velociraptor's
 //! `Server.Monitor.Alerts` builds it, a plain-text body and an HTML body with
 //! the same sections. Pure functions over the enriched [`Alert`]; no I/O.
+//! What the chat kinds show too (the title, the context rows, ...) is in
+//! [`present`](crate::channels::present).
 //!
 //! Two invariants: no control character (CR, LF, ...) ever reaches the
 //! subject, and every value in the HTML body is escaped.
 
 use chrono::SecondsFormat;
-use serde_json::Value;
 use talon_proto::Alert;
+
+use crate::channels::present::{
+    client_id, context_rows, one_line, severity_rgb, suppressed_line, title, Sections,
+};
 
 /// How many characters of the alert name the subject keeps.
 pub const SUBJECT_NAME_CHARS: usize = 30;
-
-/// The optional sections of the body (a channel's `include_*_details`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sections {
-    /// Client details: hostname, fqdn, os, labels, client id.
-    pub client: bool,
-    /// Flow details: the flow id.
-    pub flow: bool,
-    /// Artifact details: the artifact and its type.
-    pub artifact: bool,
-}
-
-impl Sections {
-    /// The switches of a channel.
-    pub fn of(channel: &talon_kit::config::ChannelConfig) -> Sections {
-        Sections {
-            client: channel.include_client_details,
-            flow: channel.include_flow_details,
-            artifact: channel.include_artifact_details,
-        }
-    }
-}
 
 /// `Server alert` or `Alert from client <hostname>`, then ` (<severity>)`,
 /// then `: ` and the name cut to 30 characters; every control character in
 /// any part becomes a space, so nothing in an alert can end the header.
 pub fn subject(alert: &Alert) -> String {
-    heading(alert, SUBJECT_NAME_CHARS)
-}
-
-/// The subject's form with the name cut to `name_chars` characters: what
-/// the chat kinds show as their title.
-pub fn heading(alert: &Alert, name_chars: usize) -> String {
-    let mut subject = match client_label(alert) {
-        Some(client) => format!("Alert from client {}", one_line(client)),
-        None => "Server alert".to_owned(),
-    };
-    if let Some(severity) = alert.severity.as_deref().filter(|s| !s.is_empty()) {
-        subject.push_str(&format!(" ({})", one_line(severity)));
-    }
-    let name: String = alert.name.chars().take(name_chars).collect();
-    subject.push_str(": ");
-    subject.push_str(&one_line(&name));
-    subject
-}
-
-/// What the subject calls the client: its inventory hostname, else its id
-/// unless the alert is the server's own.
-pub fn client_label(alert: &Alert) -> Option<&str> {
-    let hostname = alert
-        .client
-        .as_ref()
-        .and_then(|c| c.hostname.as_deref())
-        .filter(|h| !h.trim().is_empty());
-    hostname.or_else(|| client_id(alert))
-}
-
-/// The client id after the `event_data.ClientId` override, unless it is
-/// the server (`server`, or none).
-pub fn client_id(alert: &Alert) -> Option<&str> {
-    alert
-        .effective_client_id()
-        .or_else(|| alert.client.as_ref().and_then(|c| c.client_id.as_deref()))
-        .filter(|id| !id.is_empty() && *id != "server")
-}
-
-/// `text` with every control character (and the Unicode line and paragraph
-/// separators) replaced by a space.
-pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect()
+    title(alert, SUBJECT_NAME_CHARS)
 }
 
 /// `text` safe inside HTML element content and quoted attribute values.
@@ -107,30 +40,10 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The "N similar alerts were suppressed" line, when dedup counted any.
-pub fn suppressed_line(alert: &Alert) -> Option<String> {
-    match alert.dedup.as_ref().map(|d| d.suppressed_before) {
-        None | Some(0) => None,
-        Some(1) => Some("1 similar alert was suppressed in the previous window".to_owned()),
-        Some(n) => Some(format!(
-            "{n} similar alerts were suppressed in the previous window"
-        )),
-    }
-}
-
 /// One titled block of `label | value` rows.
 struct Section {
     title: &'static str,
     rows: Vec<(String, String)>,
-}
-
-/// `event_data.<field>` when it is a non-empty string (the overrides of
-/// `Server.Monitor.Alerts`).
-pub fn override_of<'a>(alert: &'a Alert, field: &str) -> Option<&'a str> {
-    match alert.event_data.get(field) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s),
-        _ => None,
-    }
 }
 
 fn push(rows: &mut Vec<(String, String)>, label: &str, value: Option<&str>) {
@@ -180,8 +93,7 @@ fn sections(alert: &Alert, switches: &Sections) -> Vec<Section> {
 
     if switches.flow {
         let mut rows = Vec::new();
-        let flow = override_of(alert, "FlowId").or(alert.flow_id.as_deref());
-        push(&mut rows, "Flow id", flow);
+        push(&mut rows, "Flow id", alert.effective_flow_id());
         if !rows.is_empty() {
             out.push(Section {
                 title: "Flow details",
@@ -193,8 +105,7 @@ fn sections(alert: &Alert, switches: &Sections) -> Vec<Section> {
     if switches.artifact {
         let mut rows = Vec::new();
         push(&mut rows, "Artifact", alert.effective_artifact());
-        let kind = override_of(alert, "ArtifactType").or(alert.artifact_type.as_deref());
-        push(&mut rows, "Type", kind);
+        push(&mut rows, "Type", alert.effective_artifact_type());
         if !rows.is_empty() {
             out.push(Section {
                 title: "Artifact details",
@@ -205,28 +116,8 @@ fn sections(alert: &Alert, switches: &Sections) -> Vec<Section> {
     out
 }
 
-/// The context table: enrich's flattened `context`, or the raw `event_data`
-/// of an alert that was not enriched (strings as they are, the rest as JSON).
-pub fn context_rows(alert: &Alert) -> Vec<(String, String)> {
-    match &alert.context {
-        Some(context) => context
-            .iter()
-            .map(|e| (e.key.clone(), e.value.clone()))
-            .collect(),
-        None => alert
-            .event_data
-            .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), value)
-            })
-            .collect(),
-    }
-}
-
+/// The mail's last line, naming the channel (the chat kinds have their own,
+/// [`present::footer`](crate::channels::present::footer)).
 fn footer(alert: &Alert) -> String {
     match alert.channel.as_deref() {
         Some(channel) => format!("Sent by talon, channel {channel}."),
@@ -279,21 +170,9 @@ word-break:break-word;font-family:Consolas,'Courier New',monospace;font-size:13p
 const EMPTY_STYLE: &str = "margin:0;color:#656d76;font-style:italic";
 const FOOTER_STYLE: &str = "margin:20px 0 0 0;color:#656d76;font-size:12px";
 
-/// The colour of a severity (unknown severities are grey), as `0xRRGGBB`:
-/// the e-mail badge and the chat kinds' colour bars.
-pub fn severity_rgb(severity: &str) -> u32 {
-    match severity.to_ascii_lowercase().as_str() {
-        "critical" => 0x82071e,
-        "high" => 0xcf222e,
-        "medium" => 0xbc4c00,
-        "low" => 0x0969da,
-        _ => 0x57606a,
-    }
-}
-
 /// The colour of a severity badge, as `#rrggbb`.
 pub fn severity_colour(severity: &str) -> String {
-    format!("#{:06x}", severity_rgb(severity))
+    format!("#{:06x}", severity_rgb(Some(severity)))
 }
 
 /// The HTML body: inline CSS only, no external resources; every value escaped.
@@ -354,6 +233,7 @@ border-radius:10px;font-size:12px;color:#ffffff;background:{}\">{}</span>",
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use talon_proto::{ClientInfo, ContextEntry, DedupInfo};
 
     fn base() -> Alert {

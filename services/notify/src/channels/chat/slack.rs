@@ -13,8 +13,8 @@
 use serde_json::{json, Map, Value};
 use talon_proto::Alert;
 
-use super::chat::{self, ChannelOptions};
-use super::email;
+use super::parts::{self, ChannelOptions};
+use crate::channels::present;
 
 /// Blocks in one message.
 pub const MAX_BLOCKS: usize = 50;
@@ -35,7 +35,7 @@ const LEFT_OUT_ROOM: usize = 40;
 
 /// `text` as mrkdwn, escaped and cut to `max` characters.
 fn mrkdwn(text: &str, max: usize) -> String {
-    chat::cut_escaped(text, max, chat::escape_markup)
+    parts::cut_escaped(text, max, parts::escape_markup)
 }
 
 fn section(text: String) -> Value {
@@ -61,10 +61,10 @@ fn pack(lines: &[(String, String)], room: usize) -> Vec<String> {
     let mut current = String::new();
     let mut placed = 0;
     for (key, value) in lines {
-        let head = format!("*{}*: ", mrkdwn(&email::one_line(key), KEY_CHARS));
+        let head = format!("*{}*: ", mrkdwn(&present::one_line(key), KEY_CHARS));
         let line_within = |cap: usize| {
             let room = cap.saturating_sub(head.chars().count());
-            format!("{head}{}", mrkdwn(chat::shown(value), room))
+            format!("{head}{}", mrkdwn(parts::shown(value), room))
         };
         let cap = capacity(sections.len());
         let line = line_within(cap);
@@ -86,7 +86,7 @@ fn pack(lines: &[(String, String)], room: usize) -> Vec<String> {
         if !current.is_empty() {
             current.push('\n');
         }
-        current.push_str(&format!("_{}_", chat::left_out(lines.len() - placed)));
+        current.push_str(&format!("_{}_", parts::left_out(lines.len() - placed)));
     }
     if !current.is_empty() {
         sections.push(current);
@@ -96,12 +96,12 @@ fn pack(lines: &[(String, String)], room: usize) -> Vec<String> {
 
 /// The message for `alert`.
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
-    let title = chat::title(alert);
+    let title = present::title(alert, present::WHOLE_NAME);
     let mut blocks = vec![json!({
         "type": "header",
-        "text": {"type": "plain_text", "text": chat::cut(&title, HEADER_CHARS), "emoji": false},
+        "text": {"type": "plain_text", "text": parts::cut(&title, HEADER_CHARS), "emoji": false},
     })];
-    let fields: Vec<Value> = chat::facts(alert, &options.sections)
+    let fields: Vec<Value> = present::facts(alert, &options.sections)
         .into_iter()
         .take(MAX_FIELDS)
         .map(|(label, value)| {
@@ -114,19 +114,23 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
         blocks.push(json!({"type": "section", "fields": fields}));
     }
     let mut notes = Vec::new();
-    if let Some(line) = chat::suppressed(alert) {
+    if let Some(line) = present::suppressed_line(alert) {
         notes.push(json!({"type": "mrkdwn", "text": mrkdwn(&line, SECTION_CHARS)}));
     }
-    notes.push(json!({"type": "mrkdwn", "text": mrkdwn(&chat::footer(alert), SECTION_CHARS)}));
+    notes.push(json!({"type": "mrkdwn", "text": mrkdwn(&present::footer(alert), SECTION_CHARS)}));
     // Room for the context, before the closing context block.
     let room = MAX_BLOCKS - blocks.len() - 1;
-    blocks.extend(pack(&chat::context(alert), room).into_iter().map(section));
+    blocks.extend(
+        pack(&present::context_rows(alert), room)
+            .into_iter()
+            .map(section),
+    );
     blocks.push(json!({"type": "context", "elements": notes}));
     let mut map = Map::new();
     map.insert("text".into(), Value::String(mrkdwn(&title, TEXT_CHARS)));
     map.insert("blocks".into(), Value::Array(blocks));
     let mut body = Value::Object(map);
-    chat::post_as(&mut body, options);
+    parts::post_as(&mut body, options);
     body
 }
 
@@ -146,7 +150,7 @@ mod tests {
         assert_eq!(blocks.len(), MAX_BLOCKS, "the context fills every block");
         assert_eq!(blocks[0]["type"], "header");
         assert!(text_of(&blocks[0]).chars().count() <= HEADER_CHARS);
-        assert!(text_of(&blocks[0]).ends_with(chat::ELLIPSIS));
+        assert!(text_of(&blocks[0]).ends_with(parts::ELLIPSIS));
         let fields = blocks[1]["fields"].as_array().unwrap();
         assert!(fields.len() <= MAX_FIELDS);
         for f in fields {

@@ -14,8 +14,8 @@
 use serde_json::{json, Value};
 use talon_proto::Alert;
 
-use super::chat::{self, ChannelOptions};
-use super::email;
+use super::parts::{self, ChannelOptions};
+use crate::channels::present;
 
 /// The query parameter asking Google Chat to reply in the key's thread.
 pub const REPLY_OPTION_PARAM: &str = "messageReplyOption";
@@ -55,8 +55,8 @@ pub fn url(base: &str) -> Result<String, String> {
 
 fn decorated(label: &str, text: &str) -> Value {
     json!({"decoratedText": {
-        "topLabel": chat::cut(&email::one_line(label), KEY_CHARS),
-        "text": chat::cut_escaped(chat::shown(text), VALUE_CHARS, chat::escape_markup),
+        "topLabel": parts::cut(&present::one_line(label), KEY_CHARS),
+        "text": parts::cut_escaped(parts::shown(text), VALUE_CHARS, parts::escape_markup),
         "wrapText": true,
     }})
 }
@@ -78,19 +78,19 @@ fn widgets(body: &Value) -> usize {
 /// The message for `alert`.
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
     let mut summary = Vec::new();
-    if let Some(line) = chat::suppressed(alert) {
-        summary.push(json!({"textParagraph": {"text": chat::cut_escaped(&line, VALUE_CHARS, chat::escape_markup)}}));
+    if let Some(line) = present::suppressed_line(alert) {
+        summary.push(json!({"textParagraph": {"text": parts::cut_escaped(&line, VALUE_CHARS, parts::escape_markup)}}));
     }
     summary.extend(
-        chat::facts(alert, &options.sections)
+        present::facts(alert, &options.sections)
             .iter()
             .map(|(label, value)| decorated(label, value)),
     );
-    let context = chat::context(alert);
+    let context = present::context_rows(alert);
     let build = |n: usize| {
         let mut sections = vec![json!({"widgets": summary})];
         if !context.is_empty() {
-            let details: Vec<Value> = chat::kept(&context, n)
+            let details: Vec<Value> = parts::kept(&context, n)
                 .iter()
                 .map(|(key, value)| decorated(key, value))
                 .collect();
@@ -106,17 +106,17 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
                 "cardId": CARD_ID,
                 "card": {
                     "header": {
-                        "title": chat::cut(&chat::title(alert), TITLE_CHARS),
-                        "subtitle": chat::footer(alert),
+                        "title": parts::cut(&present::title(alert, present::WHOLE_NAME), TITLE_CHARS),
+                        "subtitle": present::footer(alert),
                     },
                     "sections": sections,
                 },
             }],
-            "thread": {"threadKey": chat::bounded_key(chat::dedup_key(alert), THREAD_KEY_CHARS)},
+            "thread": {"threadKey": parts::bounded_key(parts::dedup_key(alert), THREAD_KEY_CHARS)},
         })
     };
-    chat::fit(context.len(), build, |body| {
-        chat::json_len(body) <= BODY_BYTES && widgets(body) <= MAX_WIDGETS
+    parts::fit(context.len(), build, |body| {
+        parts::json_len(body) <= BODY_BYTES && widgets(body) <= MAX_WIDGETS
     })
 }
 
@@ -158,13 +158,13 @@ mod tests {
     #[test]
     fn oversized_alerts_stay_within_the_limits() {
         let body = render(&fixtures::oversized(), &fixtures::options());
-        assert!(chat::json_len(&body) <= BODY_BYTES);
+        assert!(parts::json_len(&body) <= BODY_BYTES);
         assert!(widgets(&body) <= MAX_WIDGETS);
         let card = &body["cardsV2"][0]["card"];
         assert!(card["header"]["title"].as_str().unwrap().chars().count() <= TITLE_CHARS);
         let details = card["sections"][1]["widgets"].as_array().unwrap();
         let last = &details.last().unwrap()["decoratedText"];
-        assert_eq!(last["topLabel"], chat::LEFT_OUT_LABEL);
+        assert_eq!(last["topLabel"], parts::LEFT_OUT_LABEL);
         for w in details {
             let text = w["decoratedText"]["text"].as_str().unwrap();
             assert!(!text.contains('<'), "escaped: {text}");

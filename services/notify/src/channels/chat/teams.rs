@@ -11,8 +11,8 @@
 use serde_json::{json, Value};
 use talon_proto::Alert;
 
-use super::chat::{self, ChannelOptions};
-use super::email;
+use super::parts::{self, ChannelOptions};
+use crate::channels::present;
 
 /// The attachment's content type.
 pub const CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
@@ -43,8 +43,8 @@ fn fact_set<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
     let facts: Vec<Value> = pairs
         .map(|(title, value)| {
             json!({
-                "title": chat::cut(&email::one_line(title), KEY_CHARS),
-                "value": chat::cut(chat::shown(value), VALUE_CHARS),
+                "title": parts::cut(&present::one_line(title), KEY_CHARS),
+                "value": parts::cut(parts::shown(value), VALUE_CHARS),
             })
         })
         .collect();
@@ -55,23 +55,23 @@ fn fact_set<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
     let mut head = vec![json!({
         "type": "TextBlock",
-        "text": chat::cut(&chat::title(alert), TITLE_CHARS),
+        "text": parts::cut(&present::title(alert, present::WHOLE_NAME), TITLE_CHARS),
         "size": "Large",
         "weight": "Bolder",
         "color": colour(alert.severity.as_deref()),
         "wrap": true,
     })];
-    if let Some(line) = chat::suppressed(alert) {
+    if let Some(line) = present::suppressed_line(alert) {
         head.push(json!({"type": "TextBlock", "text": line, "isSubtle": true, "wrap": true}));
     }
-    let facts = chat::facts(alert, &options.sections);
+    let facts = present::facts(alert, &options.sections);
     if !facts.is_empty() {
         head.push(fact_set(facts.iter().map(|(l, v)| (*l, v.as_str()))));
     }
-    let context = chat::context(alert);
+    let context = present::context_rows(alert);
     let footer = json!({
         "type": "TextBlock",
-        "text": chat::footer(alert),
+        "text": present::footer(alert),
         "size": "Small",
         "isSubtle": true,
         "wrap": true,
@@ -86,7 +86,7 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
                 "spacing": "Medium",
                 "wrap": true,
             }));
-            let kept = chat::kept(&context, n);
+            let kept = parts::kept(&context, n);
             body.push(fact_set(kept.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
         }
         body.push(footer.clone());
@@ -105,8 +105,8 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
             }],
         })
     };
-    chat::fit(context.len(), build, |body| {
-        chat::json_len(body) <= BODY_BYTES
+    parts::fit(context.len(), build, |body| {
+        parts::json_len(body) <= BODY_BYTES
     })
 }
 
@@ -118,15 +118,15 @@ mod tests {
     #[test]
     fn oversized_alerts_stay_under_28_kb() {
         let body = render(&fixtures::oversized(), &fixtures::options());
-        let len = chat::json_len(&body);
+        let len = parts::json_len(&body);
         assert!(len <= BODY_BYTES, "{len}");
         assert!(len > BODY_BYTES - 2000, "the budget is used: {len}");
         let card = &body["attachments"][0]["content"];
         let title = card["body"][0]["text"].as_str().unwrap();
-        assert!(title.chars().count() <= TITLE_CHARS && title.ends_with(chat::ELLIPSIS));
+        assert!(title.chars().count() <= TITLE_CHARS && title.ends_with(parts::ELLIPSIS));
         let details = &card["body"][4]["facts"];
         let last = details.as_array().unwrap().last().unwrap();
-        assert_eq!(last["title"], chat::LEFT_OUT_LABEL);
+        assert_eq!(last["title"], parts::LEFT_OUT_LABEL);
     }
 
     #[test]

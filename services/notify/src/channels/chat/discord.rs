@@ -16,8 +16,8 @@ use chrono::SecondsFormat;
 use serde_json::{json, Map, Value};
 use talon_proto::Alert;
 
-use super::chat::{self, ChannelOptions};
-use super::email;
+use super::parts::{self, ChannelOptions};
+use crate::channels::present;
 
 /// Characters of `content`.
 pub const CONTENT_CHARS: usize = 2000;
@@ -39,8 +39,8 @@ pub const USERNAME_CHARS: usize = 80;
 
 fn field(name: &str, value: &str, inline: bool) -> Value {
     json!({
-        "name": chat::cut(chat::shown(&email::one_line(name)), FIELD_NAME_CHARS),
-        "value": chat::cut(chat::shown(value), FIELD_VALUE_CHARS),
+        "name": parts::cut(parts::shown(&present::one_line(name)), FIELD_NAME_CHARS),
+        "value": parts::cut(parts::shown(value), FIELD_VALUE_CHARS),
         "inline": inline,
     })
 }
@@ -65,32 +65,35 @@ pub fn embed_chars(embed: &Value) -> usize {
 
 /// The message for `alert`.
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
-    let facts: Vec<Value> = chat::facts(alert, &options.sections)
+    let facts: Vec<Value> = present::facts(alert, &options.sections)
         .iter()
         .map(|(label, value)| field(label, value, true))
         .collect();
-    let context = chat::context(alert);
+    let context = present::context_rows(alert);
     let build = |n: usize| {
         let mut fields = facts.clone();
         fields.extend(
-            chat::kept(&context, n)
+            parts::kept(&context, n)
                 .iter()
                 .map(|(key, value)| field(key, value, false)),
         );
         let mut embed = Map::new();
         embed.insert(
             "title".into(),
-            Value::String(chat::cut(&chat::name(alert), TITLE_CHARS)),
+            Value::String(parts::cut(&present::one_line(&alert.name), TITLE_CHARS)),
         );
-        if let Some(line) = chat::suppressed(alert) {
+        if let Some(line) = present::suppressed_line(alert) {
             embed.insert(
                 "description".into(),
-                Value::String(chat::cut(&line, DESCRIPTION_CHARS)),
+                Value::String(parts::cut(&line, DESCRIPTION_CHARS)),
             );
         }
-        embed.insert("color".into(), Value::from(chat::colour(alert)));
+        embed.insert(
+            "color".into(),
+            Value::from(present::severity_rgb(alert.severity.as_deref())),
+        );
         embed.insert("fields".into(), Value::Array(fields));
-        embed.insert("footer".into(), json!({"text": chat::footer(alert)}));
+        embed.insert("footer".into(), json!({"text": present::footer(alert)}));
         embed.insert(
             "timestamp".into(),
             Value::String(alert.timestamp.to_rfc3339_opts(SecondsFormat::Secs, true)),
@@ -98,12 +101,15 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
         let mut body = Map::new();
         body.insert(
             "content".into(),
-            Value::String(chat::cut(&chat::title(alert), CONTENT_CHARS)),
+            Value::String(parts::cut(
+                &present::title(alert, present::WHOLE_NAME),
+                CONTENT_CHARS,
+            )),
         );
         if let Some(name) = &options.username {
             body.insert(
                 "username".into(),
-                Value::String(chat::cut(name, USERNAME_CHARS)),
+                Value::String(parts::cut(name, USERNAME_CHARS)),
             );
         }
         if let Some(icon) = &options.icon_url {
@@ -113,7 +119,7 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
         body.insert("allowed_mentions".into(), json!({"parse": []}));
         Value::Object(body)
     };
-    chat::fit(context.len(), build, |body| {
+    parts::fit(context.len(), build, |body| {
         let embed = body.pointer("/embeds/0").unwrap_or(&Value::Null);
         embed
             .get("fields")
@@ -144,7 +150,7 @@ mod tests {
             assert!((1..=FIELD_NAME_CHARS).contains(&len(&f["name"])));
             assert!((1..=FIELD_VALUE_CHARS).contains(&len(&f["value"])));
         }
-        assert_eq!(fields.last().unwrap()["name"], chat::LEFT_OUT_LABEL);
+        assert_eq!(fields.last().unwrap()["name"], parts::LEFT_OUT_LABEL);
     }
 
     #[test]
@@ -168,8 +174,8 @@ mod tests {
         let body = render(&a, &fixtures::options());
         let fields = body["embeds"][0]["fields"].as_array().unwrap();
         assert_eq!(fields.len(), MAX_FIELDS);
-        let facts = chat::facts(&a, &fixtures::options().sections).len();
+        let facts = present::facts(&a, &fixtures::options().sections).len();
         let left = 40 - (MAX_FIELDS - facts - 1);
-        assert_eq!(fields[24]["value"], chat::left_out(left));
+        assert_eq!(fields[24]["value"], parts::left_out(left));
     }
 }

@@ -13,8 +13,8 @@
 use serde_json::{json, Map, Value};
 use talon_proto::Alert;
 
-use super::chat::{self, ChannelOptions};
-use super::email;
+use super::parts::{self, ChannelOptions};
+use crate::channels::present;
 
 /// Characters of the whole body.
 pub const BODY_CHARS: usize = 16_383;
@@ -36,34 +36,40 @@ fn field(title: &str, value: &str, short: bool) -> Value {
 
 /// The post for `alert`.
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
-    let title = chat::cut(&quiet(&chat::title(alert)), TITLE_CHARS);
-    let facts: Vec<Value> = chat::facts(alert, &options.sections)
+    let title = parts::cut(
+        &quiet(&present::title(alert, present::WHOLE_NAME)),
+        TITLE_CHARS,
+    );
+    let facts: Vec<Value> = present::facts(alert, &options.sections)
         .iter()
-        .map(|(label, value)| field(label, &chat::cut(value, VALUE_CHARS), true))
+        .map(|(label, value)| field(label, &parts::cut(value, VALUE_CHARS), true))
         .collect();
-    let context = chat::context(alert);
+    let context = present::context_rows(alert);
     let build = |n: usize| {
         let mut fields = facts.clone();
-        fields.extend(chat::kept(&context, n).iter().map(|(key, value)| {
-            let key = chat::cut(&email::one_line(key), KEY_CHARS);
-            field(&key, &chat::cut(chat::shown(value), VALUE_CHARS), false)
+        fields.extend(parts::kept(&context, n).iter().map(|(key, value)| {
+            let key = parts::cut(&present::one_line(key), KEY_CHARS);
+            field(&key, &parts::cut(parts::shown(value), VALUE_CHARS), false)
         }));
         let mut attachment = Map::new();
         attachment.insert("fallback".into(), Value::String(title.clone()));
         attachment.insert(
             "color".into(),
-            Value::String(format!("#{:06x}", chat::colour(alert))),
+            Value::String(format!(
+                "#{:06x}",
+                present::severity_rgb(alert.severity.as_deref())
+            )),
         );
-        if let Some(line) = chat::suppressed(alert) {
+        if let Some(line) = present::suppressed_line(alert) {
             attachment.insert("text".into(), Value::String(line));
         }
         attachment.insert("fields".into(), Value::Array(fields));
-        attachment.insert("footer".into(), Value::String(chat::footer(alert)));
+        attachment.insert("footer".into(), Value::String(present::footer(alert)));
         let mut body = json!({"text": title, "attachments": [attachment]});
-        chat::post_as(&mut body, options);
+        parts::post_as(&mut body, options);
         body
     };
-    chat::fit(context.len(), build, |body| {
+    parts::fit(context.len(), build, |body| {
         body.to_string().chars().count() <= BODY_CHARS
     })
 }
@@ -79,7 +85,7 @@ mod tests {
         assert!(body.to_string().chars().count() <= BODY_CHARS);
         let fields = body["attachments"][0]["fields"].as_array().unwrap();
         let last = fields.last().unwrap();
-        assert_eq!(last["title"], chat::LEFT_OUT_LABEL);
+        assert_eq!(last["title"], parts::LEFT_OUT_LABEL);
         assert!(last["value"]
             .as_str()
             .unwrap()

@@ -17,7 +17,8 @@ use chrono::SecondsFormat;
 use serde_json::{json, Map, Value};
 use talon_proto::Alert;
 
-use super::chat::{self, ChannelOptions};
+use super::parts::{self, ChannelOptions};
+use crate::channels::present;
 
 /// The one event action talon sends.
 pub const EVENT_ACTION: &str = "trigger";
@@ -44,20 +45,23 @@ pub fn severity(ours: Option<&str>) -> &'static str {
 
 /// The `dedup_key` of `alert`.
 pub fn dedup_key(alert: &Alert) -> String {
-    chat::bounded_key(chat::dedup_key(alert), DEDUP_KEY_CHARS)
+    parts::bounded_key(parts::dedup_key(alert), DEDUP_KEY_CHARS)
 }
 
 /// The event for `alert`.
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
-    let source = super::email::client_label(alert).unwrap_or("server");
+    let source = present::client_label(alert).unwrap_or("server");
     let mut payload = Map::new();
     payload.insert(
         "summary".into(),
-        Value::String(chat::cut(&chat::title(alert), SUMMARY_CHARS)),
+        Value::String(parts::cut(
+            &present::title(alert, present::WHOLE_NAME),
+            SUMMARY_CHARS,
+        )),
     );
     payload.insert(
         "source".into(),
-        Value::String(chat::cut(&super::email::one_line(source), FIELD_CHARS)),
+        Value::String(parts::cut(&present::one_line(source), FIELD_CHARS)),
     );
     payload.insert(
         "severity".into(),
@@ -74,12 +78,12 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
     ];
     for (key, value) in optional {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
-            payload.insert(key.into(), Value::String(chat::cut(v, FIELD_CHARS)));
+            payload.insert(key.into(), Value::String(parts::cut(v, FIELD_CHARS)));
         }
     }
-    let context = chat::context(alert);
+    let context = present::context_rows(alert);
     let build = |n: usize| {
-        let details: Map<String, Value> = chat::kept(&context, n)
+        let details: Map<String, Value> = parts::kept(&context, n)
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect();
@@ -93,8 +97,8 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
             "client": CLIENT,
         })
     };
-    chat::fit(context.len(), build, |event| {
-        chat::json_len(event) <= EVENT_BYTES
+    parts::fit(context.len(), build, |event| {
+        parts::json_len(event) <= EVENT_BYTES
     })
 }
 
@@ -145,16 +149,16 @@ mod tests {
     #[test]
     fn oversized_alerts_stay_within_the_limits() {
         let event = render(&fixtures::oversized(), &fixtures::options());
-        let len = chat::json_len(&event);
+        let len = parts::json_len(&event);
         assert!(len <= EVENT_BYTES, "{len}");
         assert!(len > EVENT_BYTES - 10_000, "the budget is used: {len}");
         let summary = event["payload"]["summary"].as_str().unwrap();
         assert_eq!(summary.chars().count(), SUMMARY_CHARS);
-        assert!(summary.ends_with(chat::ELLIPSIS));
+        assert!(summary.ends_with(parts::ELLIPSIS));
         let key = event["dedup_key"].as_str().unwrap();
         assert!(key.chars().count() <= DEDUP_KEY_CHARS);
         let details = event["payload"]["custom_details"].as_object().unwrap();
-        assert!(details[chat::LEFT_OUT_LABEL]
+        assert!(details[parts::LEFT_OUT_LABEL]
             .as_str()
             .unwrap()
             .ends_with("more fields left out"));
