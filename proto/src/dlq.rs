@@ -57,7 +57,7 @@ impl DeadLetter {
     /// A record holding `raw` as text when it is UTF-8, else as base64; at
     /// most [`MAX_RAW_BYTES`] of it, with `raw_cut_from` set when cut.
     pub fn new(
-        stage: &str,
+        stage: crate::names::Stage,
         reason: impl Into<String>,
         subject: impl Into<String>,
         stream_seq: Option<u64>,
@@ -75,7 +75,7 @@ impl DeadLetter {
             ),
         };
         DeadLetter {
-            stage: stage.to_owned(),
+            stage: stage.as_str().to_owned(),
             reason: reason.into(),
             subject: subject.into(),
             stream_seq,
@@ -106,28 +106,41 @@ mod tests {
     #[test]
     fn raw_is_cut_to_a_publishable_size() {
         let big = "é".repeat(MAX_RAW_BYTES); // 2 bytes each
-        let letter = DeadLetter::new("ingest", "r", "s", None, big.as_bytes());
+        let letter = DeadLetter::new(crate::names::Stage::Ingest, "r", "s", None, big.as_bytes());
         let raw = letter.raw.as_deref().unwrap();
         assert_eq!(raw.len(), MAX_RAW_BYTES);
         assert_eq!(letter.raw_cut_from, Some(2 * MAX_RAW_BYTES as u64));
         let bytes = vec![0xffu8; MAX_RAW_BYTES + 1];
-        let letter = DeadLetter::new("ingest", "r", "s", None, &bytes);
+        let letter = DeadLetter::new(crate::names::Stage::Ingest, "r", "s", None, &bytes);
         assert_eq!(letter.raw_bytes().unwrap().len(), MAX_RAW_BYTES);
         assert_eq!(letter.raw_cut_from, Some(MAX_RAW_BYTES as u64 + 1));
-        let small = DeadLetter::new("ingest", "r", "s", None, b"{}");
+        let small = DeadLetter::new(crate::names::Stage::Ingest, "r", "s", None, b"{}");
         assert_eq!(small.raw_cut_from, None);
         // Even all control characters escape to well under 2 MB.
         let worst = vec![1u8; MAX_RAW_BYTES * 4];
-        let json = serde_json::to_vec(&DeadLetter::new("ingest", "r", "s", None, &worst)).unwrap();
+        let json = serde_json::to_vec(&DeadLetter::new(
+            crate::names::Stage::Ingest,
+            "r",
+            "s",
+            None,
+            &worst,
+        ))
+        .unwrap();
         assert!(json.len() < 2 * 1024 * 1024, "{}", json.len());
     }
 
     #[test]
     fn raw_is_text_or_base64_and_round_trips() {
-        let text = DeadLetter::new("ingest", "r", "s", Some(1), b"{\"a\":1}");
+        let text = DeadLetter::new(crate::names::Stage::Ingest, "r", "s", Some(1), b"{\"a\":1}");
         assert_eq!(text.raw.as_deref(), Some("{\"a\":1}"));
         assert!(text.raw_base64.is_none());
-        let bin = DeadLetter::new("ingest", "r", "s", None, &[0xff, 0xfe, b'a']);
+        let bin = DeadLetter::new(
+            crate::names::Stage::Ingest,
+            "r",
+            "s",
+            None,
+            &[0xff, 0xfe, b'a'],
+        );
         assert!(bin.raw.is_none());
         assert_eq!(bin.raw_bytes().unwrap(), vec![0xff, 0xfe, b'a']);
     }

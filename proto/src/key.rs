@@ -68,8 +68,8 @@ pub fn alert_id_from_stream(stream: &str, seq: u64) -> String {
 }
 
 /// A `Nats-Msg-Id` derived from any string (rules' rows, HTTP items).
-pub fn derived_msg_id(domain: &str, value: &str) -> String {
-    hex_id(domain, value)
+pub fn derived_msg_id(domain: crate::names::MsgIdDomain, value: &str) -> String {
+    hex_id(domain.as_str(), value)
 }
 
 #[cfg(test)]

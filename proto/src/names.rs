@@ -65,12 +65,101 @@ pub const MAX_AGE_MONITORING: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_AGE_INBOX: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_AGE_DLQ: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Pipeline stages, as used in `talon.dlq.<stage>` and dead-letter records.
-pub const STAGE_INGEST: &str = "ingest";
-pub const STAGE_RULES: &str = "rules";
-pub const STAGE_DEDUP: &str = "dedup";
-pub const STAGE_ENRICH: &str = "enrich";
-pub const STAGE_NOTIFY: &str = "notify";
+/// A stage of the pipeline: what dead-letters an input, on
+/// `talon.dlq.<stage>`, naming itself in the letter's `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Ingest,
+    /// ingest's rules, on monitoring rows.
+    Rules,
+    Dedup,
+    Enrich,
+    Notify,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Ingest,
+        Stage::Rules,
+        Stage::Dedup,
+        Stage::Enrich,
+        Stage::Notify,
+    ];
+
+    /// Its name in subjects and dead letters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Rules => "rules",
+            Stage::Dedup => "dedup",
+            Stage::Enrich => "enrich",
+            Stage::Notify => "notify",
+        }
+    }
+
+    /// `talon.dlq.<stage>`
+    pub fn dlq_subject(self) -> String {
+        dlq_subject(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a derived `Nats-Msg-Id` (or key) is for: ids derived from one input
+/// for different purposes must differ, so each purpose hashes its input
+/// under its own domain. The strings are part of every id already stored:
+/// never change one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgIdDomain {
+    /// A stage's dead letter of an input (`dlq-<stage>`), over the input's
+    /// stream and sequence (the rules: over rule and row).
+    DeadLetter(Stage),
+    /// A dead letter that takes the place of an outbox entry dedup cannot
+    /// publish.
+    DedupOutbox,
+    /// A rule's alert, over rule and row.
+    Rule,
+    /// An alert of `POST /v1/alerts`, over request key and index.
+    Http,
+    /// A dead letter of `POST /v1/alerts`.
+    HttpDeadLetter,
+    /// A row of `POST /v1/events/<Artifact>`.
+    HttpEvents,
+    /// A dead letter of `POST /v1/events/<Artifact>`.
+    HttpEventsDeadLetter,
+    /// A delivery's key in notify's ledger.
+    Ledger,
+    /// A chat service's thread or incident key cut to its limit.
+    ChatKey,
+    /// A dead letter published again by `talonctl dlq replay`.
+    Replay,
+}
+
+impl MsgIdDomain {
+    /// The domain's string, hashed with the input.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MsgIdDomain::DeadLetter(Stage::Ingest) => "dlq-ingest",
+            MsgIdDomain::DeadLetter(Stage::Rules) => "dlq-rules",
+            MsgIdDomain::DeadLetter(Stage::Dedup) => "dlq-dedup",
+            MsgIdDomain::DeadLetter(Stage::Enrich) => "dlq-enrich",
+            MsgIdDomain::DeadLetter(Stage::Notify) => "dlq-notify",
+            MsgIdDomain::DedupOutbox => "dlq-dedup-outbox",
+            MsgIdDomain::Rule => "rule",
+            MsgIdDomain::Http => "http",
+            MsgIdDomain::HttpDeadLetter => "dlq-http",
+            MsgIdDomain::HttpEvents => "http-events",
+            MsgIdDomain::HttpEventsDeadLetter => "dlq-http-events",
+            MsgIdDomain::Ledger => "ledger",
+            MsgIdDomain::ChatKey => "chat-key",
+            MsgIdDomain::Replay => "replay",
+        }
+    }
+}
 
 /// Metric names (`talon_<service>_<what>_<unit>`).
 pub mod metrics {
@@ -171,7 +260,8 @@ pub fn inbox_msg_id(alert_id: &str, user: &str) -> String {
     format!("{alert_id}:{user}")
 }
 
-/// `talon.dlq.<stage>`
+/// `talon.dlq.<stage>` for a stage named in a dead letter (see
+/// [`Stage::dlq_subject`]).
 pub fn dlq_subject(stage: &str) -> String {
     format!("{SUBJECT_DLQ_PREFIX}.{stage}")
 }
@@ -223,6 +313,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_msg_id_domain_is_its_own_and_stays_what_it_was() {
+        let domains = [
+            MsgIdDomain::DeadLetter(Stage::Ingest),
+            MsgIdDomain::DeadLetter(Stage::Rules),
+            MsgIdDomain::DeadLetter(Stage::Dedup),
+            MsgIdDomain::DeadLetter(Stage::Enrich),
+            MsgIdDomain::DeadLetter(Stage::Notify),
+            MsgIdDomain::DedupOutbox,
+            MsgIdDomain::Rule,
+            MsgIdDomain::Http,
+            MsgIdDomain::HttpDeadLetter,
+            MsgIdDomain::HttpEvents,
+            MsgIdDomain::HttpEventsDeadLetter,
+            MsgIdDomain::Ledger,
+            MsgIdDomain::ChatKey,
+            MsgIdDomain::Replay,
+        ];
+        let names: std::collections::BTreeSet<&str> = domains.iter().map(|d| d.as_str()).collect();
+        assert_eq!(names.len(), domains.len(), "no two domains share a string");
+        // Stored ids depend on these strings.
+        assert_eq!(
+            MsgIdDomain::DeadLetter(Stage::Enrich).as_str(),
+            "dlq-enrich"
+        );
+        assert_eq!(MsgIdDomain::Http.as_str(), "http");
+        assert_eq!(MsgIdDomain::Replay.as_str(), "replay");
+    }
+
+    #[test]
     fn only_the_pipelines_inputs_take_replays() {
         for ok in [
             "Server.Internal.Alerts",
@@ -266,7 +385,9 @@ mod tests {
             monitoring_subject("Linux.Detection.Honeyfiles"),
             "Monitoring.Linux.Detection.Honeyfiles"
         );
-        assert_eq!(dlq_subject(STAGE_INGEST), "talon.dlq.ingest");
+        assert_eq!(Stage::Ingest.dlq_subject(), "talon.dlq.ingest");
+        let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(stages, ["ingest", "rules", "dedup", "enrich", "notify"]);
         assert_eq!(inbox_subject("alice"), "talon.inbox.alice");
     }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use jsonschema::Validator;
 use serde_json::{json, Value};
 use talon_proto::key::{alert_id_from_stream, dedup_key};
-use talon_proto::names::{STAGE_INGEST, STAGE_NOTIFY, SUBJECT_ALERTS};
+use talon_proto::names::{Stage, SUBJECT_ALERTS};
 use talon_proto::{
     Alert, ClientInfo, ContextEntry, DeadLetter, DedupInfo, DedupKeyField, RawAlert,
 };
@@ -199,7 +199,7 @@ fn alert_with_every_later_stage_field_is_valid() {
 #[test]
 fn dead_letters_are_valid() {
     let text = DeadLetter::new(
-        STAGE_INGEST,
+        Stage::Ingest,
         "`name` is missing",
         SUBJECT_ALERTS,
         Some(7),
@@ -214,13 +214,13 @@ fn dead_letters_are_valid() {
         &[0xff, 0xfe, b'a'],
         b"\x80{}\xc3",
     ] {
-        let bin = DeadLetter::new(STAGE_INGEST, "not UTF-8", "http:/v1/alerts", None, bytes);
+        let bin = DeadLetter::new(Stage::Ingest, "not UTF-8", "http:/v1/alerts", None, bytes);
         assert!(bin.raw.is_none() && bin.raw_base64.is_some());
         check_round_trip(&DEAD_LETTER_SCHEMA, &bin);
     }
 
     let mut notify = DeadLetter::new(
-        STAGE_NOTIFY,
+        Stage::Notify,
         "HTTP 400",
         "Server.Monitor.Alerts.pd",
         Some(9),
@@ -433,7 +433,7 @@ fn alert_schema_refuses_bad_alerts() {
 #[test]
 fn dead_letter_schema_refuses_bad_dead_letters() {
     let good = serde_json::to_value(DeadLetter::new(
-        STAGE_INGEST,
+        Stage::Ingest,
         "`name` is missing",
         SUBJECT_ALERTS,
         Some(7),

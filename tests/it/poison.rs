@@ -1047,7 +1047,7 @@ async fn the_stage_loop_dead_letters_what_fails_panics_or_never_got_an_answer() 
     let dead = DeadLetters {
         dead_after: 3,
         retry_delay_max: Duration::from_millis(200),
-        ..DeadLetters::new(js.clone(), "enrich")
+        ..DeadLetters::new(js.clone(), talon_proto::names::Stage::Enrich)
     };
     let calls: Arc<BTreeMap<&str, AtomicUsize>> = Arc::new(
         ["crashed", "fails", "panics", "fine"]

@@ -11,8 +11,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use serde_json::{json, Value};
 use talon_kit::Env;
 use talon_proto::names::{
-    dlq_subject, monitoring_subject, CONSUMER_RULES, STAGE_RULES, STREAM_ALERTS, STREAM_DLQ,
-    STREAM_MONITORING, STREAM_UNIQUE, SUBJECT_UNIQUE,
+    monitoring_subject, Stage, CONSUMER_RULES, STREAM_ALERTS, STREAM_DLQ, STREAM_MONITORING,
+    STREAM_UNIQUE, SUBJECT_UNIQUE,
 };
 use talon_proto::{Alert, DeadLetter};
 use talon_tests::*;
@@ -107,7 +107,7 @@ impl Suite {
     }
 
     async fn dead_letters(&self, at_most: usize) -> Vec<DeadLetter> {
-        collect_as(&self.js, STREAM_DLQ, &dlq_subject(STAGE_RULES), at_most).await
+        collect_as(&self.js, STREAM_DLQ, &Stage::Rules.dlq_subject(), at_most).await
     }
 
     async fn stop(self) {

@@ -313,7 +313,7 @@ async fn dlq_replay_refuses_subjects_outside_the_pipeline() {
     .enumerate()
     {
         let letter = talon_proto::DeadLetter::new(
-            "ingest",
+            talon_proto::names::Stage::Ingest,
             "forged",
             *subject,
             Some(i as u64),

@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::key::derived_msg_id;
-use talon_proto::names::{dlq_subject, STAGE_DEDUP, STREAM_ACCEPTED, SUBJECT_UNIQUE};
+use talon_proto::names::{Stage, STREAM_ACCEPTED, SUBJECT_UNIQUE};
 use talon_proto::{dedup_key, Alert, DeadLetter, DedupInfo, DedupKeyField};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -252,15 +252,18 @@ fn publishable(seq: u64, out: &Output) -> Option<Output> {
     let error = talon_proto::check_id(&out.msg_id).err()?;
     tracing::error!(seq, %error, "an outbox entry cannot be published; dead-lettered");
     let letter = DeadLetter::new(
-        STAGE_DEDUP,
+        Stage::Dedup,
         format!("left in the outbox with a Nats-Msg-Id that cannot be published: {error}"),
         out.subject.as_str(),
         Some(seq),
         out.body.as_bytes(),
     );
     Some(Output {
-        subject: dlq_subject(STAGE_DEDUP),
-        msg_id: derived_msg_id("dlq-dedup-outbox", &format!("{STREAM_ACCEPTED}:{seq}")),
+        subject: Stage::Dedup.dlq_subject(),
+        msg_id: derived_msg_id(
+            talon_proto::names::MsgIdDomain::DedupOutbox,
+            &format!("{STREAM_ACCEPTED}:{seq}"),
+        ),
         body: letter_body(&letter),
     })
 }
@@ -410,15 +413,18 @@ pub fn plan_batch(
 /// The dead letter of `input`, as an outbox entry.
 fn dead_letter_output(input: &Input<'_>, reason: String) -> Output {
     let letter = DeadLetter::new(
-        STAGE_DEDUP,
+        Stage::Dedup,
         reason,
         input.subject,
         Some(input.seq),
         input.payload,
     );
     Output {
-        subject: dlq_subject(STAGE_DEDUP),
-        msg_id: derived_msg_id("dlq-dedup", &format!("{STREAM_ACCEPTED}:{}", input.seq)),
+        subject: Stage::Dedup.dlq_subject(),
+        msg_id: derived_msg_id(
+            talon_proto::names::MsgIdDomain::DeadLetter(Stage::Dedup),
+            &format!("{STREAM_ACCEPTED}:{}", input.seq),
+        ),
         body: letter_body(&letter),
     }
 }
@@ -429,7 +435,7 @@ fn dead_letter_output(input: &Input<'_>, reason: String) -> Output {
 fn letter_body(letter: &DeadLetter) -> String {
     serde_json::to_string(letter).unwrap_or_else(|e| {
         serde_json::json!({
-            "stage": STAGE_DEDUP,
+            "stage": Stage::Dedup.as_str(),
             "reason": format!("{}; the letter did not serialize: {e}", letter.reason),
         })
         .to_string()
@@ -736,7 +742,7 @@ mod tests {
         assert_eq!(p.commit.last_seq, 9);
         let (seq, letter) = &p.commit.outputs[0];
         assert_eq!(*seq, 9);
-        assert_eq!(letter.subject, dlq_subject(STAGE_DEDUP));
+        assert_eq!(letter.subject, Stage::Dedup.dlq_subject());
         let parsed: DeadLetter = serde_json::from_str(&letter.body).unwrap();
         assert_eq!(parsed.raw.as_deref(), Some("not json"));
     }
@@ -754,7 +760,7 @@ mod tests {
             ..good
         };
         let letter = publishable(5, &bad).expect("replaced");
-        assert_eq!(letter.subject, dlq_subject(STAGE_DEDUP));
+        assert_eq!(letter.subject, Stage::Dedup.dlq_subject());
         assert!(talon_proto::check_id(&letter.msg_id).is_ok());
         let parsed: DeadLetter = serde_json::from_str(&letter.body).unwrap();
         assert_eq!(parsed.stream_seq, Some(5));

@@ -19,7 +19,7 @@ use talon_kit::inventory::Inventory;
 use talon_kit::pipeline::{self, Outcome};
 use talon_kit::service::{self, Context, Running};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
-use talon_proto::names::{notify_subject, STAGE_ENRICH};
+use talon_proto::names::{notify_subject, Stage};
 use talon_proto::Alert;
 use tokio::sync::watch;
 
@@ -81,7 +81,7 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
             clients = inventory.len(),
             "enrich consuming talon.alerts.unique"
         );
-        let dead = pipeline::DeadLetters::new(js.clone(), STAGE_ENRICH);
+        let dead = pipeline::DeadLetters::new(js.clone(), Stage::Enrich);
         let letters = dead.clone();
         pipeline::run(
             consumer,

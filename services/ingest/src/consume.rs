@@ -23,7 +23,7 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::STAGE_INGEST);
+    let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::Stage::Ingest);
     pipeline::run(consumer, BATCH, metrics.consume, dead, shutdown, |msg| {
         let (js, settings) = (&js, &settings);
         async move { start_one(js, &msg, settings).await }
@@ -75,7 +75,7 @@ async fn start_one(
         Decision::Reject(letter) => {
             tracing::info!(seq = input.stream_seq, reason = ?letter.reason, "alert dead-lettered");
             let msg_id = derived_msg_id(
-                "dlq-ingest",
+                talon_proto::names::MsgIdDomain::DeadLetter(talon_proto::names::Stage::Ingest),
                 &format!("{}:{}", info.stream, info.stream_sequence),
             );
             let ack = talon_kit::dlq::publish(js, &letter, &msg_id)

@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 use talon_proto::key::derived_msg_id;
 use talon_proto::names::{
-    is_artifact_name, monitoring_subject, HEADER_SOURCE, HTTP_EVENTS_ORIGIN_PREFIX, STAGE_INGEST,
-    STAGE_RULES, SUBJECT_ALERTS,
+    is_artifact_name, monitoring_subject, Stage, HEADER_SOURCE, HTTP_EVENTS_ORIGIN_PREFIX,
+    SUBJECT_ALERTS,
 };
 use talon_proto::{DeadLetter, RawAlert};
 
@@ -247,7 +247,7 @@ struct Target {
     /// The subject dead letters record (`http:/v1/...`).
     origin: String,
     /// The stage of the dead letters.
-    stage: &'static str,
+    stage: Stage,
     /// What the `Nats-Msg-Id`s of a request's items derive from, besides
     /// its key and each item's index.
     scope: Option<String>,
@@ -259,7 +259,7 @@ impl Target {
             kind: Kind::Alerts,
             subject: SUBJECT_ALERTS.to_owned(),
             origin: HTTP_SUBJECT.to_owned(),
-            stage: STAGE_INGEST,
+            stage: Stage::Ingest,
             scope: None,
         }
     }
@@ -269,7 +269,7 @@ impl Target {
             kind: Kind::Events,
             subject: monitoring_subject(artifact),
             origin: format!("{HTTP_EVENTS_ORIGIN_PREFIX}{artifact}"),
-            stage: STAGE_RULES,
+            stage: Stage::Rules,
             scope: Some(artifact.to_owned()),
         }
     }
@@ -281,15 +281,15 @@ impl Target {
             None => {
                 let item = format!("{key}:{index}");
                 (
-                    derived_msg_id("http", &item),
-                    derived_msg_id("dlq-http", &item),
+                    derived_msg_id(talon_proto::names::MsgIdDomain::Http, &item),
+                    derived_msg_id(talon_proto::names::MsgIdDomain::HttpDeadLetter, &item),
                 )
             }
             Some(scope) => {
                 let item = format!("{scope}\u{0}{key}:{index}");
                 (
-                    derived_msg_id("http-events", &item),
-                    derived_msg_id("dlq-http-events", &item),
+                    derived_msg_id(talon_proto::names::MsgIdDomain::HttpEvents, &item),
+                    derived_msg_id(talon_proto::names::MsgIdDomain::HttpEventsDeadLetter, &item),
                 )
             }
         }
@@ -589,7 +589,7 @@ mod tests {
         assert!(a != b && a != c, "ids are scoped by artifact and endpoint");
         assert_eq!(
             Target::alerts().msg_ids("k", 0).0,
-            derived_msg_id("http", "k:0")
+            derived_msg_id(talon_proto::names::MsgIdDomain::Http, "k:0")
         );
     }
 

@@ -9,9 +9,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessag
 use talon_kit::inventory::Inventory;
 use talon_kit::pipeline::{self, Outcome};
 use talon_proto::key::derived_msg_id;
-use talon_proto::names::{
-    HEADER_MSG_ID, HEADER_SOURCE, STAGE_RULES, STREAM_MONITORING, SUBJECT_ALERTS,
-};
+use talon_proto::names::{Stage, HEADER_MSG_ID, HEADER_SOURCE, STREAM_MONITORING, SUBJECT_ALERTS};
 use talon_proto::DeadLetter;
 use tokio_util::sync::CancellationToken;
 
@@ -33,13 +31,19 @@ pub fn row_identity(msg_id: Option<&str>, stream_seq: u64) -> String {
 
 /// The `Nats-Msg-Id` of the alert `rule` raises for the row `row`.
 pub fn alert_msg_id(rule: &str, row: &str) -> String {
-    derived_msg_id("rule", &format!("{rule}\u{0}{row}"))
+    derived_msg_id(
+        talon_proto::names::MsgIdDomain::Rule,
+        &format!("{rule}\u{0}{row}"),
+    )
 }
 
 /// The `Nats-Msg-Id` of the dead letter of the row `row` (for `rule`, or
 /// for the row itself when it is not a row at all).
 pub fn dead_letter_msg_id(rule: Option<&str>, row: &str) -> String {
-    derived_msg_id("dlq-rules", &format!("{}\u{0}{row}", rule.unwrap_or("")))
+    derived_msg_id(
+        talon_proto::names::MsgIdDomain::DeadLetter(Stage::Rules),
+        &format!("{}\u{0}{row}", rule.unwrap_or("")),
+    )
 }
 
 /// `Talon-Source` of an alert raised by `rule`.
@@ -57,7 +61,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let loop_metrics = metrics.rules.clone();
-    let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::STAGE_RULES);
+    let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::Stage::Rules);
     pipeline::run(consumer, BATCH, loop_metrics, dead, shutdown, |msg| {
         let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
         async move { start_row(js, &msg, rules, inventory, metrics).await }
@@ -84,7 +88,7 @@ async fn start_row(
     let row = row_identity(msg_id, info.stream_sequence);
     let dead_letter = |reason: String, rule: Option<&str>| {
         let mut letter = DeadLetter::new(
-            STAGE_RULES,
+            Stage::Rules,
             reason,
             msg.subject.as_str(),
             Some(info.stream_sequence),

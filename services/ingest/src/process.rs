@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use talon_proto::key::{alert_id_from_msg_id, alert_id_from_stream};
-use talon_proto::names::{accepted_subject, STAGE_INGEST, STREAM_ALERTS};
+use talon_proto::names::{accepted_subject, Stage, STREAM_ALERTS};
 use talon_proto::{dedup_key, partition_of, Alert, DeadLetter, DedupKeyField, RawAlert};
 
 /// One message from `Server.Internal.Alerts`, as far as ingest cares.
@@ -66,7 +66,7 @@ pub fn decide(input: &Input, settings: &Settings) -> Decision {
         Ok(raw) => raw,
         Err(e) => {
             let mut dl = DeadLetter::new(
-                STAGE_INGEST,
+                Stage::Ingest,
                 e.to_string(),
                 input.subject,
                 Some(input.stream_seq),

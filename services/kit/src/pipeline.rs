@@ -40,8 +40,8 @@ pub const DEAD_AFTER: u64 = 20;
 #[derive(Clone)]
 pub struct DeadLetters {
     pub js: jetstream::Context,
-    /// `ingest`, `rules`, `enrich` (`talon_proto::names::STAGE_*`).
-    pub stage: &'static str,
+    /// The stage whose letters these are.
+    pub stage: talon_proto::names::Stage,
     pub dead_after: u64,
     pub retry_delay_max: Duration,
 }
@@ -49,7 +49,7 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// The stage's dead letters, with the production limits
     /// ([`DEAD_AFTER`], [`RETRY_DELAY_MAX`]).
-    pub fn new(js: jetstream::Context, stage: &'static str) -> DeadLetters {
+    pub fn new(js: jetstream::Context, stage: talon_proto::names::Stage) -> DeadLetters {
         DeadLetters {
             js,
             stage,
@@ -76,7 +76,7 @@ impl DeadLetters {
             .unwrap_or_default();
         let letter = DeadLetter::new(self.stage, reason, msg.subject.as_str(), seq, &msg.payload);
         let msg_id = derived_msg_id(
-            &format!("dlq-{}", self.stage),
+            talon_proto::names::MsgIdDomain::DeadLetter(self.stage),
             &format!("{stream}:{}", seq.unwrap_or(0)),
         );
         crate::dlq::publish(&self.js, &letter, &msg_id)

@@ -68,7 +68,7 @@ pub fn key(alert_id: &str, channel: &str) -> String {
     let id = if safe(alert_id) {
         alert_id.to_owned()
     } else {
-        talon_proto::key::derived_msg_id("ledger", alert_id)
+        talon_proto::key::derived_msg_id(talon_proto::names::MsgIdDomain::Ledger, alert_id)
     };
     format!("{channel}.{id}")
 }

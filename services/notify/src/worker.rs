@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::key::derived_msg_id;
-use talon_proto::names::{STAGE_NOTIFY, STREAM_NOTIFY};
+use talon_proto::names::{Stage, STREAM_NOTIFY};
 use talon_proto::{Alert, DeadLetter};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -474,7 +474,7 @@ async fn park(
 ) -> &'static str {
     let seq = msg.info().map(|i| i.stream_sequence).ok();
     let mut letter = DeadLetter::new(
-        STAGE_NOTIFY,
+        Stage::Notify,
         reason,
         msg.subject.as_str(),
         seq,
@@ -494,7 +494,10 @@ async fn dead_letter(
 ) -> &'static str {
     letter.channel = Some(channel.id.clone());
     let seq = letter.stream_seq.unwrap_or(0);
-    let msg_id = derived_msg_id("dlq-notify", &format!("{STREAM_NOTIFY}:{seq}"));
+    let msg_id = derived_msg_id(
+        talon_proto::names::MsgIdDomain::DeadLetter(Stage::Notify),
+        &format!("{STREAM_NOTIFY}:{seq}"),
+    );
     let stored = match talon_kit::dlq::publish(&shared.js, &letter, &msg_id).await {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

@@ -152,8 +152,14 @@ async fn replay_one(
 /// repeated within the duplicate window publishes nothing twice.
 fn replay_msg_id(seq: u64, i: usize) -> String {
     match i {
-        0 => talon_proto::key::derived_msg_id("replay", &seq.to_string()),
-        i => talon_proto::key::derived_msg_id("replay", &format!("{seq}:{i}")),
+        0 => talon_proto::key::derived_msg_id(
+            talon_proto::names::MsgIdDomain::Replay,
+            &seq.to_string(),
+        ),
+        i => talon_proto::key::derived_msg_id(
+            talon_proto::names::MsgIdDomain::Replay,
+            &format!("{seq}:{i}"),
+        ),
     }
 }
 
@@ -240,16 +246,30 @@ mod tests {
 
     #[test]
     fn an_http_dead_letter_replays_each_item() {
-        let http = DeadLetter::new("ingest", "r", "http:/v1/alerts", None, b"");
+        let http = DeadLetter::new(
+            talon_proto::names::Stage::Ingest,
+            "r",
+            "http:/v1/alerts",
+            None,
+            b"",
+        );
         let items = replay_items(&http, b"{\"name\":\"\"}\n7\n\n{\"a\":\"x\\ny\"}");
         assert_eq!(items, [&b"{\"name\":\"\"}"[..], b"7", b"{\"a\":\"x\\ny\"}"]);
-        let nats = DeadLetter::new("ingest", "r", "Server.Internal.Alerts", Some(1), b"");
+        let nats = DeadLetter::new(
+            talon_proto::names::Stage::Ingest,
+            "r",
+            "Server.Internal.Alerts",
+            Some(1),
+            b"",
+        );
         assert_eq!(replay_items(&nats, b"a\nb"), [&b"a\nb"[..]]);
     }
 
     #[test]
     fn http_dead_letters_replay_to_their_endpoint_subject() {
-        let letter = |subject: &str| DeadLetter::new("rules", "r", subject, None, b"{}");
+        let letter = |subject: &str| {
+            DeadLetter::new(talon_proto::names::Stage::Rules, "r", subject, None, b"{}")
+        };
         assert_eq!(
             replay_subject(&letter("http:/v1/events/Linux.Detection.Honeyfiles")),
             "Monitoring.Linux.Detection.Honeyfiles"
@@ -260,7 +280,13 @@ mod tests {
 
     #[test]
     fn id_selects_by_sequence_or_alert_id() {
-        let mut letter = DeadLetter::new("notify", "r", "talon.notify.hook", None, b"{}");
+        let mut letter = DeadLetter::new(
+            talon_proto::names::Stage::Notify,
+            "r",
+            "talon.notify.hook",
+            None,
+            b"{}",
+        );
         letter.alert_id = Some("bad-1".into());
         assert!(selected(7, &letter, None));
         assert!(selected(7, &letter, Some("7")));
@@ -276,11 +302,11 @@ mod tests {
         assert_eq!(replay_msg_id(5, 0), replay_msg_id(5, 0));
         assert_eq!(
             replay_msg_id(5, 0),
-            talon_proto::key::derived_msg_id("replay", "5")
+            talon_proto::key::derived_msg_id(talon_proto::names::MsgIdDomain::Replay, "5")
         );
         assert_eq!(
             replay_msg_id(5, 1),
-            talon_proto::key::derived_msg_id("replay", "5:1")
+            talon_proto::key::derived_msg_id(talon_proto::names::MsgIdDomain::Replay, "5:1")
         );
         assert_ne!(replay_msg_id(5, 0), replay_msg_id(6, 0));
     }
@@ -300,7 +326,13 @@ mod tests {
 
     #[test]
     fn a_list_line_is_tab_separated_with_a_dash_for_no_alert_id() {
-        let letter = DeadLetter::new("ingest", "bad JSON", "Server.Internal.Alerts", None, b"");
+        let letter = DeadLetter::new(
+            talon_proto::names::Stage::Ingest,
+            "bad JSON",
+            "Server.Internal.Alerts",
+            None,
+            b"",
+        );
         let line = list_line(3, &letter);
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(cols.len(), 5, "{line}");

@@ -99,7 +99,7 @@ pub fn bounded_key(key: &str, max: usize) -> String {
     if key.chars().count() <= max {
         return key.to_owned();
     }
-    let hash = derived_msg_id("chat-key", key);
+    let hash = derived_msg_id(talon_proto::names::MsgIdDomain::ChatKey, key);
     let keep = max.saturating_sub(hash.len() + 1);
     let head: String = key.chars().take(keep).collect();
     format!("{head}~{hash}")
