@@ -94,7 +94,61 @@ pub struct ClientInfo {
 /// there.
 pub const OVERRIDE_KEYS: [&str; 4] = ["ClientId", "FlowId", "Artifact", "ArtifactType"];
 
+/// How long an alert's dedup window is, as its producer asked (`dedup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupWindow {
+    /// No `dedup`, or 0: the configured length for its name.
+    Default,
+    /// A negative `dedup`: never suppress it.
+    Never,
+    /// This many seconds (before the configured maximum cuts it).
+    Seconds(u32),
+}
+
+impl DedupWindow {
+    /// The window `dedup_seconds` asks for; lengths past `u32::MAX`
+    /// seconds (136 years) are that.
+    pub fn of(dedup_seconds: i64) -> DedupWindow {
+        match dedup_seconds {
+            s if s < 0 => DedupWindow::Never,
+            0 => DedupWindow::Default,
+            s => DedupWindow::Seconds(u32::try_from(s).unwrap_or(u32::MAX)),
+        }
+    }
+}
+
 impl Alert {
+    /// A minimal alert (`sample`, named `Sample`, from NATS, received and
+    /// raised at 2020-10-07T20:43:09Z, nothing else set): for tests and
+    /// examples, as `Alert { name: …, ..Alert::sample() }`.
+    pub fn sample() -> Alert {
+        let at = DateTime::<Utc>::from_timestamp(1_602_103_389, 0).unwrap_or_default();
+        Alert {
+            id: "sample".to_owned(),
+            received_at: at,
+            source: "nats".to_owned(),
+            org_id: None,
+            name: "Sample".to_owned(),
+            timestamp: at,
+            client_id: None,
+            flow_id: None,
+            artifact: None,
+            artifact_type: None,
+            event_data: Map::new(),
+            dedup_seconds: 0,
+            dedup: None,
+            severity: None,
+            context: None,
+            client: None,
+            channel: None,
+        }
+    }
+
+    /// The dedup window its producer asked for.
+    pub fn dedup_window(&self) -> DedupWindow {
+        DedupWindow::of(self.dedup_seconds)
+    }
+
     /// `event_data.<key>` when it is a non-empty string, the one rule for an
     /// override (`key` one of [`OVERRIDE_KEYS`]): anything else, an empty
     /// string included, leaves the alert's own field as it is.
@@ -131,25 +185,30 @@ impl Alert {
 mod tests {
     use super::*;
 
+    #[test]
+    fn dedup_windows_say_what_the_number_meant() {
+        assert_eq!(DedupWindow::of(0), DedupWindow::Default);
+        assert_eq!(DedupWindow::of(-1), DedupWindow::Never);
+        assert_eq!(DedupWindow::of(i64::MIN), DedupWindow::Never);
+        assert_eq!(DedupWindow::of(60), DedupWindow::Seconds(60));
+        assert_eq!(DedupWindow::of(i64::MAX), DedupWindow::Seconds(u32::MAX));
+        let a = Alert {
+            dedup_seconds: -5,
+            ..Alert::sample()
+        };
+        assert_eq!(a.dedup_window(), DedupWindow::Never);
+    }
+
     fn alert(event_data: Value) -> Alert {
         Alert {
             id: "x".into(),
             received_at: "2020-10-07T20:43:09Z".parse().unwrap(),
-            source: "nats".into(),
-            org_id: None,
             name: "TestAlert".into(),
             timestamp: "2020-10-07T20:43:08Z".parse().unwrap(),
             client_id: Some("server".into()),
-            flow_id: None,
             artifact: Some("EventTest.Alert".into()),
-            artifact_type: None,
             event_data: event_data.as_object().cloned().unwrap_or_default(),
-            dedup_seconds: 0,
-            dedup: None,
-            severity: None,
-            context: None,
-            client: None,
-            channel: None,
+            ..Alert::sample()
         }
     }
 

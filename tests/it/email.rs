@@ -28,16 +28,12 @@ fn enriched(name: &str) -> Alert {
     Alert {
         id: "6f1c0e4b2a9d4e7f8a0b1c2d3e4f5a6b".into(),
         received_at: "2024-05-01T10:00:01Z".parse().unwrap(),
-        source: "nats".into(),
-        org_id: None,
         name: name.into(),
         timestamp: "2024-05-01T10:00:00Z".parse().unwrap(),
         client_id: Some("C.1234abcd".into()),
         flow_id: Some("F.CQ1OF8ME4BN2U".into()),
         artifact: Some("Linux.Detection.Honeyfiles".into()),
         artifact_type: Some("CLIENT_EVENT".into()),
-        event_data: Default::default(),
-        dedup_seconds: 0,
         dedup: Some(DedupInfo {
             key: name.into(),
             window_start: "2024-05-01T10:00:01Z".parse().unwrap(),
@@ -67,6 +63,7 @@ fn enriched(name: &str) -> Alert {
             labels: vec!["prod".into(), "dmz".into()],
         }),
         channel: Some("email-soc".into()),
+        ..Alert::sample()
     }
 }
 

@@ -1004,7 +1004,9 @@ async fn poison_waiting_in_every_stream_does_not_keep_the_suite_down() {
 async fn the_stage_loop_dead_letters_what_fails_panics_or_never_got_an_answer() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use talon_kit::pipeline::{self, DeadLetters, LoopMetricNames, LoopMetrics, Outcome};
+    use talon_kit::pipeline::{
+        self, DeadLetters, LoopMetricNames, LoopMetrics, Outcome, StageError,
+    };
     use talon_kit::streams::{ensure_consumer, ConsumerSpec};
 
     let nats = NatsServer::start().await;
@@ -1072,7 +1074,7 @@ async fn the_stage_loop_dead_letters_what_fails_panics_or_never_got_an_answer() 
                         n.fetch_add(1, Ordering::SeqCst);
                     }
                     match body.as_str() {
-                        "fails" => Err("boom".to_owned()),
+                        "fails" => Err(StageError::NoInfo("boom".to_owned())),
                         "panics" => panic!("kaboom"),
                         _ => Ok(Outcome::new("done")),
                     }
@@ -1096,7 +1098,7 @@ async fn the_stage_loop_dead_letters_what_fails_panics_or_never_got_an_answer() 
     assert_eq!(reasons.len(), 3, "{reasons:#?}");
     assert_eq!(
         reasons.remove("fails").as_deref(),
-        Some("failed 3 times; the last error: boom")
+        Some("failed 3 times; the last error: message without JetStream info: boom")
     );
     assert_eq!(
         reasons.remove("panics").as_deref(),

@@ -60,21 +60,11 @@ pub fn accepted_alert(
     talon_proto::Alert {
         id: id.to_owned(),
         received_at: at,
-        source: "nats".into(),
-        org_id: None,
         name: name.to_owned(),
         timestamp: at,
         client_id: Some("server".into()),
-        flow_id: None,
-        artifact: None,
-        artifact_type: None,
-        event_data: Default::default(),
         dedup_seconds,
-        dedup: None,
-        severity: None,
-        context: None,
-        client: None,
-        channel: None,
+        ..talon_proto::Alert::sample()
     }
 }
 

@@ -482,7 +482,7 @@ impl<K: Known> Decide<'_, '_, K> {
         let seconds = self
             .policy
             .lengths
-            .seconds(&alert.name, alert.dedup_seconds);
+            .seconds(&alert.name, alert.dedup_window());
         let current = match self.windows.get(&key) {
             Some(w) => Some(*w),
             None => self.known.window(&key)?,

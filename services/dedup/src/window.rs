@@ -3,6 +3,7 @@
 
 use regex::Regex;
 use talon_kit::config::DedupConfig;
+use talon_proto::DedupWindow;
 
 /// One key's window, as stored in sled (40 bytes, big-endian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +64,14 @@ pub enum Verdict {
     Unsuppressed,
 }
 
-/// Applies an alert received at `at_ms` with a window of `seconds` to the
-/// key's current window. Windows run on `received_at`, never on the clock.
+/// Applies an alert received at `at_ms` with a window of `seconds` (`None`:
+/// never suppress it) to the key's current window. Windows run on `received_at`, never on the clock.
 /// An alert received before the current window opened (a redelivery out of
 /// order) is counted in it rather than opening an older window.
-pub fn apply(current: Option<Window>, at_ms: i64, seconds: i64, seq: u64) -> Verdict {
-    if seconds < 0 {
+pub fn apply(current: Option<Window>, at_ms: i64, seconds: Option<i64>, seq: u64) -> Verdict {
+    let Some(seconds) = seconds else {
         return Verdict::Unsuppressed;
-    }
+    };
     match current {
         Some(mut w) if w.covers(at_ms) => {
             w.suppressed += 1;
@@ -111,17 +112,19 @@ impl Lengths {
         })
     }
 
-    pub fn seconds(&self, name: &str, own: i64) -> i64 {
-        if own < 0 {
-            return -1;
+    /// The length in seconds of the window of an alert called `name` that
+    /// asked for `own`; `None` when it is never suppressed.
+    pub fn seconds(&self, name: &str, own: DedupWindow) -> Option<i64> {
+        match own {
+            DedupWindow::Never => None,
+            DedupWindow::Seconds(s) => Some(i64::from(s).min(self.max_seconds)),
+            DedupWindow::Default => Some(
+                self.overrides
+                    .iter()
+                    .find(|(re, _)| re.is_match(name))
+                    .map_or(self.default_seconds, |(_, s)| *s),
+            ),
         }
-        if own > 0 {
-            return own.min(self.max_seconds);
-        }
-        self.overrides
-            .iter()
-            .find(|(re, _)| re.is_match(name))
-            .map_or(self.default_seconds, |(_, s)| *s)
     }
 }
 
@@ -140,10 +143,11 @@ mod tests {
     }
 
     fn check(current: Option<Window>, at: i64, seconds: i64, expected: Verdict) {
+        let seconds = (seconds >= 0).then_some(seconds);
         assert_eq!(
             apply(current, at, seconds, 9),
             expected,
-            "{current:?} at {at} for {seconds}s"
+            "{current:?} at {at} for {seconds:?}s"
         );
     }
 
@@ -210,25 +214,29 @@ mod tests {
         let config = talon_kit::Config::parse(text, &Default::default()).unwrap();
         let l = Lengths::new(&config.dedup).unwrap();
         assert_eq!(
-            l.seconds("Client event query error", 0),
-            3600,
+            l.seconds("Client event query error", DedupWindow::of(0)),
+            Some(3600),
             "first matching override"
         );
-        assert_eq!(l.seconds("an event", 0), 60);
-        assert_eq!(l.seconds("other", 0), 7200);
+        assert_eq!(l.seconds("an event", DedupWindow::of(0)), Some(60));
+        assert_eq!(l.seconds("other", DedupWindow::of(0)), Some(7200));
         assert_eq!(
-            l.seconds("Client event", 30),
-            30,
+            l.seconds("Client event", DedupWindow::of(30)),
+            Some(30),
             "the alert's own dedup wins"
         );
-        assert_eq!(l.seconds("x", -1), -1);
-        assert_eq!(l.seconds("x", i64::MIN), -1, "any negative: never suppress");
+        assert_eq!(l.seconds("x", DedupWindow::of(-1)), None);
         assert_eq!(
-            l.seconds("x", i64::MAX),
-            86_400,
+            l.seconds("x", DedupWindow::of(i64::MIN)),
+            None,
+            "any negative: never suppress"
+        );
+        assert_eq!(
+            l.seconds("x", DedupWindow::of(i64::MAX)),
+            Some(86_400),
             "a producer's window is cut to max_seconds"
         );
-        assert_eq!(l.seconds("x", 86_401), 86_400);
-        assert_eq!(l.seconds("x", 86_400), 86_400);
+        assert_eq!(l.seconds("x", DedupWindow::of(86_401)), Some(86_400));
+        assert_eq!(l.seconds("x", DedupWindow::of(86_400)), Some(86_400));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
 use talon_kit::inventory::Inventory;
-use talon_kit::pipeline::{self, Outcome};
+use talon_kit::pipeline::{self, Outcome, StageError};
 use talon_kit::service::{self, Context, Running};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::names::{notify_subject, Stage};
@@ -109,7 +109,7 @@ async fn handle(
     rules: &Rules,
     inventory: &Inventory,
     metrics: &metrics::Metrics,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, StageError> {
     let alert: Alert = match talon_proto::decode_alert(&msg.payload) {
         Ok(a) => a,
         Err(e) => {
@@ -125,7 +125,7 @@ async fn handle(
     let mut outcome = Outcome::new("routed");
     for channel in channels {
         alert.channel = Some(channel.clone());
-        let body = serde_json::to_vec(&alert).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&alert)?;
         let ack = js
             .send_publish(
                 notify_subject(&channel),
@@ -133,8 +133,7 @@ async fn handle(
                     .payload(body.into())
                     .message_id(channel_msg_id(&alert.id, &channel)),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         metrics.routed.with_label_values(&[&channel]).inc();
         outcome = outcome.with(ack);
     }

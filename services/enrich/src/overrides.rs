@@ -65,8 +65,6 @@ mod tests {
         Alert {
             id: "a1".into(),
             received_at: "2020-10-07T20:43:09Z".parse().unwrap(),
-            source: "nats".into(),
-            org_id: None,
             name: "TestAlert".into(),
             timestamp: "2020-10-07T20:43:08Z".parse().unwrap(),
             client_id: client_id.map(Into::into),
@@ -74,12 +72,7 @@ mod tests {
             artifact: artifact.map(Into::into),
             artifact_type: artifact_type.map(Into::into),
             event_data: event_data.as_object().cloned().unwrap(),
-            dedup_seconds: 0,
-            dedup: None,
-            severity: None,
-            context: None,
-            client: None,
-            channel: None,
+            ..Alert::sample()
         }
     }
 

@@ -3,7 +3,7 @@
 //! only once its output has its JetStream ack (`talon_kit::pipeline`).
 
 use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
-use talon_kit::pipeline::{self, Outcome};
+use talon_kit::pipeline::{self, Outcome, StageError};
 use talon_proto::key::derived_msg_id;
 use talon_proto::names::{HEADER_MSG_ID, HEADER_SOURCE};
 use tokio_util::sync::CancellationToken;
@@ -36,10 +36,8 @@ async fn start_one(
     js: &jetstream::Context,
     msg: &jetstream::Message,
     settings: &Settings,
-) -> Result<Outcome, String> {
-    let info = msg
-        .info()
-        .map_err(|e| format!("message without JetStream info: {e}"))?;
+) -> Result<Outcome, StageError> {
+    let info = msg.info().map_err(|e| StageError::NoInfo(e.to_string()))?;
     let header = |name: &str| {
         msg.headers
             .as_ref()
@@ -56,7 +54,7 @@ async fn start_one(
     };
     match decide(&input, settings) {
         Decision::Forward { subject, alert } => {
-            let body = serde_json::to_vec(&alert).map_err(|e| e.to_string())?;
+            let body = serde_json::to_vec(&alert)?;
             let ack = js
                 .send_publish(
                     subject,
@@ -64,8 +62,7 @@ async fn start_one(
                         .payload(body.into())
                         .message_id(&alert.id),
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             Ok(Outcome::new("accepted").with(ack))
         }
         Decision::ConditionFalse { id } => {
@@ -78,9 +75,7 @@ async fn start_one(
                 talon_proto::names::MsgIdDomain::DeadLetter(talon_proto::names::Stage::Ingest),
                 &format!("{}:{}", info.stream, info.stream_sequence),
             );
-            let ack = talon_kit::dlq::publish(js, &letter, &msg_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let ack = talon_kit::dlq::publish(js, &letter, &msg_id).await?;
             Ok(Outcome::new("rejected").with(ack))
         }
     }

@@ -7,7 +7,7 @@
 
 use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
 use talon_kit::inventory::Inventory;
-use talon_kit::pipeline::{self, Outcome};
+use talon_kit::pipeline::{self, Outcome, StageError};
 use talon_proto::key::derived_msg_id;
 use talon_proto::names::{Stage, HEADER_MSG_ID, HEADER_SOURCE, STREAM_MONITORING, SUBJECT_ALERTS};
 use talon_proto::DeadLetter;
@@ -76,10 +76,8 @@ async fn start_row(
     rules: &Rules,
     inventory: &Inventory,
     metrics: &Metrics,
-) -> Result<Outcome, String> {
-    let info = msg
-        .info()
-        .map_err(|e| format!("message without JetStream info: {e}"))?;
+) -> Result<Outcome, StageError> {
+    let info = msg.info().map_err(|e| StageError::NoInfo(e.to_string()))?;
     let msg_id = msg
         .headers
         .as_ref()
@@ -108,7 +106,7 @@ async fn start_row(
         Ok(v) => v,
         Err(reason) => {
             tracing::info!(seq = info.stream_sequence, reason = ?reason, "monitoring row dead-lettered");
-            let ack = dead_letter(reason, None).await.map_err(|e| e.to_string())?;
+            let ack = dead_letter(reason, None).await?;
             return Ok(Outcome::new("dead").with(ack));
         }
     };
@@ -118,7 +116,7 @@ async fn start_row(
         let label = match verdict.outcome {
             Ok(Some(alert)) => {
                 // A Value always serializes: this error is never returned.
-                let body = serde_json::to_vec(&alert).map_err(|e| e.to_string())?;
+                let body = serde_json::to_vec(&alert)?;
                 let ack = js
                     .send_publish(
                         SUBJECT_ALERTS,
@@ -127,8 +125,7 @@ async fn start_row(
                             .message_id(alert_msg_id(verdict.rule, &row))
                             .header(HEADER_SOURCE, source_header(verdict.rule).as_str()),
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 acks.push(ack);
                 raised = true;
                 "raised"
@@ -136,9 +133,7 @@ async fn start_row(
             Ok(None) => "unmatched",
             Err(e) => {
                 tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = ?e.to_string(), "monitoring row dead-lettered");
-                let ack = dead_letter(e.to_string(), Some(verdict.rule))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let ack = dead_letter(e.to_string(), Some(verdict.rule)).await?;
                 acks.push(ack);
                 dead = true;
                 "dead"

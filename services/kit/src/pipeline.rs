@@ -69,7 +69,7 @@ impl DeadLetters {
         &self,
         msg: &jetstream::Message,
         reason: String,
-    ) -> Result<PublishAckFuture, String> {
+    ) -> Result<PublishAckFuture, StageError> {
         let (stream, seq) = msg
             .info()
             .map(|i| (i.stream.to_owned(), Some(i.stream_sequence)))
@@ -79,9 +79,7 @@ impl DeadLetters {
             talon_proto::names::MsgIdDomain::DeadLetter(self.stage),
             &format!("{stream}:{}", seq.unwrap_or(0)),
         );
-        crate::dlq::publish(&self.js, &letter, &msg_id)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(crate::dlq::publish(&self.js, &letter, &msg_id).await?)
     }
 }
 
@@ -102,6 +100,22 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "a panic without a message".to_owned()
     }
+}
+
+/// Why an input could not be handled this time: the loop naks it to try
+/// again, and dead-letters it once it has failed [`DEAD_AFTER`] times.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// A publish (of the stage's output or a dead letter) was not sent or
+    /// not acknowledged.
+    #[error("JetStream publish: {0}")]
+    Publish(#[from] async_nats::jetstream::context::PublishError),
+    /// The input came without its JetStream metadata (sequence, time).
+    #[error("message without JetStream info: {0}")]
+    NoInfo(String),
+    /// The output could not be serialized.
+    #[error("cannot serialize the output: {0}")]
+    Serialize(#[from] serde_json::Error),
 }
 
 /// What handling one input started: the publishes to await, and the label
@@ -184,7 +198,7 @@ pub async fn run<F, Fut>(
     mut handle: F,
 ) where
     F: FnMut(jetstream::Message) -> Fut,
-    Fut: Future<Output = Result<Outcome, String>>,
+    Fut: Future<Output = Result<Outcome, StageError>>,
 {
     let name = consumer.cached_info().name.clone();
     while !shutdown.is_cancelled() {
@@ -235,7 +249,7 @@ pub async fn run<F, Fut>(
                         let mut result = Ok(outcome.label);
                         for ack in outcome.acks {
                             if let Err(e) = ack.await {
-                                result = Err(e.to_string());
+                                result = Err(StageError::Publish(e));
                             }
                         }
                         result
@@ -280,10 +294,10 @@ async fn start_one<F, Fut>(
     consumer: &str,
     msg: &jetstream::Message,
     handle: &mut F,
-) -> Result<Outcome, String>
+) -> Result<Outcome, StageError>
 where
     F: FnMut(jetstream::Message) -> Fut,
-    Fut: Future<Output = Result<Outcome, String>>,
+    Fut: Future<Output = Result<Outcome, StageError>>,
 {
     let delivered = msg.info().map_or(1, |i| i.delivered.max(1) as u64);
     if delivered > dead.dead_after {
@@ -319,7 +333,7 @@ async fn park(
 ) {
     tracing::error!(consumer, ?reason, "input dead-lettered");
     let stored = match dead.publish(msg, reason).await {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(ack) => ack.await.map(|_| ()).map_err(StageError::Publish),
         Err(e) => Err(e),
     };
     match stored {

@@ -25,7 +25,6 @@ pub fn alert() -> Alert {
     Alert {
         id: "0123456789abcdef0123456789abcdef".into(),
         received_at: "2020-10-07T20:43:09Z".parse().expect("a valid time"),
-        source: "nats".into(),
         org_id: Some("root".into()),
         name: "Honey file".into(),
         timestamp: at,
@@ -33,8 +32,6 @@ pub fn alert() -> Alert {
         flow_id: Some("F.ABCD".into()),
         artifact: Some("Linux.Detection.Honeyfiles".into()),
         artifact_type: Some("CLIENT_EVENT".into()),
-        event_data: Default::default(),
-        dedup_seconds: 0,
         dedup: Some(DedupInfo {
             key: "Honey file | C.1234".into(),
             window_start: at,
@@ -59,6 +56,7 @@ pub fn alert() -> Alert {
             labels: vec!["prod".into()],
         }),
         channel: Some("chat".into()),
+        ..Alert::sample()
     }
 }
 

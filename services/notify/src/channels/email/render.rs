@@ -240,21 +240,13 @@ mod tests {
         Alert {
             id: "0123abcd".into(),
             received_at: "2020-10-07T20:43:09Z".parse().unwrap(),
-            source: "nats".into(),
-            org_id: None,
             name: "TestAlert".into(),
             timestamp: "2020-10-07T20:43:08Z".parse().unwrap(),
             client_id: Some("server".into()),
-            flow_id: None,
             artifact: Some("EventTest.Alert".into()),
             artifact_type: Some("SERVER_MONITORING".into()),
-            event_data: Default::default(),
-            dedup_seconds: 0,
-            dedup: None,
-            severity: None,
-            context: None,
-            client: None,
             channel: Some("email-soc".into()),
+            ..Alert::sample()
         }
     }
 
