@@ -1,4 +1,4 @@
-//! The Alert envelope that travels between stages (DESIGN §4). Ingest fills
+//! The Alert envelope that travels between stages. Ingest fills
 //! the first block of fields; dedup adds `dedup`; enrich adds `severity`,
 //! `context`, `client` and `channel`. Fields a stage has not filled yet are
 //! absent from the JSON.

@@ -1,4 +1,4 @@
-//! The dead-letter record published on `talon.dlq.<stage>` (DESIGN §3).
+//! The dead-letter record published on `talon.dlq.<stage>`.
 
 use base64::Engine;
 use chrono::{DateTime, Utc};

@@ -1,5 +1,5 @@
 //! Every subject, stream, consumer, KV bucket, header and metric prefix of
-//! DESIGN §3. Services use these constants, never string literals.
+//! the suite. Services use these constants, never string literals.
 
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ pub const HEADER_SOURCE: &str = "Talon-Source";
 /// The alert id of a message on `talon.inbox.<user>`.
 pub const HEADER_ALERT_ID: &str = "Talon-Alert-Id";
 
-/// How long JetStream remembers a `Nats-Msg-Id` (DESIGN §3: at least 2 min).
+/// How long JetStream remembers a `Nats-Msg-Id` (at least 2 min).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Retention of `ALERTS`.
 pub const MAX_AGE_ALERTS: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -274,7 +274,7 @@ pub fn is_subject_token(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// Is `subject` one of the pipeline's inputs (DESIGN §3), where a replayed
+/// Is `subject` one of the pipeline's inputs, where a replayed
 /// dead letter may go: `Server.Internal.Alerts`, `Monitoring.<ArtifactName>`,
 /// `talon.alerts.accepted.<partition>`, `talon.alerts.unique` or
 /// `Server.Monitor.Alerts.<channel-id>`. Never `$JS.*`, `$KV.*`, `$SYS.*`,

@@ -1,5 +1,5 @@
 //! The raw alert: a Velociraptor `Server.Internal.Alerts` row, as producers
-//! publish it (DESIGN §1, §4). Lenient on `_ts`, `_Source` and unknown
+//! publish it. Lenient on `_ts`, `_Source` and unknown
 //! top-level fields; strict on `name` and on the types of known fields.
 
 use chrono::{DateTime, TimeZone, Utc};

@@ -24,7 +24,7 @@ const RAW_ALERT: &str = include_str!("../schemas/raw-alert.schema.json");
 const ALERT: &str = include_str!("../schemas/alert.schema.json");
 const DEAD_LETTER: &str = include_str!("../schemas/dead-letter.schema.json");
 
-/// Velociraptor's own `Server.Internal.Alerts` row (DESIGN §1).
+/// Velociraptor's own `Server.Internal.Alerts` row.
 const VELOCIRAPTOR_ROW: &str = r#"{"client_id":"server","name":"TestAlert","timestamp":"2020-10-07T20:43:08Z","event_data":{"field":"Field1"},"artifact":"EventTest.Alert","artifact_type":"SERVER_MONITORING","_ts":1602103388,"_Source":"VelociraptorServer"}"#;
 
 fn schema_value(text: &str) -> Value {

@@ -3,7 +3,7 @@
 //! published at a steady rate through NATS and HTTP, while every service is
 //! SIGKILLed and restarted at random moments and nats-server is restarted
 //! once with its store kept. The deliveries are then checked against a model
-//! computed from the input (DESIGN §5).
+//! computed from the input.
 //!
 //! Short form by default (2,500 alerts over 500 names, about two minutes);
 //! `TALON_CHAOS_LONG=1` runs the long form (20,000 alerts, 8 kills a

@@ -343,7 +343,7 @@ fn the_cluster_example_nodes_are_distinct_and_route_to_each_other() {
     assert!(readme.contains("stream_replicas = 3"));
 }
 
-/// DESIGN §11: compose connects each service as its own NATS user, with
+/// compose connects each service as its own NATS user, with
 /// that user's password; nats-server gets every password
 /// deploy/nats-users.conf reads, and nothing connects anonymously.
 #[test]

@@ -1,4 +1,4 @@
-//! Every door locked (DESIGN §11), the HTTP side: slow clients cannot hold
+//! Every door locked, the HTTP side: slow clients cannot hold
 //! a service's sockets, and a console request carries no large body.
 
 use std::time::{Duration, Instant};
@@ -222,7 +222,7 @@ async fn refused(errors: &std::sync::Mutex<Vec<String>>, subject: &str) -> bool 
     false
 }
 
-/// DESIGN §11: a leaked ingest credential cannot write to
+/// a leaked ingest credential cannot write to
 /// `talon.alerts.unique`, read or purge the inbox, or touch the delivery
 /// ledger; it can do its own work (publish accepted alerts).
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Every service's start-up and shutdown contract (DESIGN §7), on ingest:
+//! Every service's start-up and shutdown contract, on ingest:
 //! a bad config stops it with one line naming the key and its line;
 //! /healthz, /readyz, /metrics; JSON logs; SIGTERM exits 0.
 

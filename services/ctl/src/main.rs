@@ -1,5 +1,5 @@
 //! talonctl: set up the streams, raise alerts, watch subjects, read the
-//! dead-letter queue, check a config file (DESIGN §8).
+//! dead-letter queue, check a config file.
 
 mod cli;
 mod cmd;

@@ -1,4 +1,4 @@
-//! ingest's HTTP edge (DESIGN §9): `POST /v1/alerts` takes one raw alert, a
+//! ingest's HTTP edge: `POST /v1/alerts` takes one raw alert, a
 //! JSON array of them, or NDJSON. Valid items are published to
 //! `Server.Internal.Alerts` (marked `Talon-Source: http`) and answered with
 //! their stream sequence only once JetStream has acked them; invalid items

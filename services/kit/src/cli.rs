@@ -1,4 +1,4 @@
-//! The command line every service shares (DESIGN §7): `--config`, `--nats`,
+//! The command line every service shares: `--config`, `--nats`,
 //! `--log-format`; and the start-up that turns them into a loaded config.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The small HTTP server every service runs (DESIGN §7): `/healthz` (the
+//! The small HTTP server every service runs: `/healthz` (the
 //! process is alive), `/readyz` (NATS connected and the service's streams
 //! exist), `/metrics` (Prometheus text). Services merge their own routes.
 
@@ -154,7 +154,7 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-/// What every listener of the suite enforces (DESIGN §11).
+/// What every listener of the suite enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// A client must have sent a request's headers within this, or its

@@ -1,5 +1,5 @@
 //! What every talon service shares: configuration, the NATS connection, the
-//! streams and consumers of DESIGN §3, the health/metrics HTTP server,
+//! streams and consumers, the health/metrics HTTP server,
 //! shutdown on SIGTERM, and logging.
 
 pub mod cli;

@@ -1,4 +1,4 @@
-//! The streams and consumers of DESIGN §3, created idempotently by the
+//! The suite's streams and consumers, created idempotently by the
 //! service that reads them and by `talonctl init`.
 
 use std::time::Duration;
@@ -70,7 +70,7 @@ impl Stream {
 
     /// The stream's configuration: file storage, `replicas` copies, a
     /// `Nats-Msg-Id` window of `DUPLICATE_WINDOW`, and the retention of the
-    /// table in DESIGN §3; `DLQ` also keeps at most `dlq_max_bytes`,
+    /// table in docs/pipeline.md; `DLQ` also keeps at most `dlq_max_bytes`,
     /// dropping its oldest letters first.
     pub fn config(self, topology: impl Into<Topology>) -> stream::Config {
         let topology = topology.into();
