@@ -29,13 +29,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
+use clap::{CommandFactory as _, Parser};
 use talon_dedup::store::{Commit, PartitionStore};
 use talon_dedup::window::Window;
 use talon_proto::names::metrics::DEDUP_LIVE_WINDOWS;
 use talon_proto::names::{accepted_subject, STREAM_ACCEPTED, STREAM_UNIQUE};
 use talon_proto::Alert;
-use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
+use talon_tests::bench::{
+    at_least, cpu_model, cpu_seconds, log_to_stderr, nats_server_pid, publish_alerts,
+};
 use talon_tests::{
     accepted_alert, binary, ports, stream_messages, test_config_text, NatsServer, ServiceProcess,
 };
@@ -74,18 +77,55 @@ const TARGET_SUPPRESSIONS: f64 = 20_000.0;
 const TARGET_RSS_MB: f64 = 200.0;
 const TARGET_READY: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// How run 3's windows are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Fill {
+    /// By the service, consuming W alerts (falling back to direct past the
+    /// budget).
     Service,
+    /// Straight into the store with `PartitionStore`.
     Direct,
 }
 
+/// dedup's throughput, and its footprint at many live windows.
+#[derive(Parser)]
+#[command(bin_name = "cargo bench -p talon-tests --bench dedup --")]
 struct Args {
+    /// Alerts of the suppressions and the fresh-alerts runs.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = at_least::<NAMES>)]
     alerts: usize,
+    /// Live windows of run 3.
+    #[arg(long, value_name = "W", default_value_t = 1_000_000, value_parser = at_least::<NAMES>)]
     windows: usize,
-    /// Suppressions over existing keys in run 3.
+    /// Suppressions over existing keys in run 3 (at most W).
+    #[arg(long, value_name = "M", default_value_t = 100_000, value_parser = at_least::<NAMES>)]
     against: usize,
+    /// How run 3's windows are written.
+    #[arg(long, value_enum, default_value_t = Fill::Service)]
     fill: Fill,
+    #[command(flatten)]
+    _cargo: talon_tests::bench::Cargo,
+}
+
+impl Args {
+    /// The arguments, checked against each other as well (one suppression
+    /// per key, every key visited once); exits with usage if they are not
+    /// right.
+    fn checked() -> Args {
+        let args = Args::parse();
+        let wrong = |message: String| -> ! {
+            Args::command()
+                .error(clap::error::ErrorKind::ValueValidation, message)
+                .exit()
+        };
+        if !coprime(args.windows, SPREAD) {
+            wrong(format!("--windows must not be a multiple of {SPREAD}"));
+        }
+        if args.against > args.windows {
+            wrong("--against must not exceed --windows (one suppression per key)".into());
+        }
+        args
+    }
 }
 
 /// `i * SPREAD % w` visits every window once for `i` in `0..w` iff this
@@ -97,53 +137,6 @@ fn coprime(mut a: usize, mut b: usize) -> bool {
     a == 1
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        alerts: 100_000,
-        windows: 1_000_000,
-        against: 100_000,
-        fill: Fill::Service,
-    };
-    let usage = "usage: --alerts N --windows W --against M --fill service|direct";
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            "--alerts" | "--windows" | "--against" => {
-                let n: usize = it
-                    .next()
-                    .with_context(|| format!("{arg} needs a number"))?
-                    .parse()
-                    .with_context(|| format!("{arg} needs a number"))?;
-                if n < NAMES {
-                    bail!("{arg} must be at least {NAMES}");
-                }
-                match arg.as_str() {
-                    "--alerts" => args.alerts = n,
-                    "--windows" => args.windows = n,
-                    _ => args.against = n,
-                }
-            }
-            "--fill" => {
-                args.fill = match it.next().as_deref() {
-                    Some("service") => Fill::Service,
-                    Some("direct") => Fill::Direct,
-                    _ => bail!("--fill takes service or direct ({usage})"),
-                }
-            }
-            other => bail!("unknown argument {other:?} ({usage})"),
-        }
-    }
-    if !coprime(args.windows, SPREAD) {
-        bail!("--windows must not be a multiple of {SPREAD}");
-    }
-    if args.against > args.windows {
-        bail!("--against must not exceed --windows (one suppression per key)");
-    }
-    Ok(args)
-}
-
 /// The `i`-th alert of run `run`: named `name`, received at `T0 + at` ms,
 /// with the default window.
 fn alert(run: &str, i: usize, name: &str, at: usize) -> Alert {
@@ -152,39 +145,21 @@ fn alert(run: &str, i: usize, name: &str, at: usize) -> Alert {
 
 /// Publishes `n` alerts (`make(i)`, each serialized once) on
 /// `talon.alerts.accepted.0`, up to `IN_FLIGHT` acks pending, and waits for
-/// every ack. Returns how long it took and the mean payload size.
+/// every ack. Returns how long it took.
 async fn publish_backlog(
     js: &jetstream::Context,
     n: usize,
     make: impl Fn(usize) -> Alert,
-) -> anyhow::Result<(Duration, usize)> {
-    let subject = accepted_subject(PARTITION);
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut bytes = 0;
-    let mut start = 0;
-    while start < n {
-        let end = (start + IN_FLIGHT).min(n);
-        let mut acks = Vec::with_capacity(end - start);
-        for i in start..end {
-            let a = make(i);
-            let body = serde_json::to_vec(&a).expect("an Alert serializes");
-            bytes += body.len();
-            let ack = js
-                .send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(body.into())
-                        .message_id(&a.id),
-                )
-                .await?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await?;
-        }
-        start = end;
-    }
-    Ok((started.elapsed(), bytes / n.max(1)))
+    publish_alerts(
+        js,
+        &accepted_subject(PARTITION),
+        (0..n).map(make),
+        IN_FLIGHT,
+    )
+    .await?;
+    Ok(started.elapsed())
 }
 
 /// A temporary directory with the config of a dedup on a fixed port and
@@ -548,7 +523,7 @@ async fn at_scale(
             took: fill_direct(js, &dir.data(), w).await?,
         },
         Fill::Service => {
-            let (took, _) = publish_backlog(js, w, |i| alert("w", i, &fill_name(i), i)).await?;
+            let took = publish_backlog(js, w, |i| alert("w", i, &fill_name(i), i)).await?;
             println!(
                 "run 3: {w} alerts published in {:.1}s ({:.0}/s)",
                 took.as_secs_f64(),
@@ -779,14 +754,8 @@ fn print_targets(args: &Args, suppress: &Measured, fresh: &Measured, scale: &AtS
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let args = Args::checked();
+    log_to_stderr();
 
     // Built (or found) before any clock starts.
     let bin = binary("talon-dedup");

@@ -35,20 +35,21 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _};
-use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
-use futures::StreamExt;
+use anyhow::{ensure, Context as _};
+use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use clap::Parser;
 use talon_enrich::channel_msg_id;
 use talon_enrich::transform::{enrich, Rules};
 use talon_kit::streams::{ensure_all, ensure_clients_bucket};
 use talon_kit::Env;
 use talon_proto::key::alert_id_from_stream;
-use talon_proto::names::{
-    notify_subject, DUPLICATE_WINDOW, STREAM_ACCEPTED, STREAM_NOTIFY, SUBJECT_UNIQUE,
-};
+use talon_proto::names::{notify_subject, STREAM_ACCEPTED, STREAM_NOTIFY, SUBJECT_UNIQUE};
 use talon_proto::{Alert, ClientInfo, DedupInfo};
-use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
-use talon_tests::{accepted_alert, parse_config, start_enrich, stream_messages, NatsServer};
+use talon_tests::bench::{
+    at_least, cpu_model, log_to_stderr, nats_server_pid, publish_alerts, republish, watch,
+    work_queue, Cpu, Progress,
+};
+use talon_tests::{accepted_alert, parse_config, start_enrich, NatsServer};
 
 /// Same batch size as enrich's (`kit::pipeline` batches).
 const BATCH: usize = talon_enrich::BATCH;
@@ -127,40 +128,19 @@ require_severity = true
 /// The channels `NAME` is routed to, in config order.
 const ROUTED: [&str; FAN_OUT] = ["soc", "triage"];
 
+/// enrich's throughput: its pure core on one thread, then the service
+/// through NATS next to a raw JetStream baseline.
+#[derive(Parser)]
+#[command(bin_name = "cargo bench -p talon-tests --bench enrich --")]
 struct Args {
+    /// Iterations of each single-threaded transform measurement.
+    #[arg(long, value_name = "N", default_value_t = 200_000, value_parser = at_least::<1>)]
     iterations: usize,
+    /// Alerts through the baseline hop and enrich over NATS.
+    #[arg(long, value_name = "M", default_value_t = 50_000, value_parser = at_least::<1>)]
     alerts: usize,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        iterations: 200_000,
-        alerts: 50_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            "--iterations" | "--alerts" => {
-                let n: usize = it
-                    .next()
-                    .with_context(|| format!("{arg} needs a number"))?
-                    .parse()
-                    .with_context(|| format!("{arg} needs a number"))?;
-                if n == 0 {
-                    bail!("{arg} must be at least 1");
-                }
-                if arg == "--iterations" {
-                    args.iterations = n;
-                } else {
-                    args.alerts = n;
-                }
-            }
-            other => bail!("unknown argument {other:?} (usage: --iterations N --alerts M)"),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    _cargo: talon_tests::bench::Cargo,
 }
 
 /// The example context.
@@ -348,160 +328,6 @@ fn transform(n: usize) -> anyhow::Result<Transform> {
     })
 }
 
-/// Publishes `n` alert payloads to `subject`, `IN_FLIGHT` acks pending at
-/// most, each with its alert id as `Nats-Msg-Id`, as dedup publishes them.
-async fn publish_backlog(js: &jetstream::Context, subject: &str, n: usize) -> anyhow::Result<()> {
-    let mut start = 0;
-    while start < n {
-        let end = (start + IN_FLIGHT).min(n);
-        let mut acks = Vec::with_capacity(end - start);
-        for i in start..end {
-            let alert = alert(i);
-            let body = serde_json::to_vec(&alert)?;
-            acks.push(
-                js.send_publish(
-                    subject.to_owned(),
-                    PublishMessage::build()
-                        .payload(body.into())
-                        .message_id(&alert.id),
-                )
-                .await?,
-            );
-        }
-        for ack in acks {
-            ack.await?;
-        }
-        start = end;
-    }
-    Ok(())
-}
-
-/// What a poll of the output stream saw.
-struct Progress {
-    /// When a poll first saw a message in it, and how many.
-    first: Instant,
-    first_count: u64,
-    /// When a poll first saw all of them.
-    done: Instant,
-}
-
-/// Polls `stream` every `POLL` until it holds `n` messages.
-async fn watch(js: jetstream::Context, stream: &'static str, n: u64) -> anyhow::Result<Progress> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut first = None;
-    loop {
-        let have = stream_messages(&js, stream).await;
-        let now = Instant::now();
-        if have > 0 && first.is_none() {
-            first = Some((now, have));
-        }
-        if let (true, Some((first, first_count))) = (have >= n, first) {
-            return Ok(Progress {
-                first,
-                first_count,
-                done: now,
-            });
-        }
-        if now > deadline {
-            bail!("{stream} holds {have} of {n} messages after {DEADLINE:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The baseline hop: pull from `consumer` in batches, publish each payload
-/// unchanged to every subject of `BENCH_OUT_SUBJECTS`, await the publish
-/// acks, then ack the inputs. Runs until `n` inputs are done.
-async fn republish(js: jetstream::Context, consumer: consumer::PullConsumer, n: usize) {
-    let mut done = 0;
-    while done < n {
-        let messages = match consumer
-            .stream()
-            .max_messages_per_batch(BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("baseline: cannot pull: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let mut batches = messages.ready_chunks(BATCH);
-        while let Some(batch) = batches.next().await {
-            let msgs: Vec<jetstream::Message> = batch.into_iter().filter_map(Result::ok).collect();
-            let mut acks = Vec::with_capacity(msgs.len());
-            for msg in &msgs {
-                let seq = msg.info().map_or(0, |i| i.stream_sequence);
-                let mut outputs = Vec::with_capacity(FAN_OUT);
-                for subject in BENCH_OUT_SUBJECTS {
-                    let ack = js
-                        .send_publish(
-                            subject,
-                            PublishMessage::build()
-                                .payload(msg.payload.clone())
-                                .message_id(format!("bench-{seq}:{subject}")),
-                        )
-                        .await;
-                    outputs.push(ack);
-                }
-                acks.push(outputs);
-            }
-            for (msg, outputs) in msgs.iter().zip(acks) {
-                let mut published = Ok(());
-                for ack in outputs {
-                    let result = match ack {
-                        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    if result.is_err() {
-                        published = result;
-                    }
-                }
-                match published {
-                    Ok(()) => {
-                        if let Err(e) = msg.ack().await {
-                            eprintln!("baseline: cannot ack input: {e}");
-                        }
-                        done += 1;
-                    }
-                    Err(e) => eprintln!("baseline: publish failed: {e}"),
-                }
-            }
-            if done >= n {
-                return;
-            }
-        }
-    }
-}
-
-/// CPU seconds of nats-server and of this process (enrich, the baseline
-/// hop and the pollers all run here).
-#[derive(Clone, Copy)]
-struct Cpu {
-    server: f64,
-    bench: f64,
-}
-
-impl Cpu {
-    fn now(server_pid: Option<u32>) -> Cpu {
-        Cpu {
-            server: server_pid.and_then(cpu_seconds).unwrap_or(f64::NAN),
-            bench: cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
-        }
-    }
-
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu {
-            server: self.server - before.server,
-            bench: self.bench - before.bench,
-        }
-    }
-}
-
 struct Measured {
     alerts: usize,
     /// From the start to the last output.
@@ -544,24 +370,22 @@ impl Measured {
 /// consumer until `BENCH_OUT` holds `FAN_OUT` × `n`; removes both streams.
 async fn baseline(nats: &NatsServer, server: Option<u32>, n: usize) -> anyhow::Result<Measured> {
     let js = talon_kit::nats::jetstream(nats.service_client("talon-bench-baseline").await);
-    let work_queue = |name: &str, subjects: Vec<String>| stream::Config {
-        name: name.to_owned(),
-        subjects,
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    };
     let input = js
         .create_stream(work_queue(BENCH_IN, vec![BENCH_IN_SUBJECT.to_owned()]))
         .await?;
     js.create_stream(work_queue(BENCH_OUT, vec!["bench.out.*".to_owned()]))
         .await?;
-    publish_backlog(&js, BENCH_IN_SUBJECT, n).await?;
+    publish_alerts(&js, BENCH_IN_SUBJECT, (0..n).map(alert), IN_FLIGHT).await?;
 
     let cpu = Cpu::now(server);
     let started = Instant::now();
-    let progress = tokio::spawn(watch(js.clone(), BENCH_OUT, (FAN_OUT * n) as u64));
+    let progress = tokio::spawn(watch(
+        js.clone(),
+        BENCH_OUT,
+        (FAN_OUT * n) as u64,
+        POLL,
+        DEADLINE,
+    ));
     // enrich's consumer settings (`ConsumerSpec::enrich`).
     let consumer: consumer::PullConsumer = input
         .create_consumer(consumer::pull::Config {
@@ -573,7 +397,21 @@ async fn baseline(nats: &NatsServer, server: Option<u32>, n: usize) -> anyhow::R
             ..Default::default()
         })
         .await?;
-    let task = tokio::spawn(republish(js.clone(), consumer, n));
+    // Each payload unchanged to every subject of `BENCH_OUT_SUBJECTS`.
+    let outputs = |msg: &jetstream::Message, seq: u64| {
+        BENCH_OUT_SUBJECTS.map(|subject| {
+            let message = PublishMessage::build()
+                .payload(msg.payload.clone())
+                .message_id(format!("bench-{seq}:{subject}"));
+            (subject, message)
+        })
+    };
+    let hop = republish(js.clone(), consumer, BATCH, n, outputs);
+    let task = tokio::spawn(async move {
+        if let Err(e) = hop.await {
+            eprintln!("baseline: {e:#}");
+        }
+    });
     let progress = progress.await;
     let cpu = Cpu::now(server).since(cpu);
     task.abort();
@@ -596,11 +434,17 @@ async fn enrich_nats(nats: &NatsServer, server: Option<u32>, n: usize) -> anyhow
             .put(format!("C.{i}"), serde_json::to_vec(&client(i))?.into())
             .await?;
     }
-    publish_backlog(&js, SUBJECT_UNIQUE, n).await?;
+    publish_alerts(&js, SUBJECT_UNIQUE, (0..n).map(alert), IN_FLIGHT).await?;
 
     let cpu = Cpu::now(server);
     let started = Instant::now();
-    let progress = tokio::spawn(watch(js.clone(), STREAM_NOTIFY, (FAN_OUT * n) as u64));
+    let progress = tokio::spawn(watch(
+        js.clone(),
+        STREAM_NOTIFY,
+        (FAN_OUT * n) as u64,
+        POLL,
+        DEADLINE,
+    ));
     let enrich = start_enrich(nats, CHANNELS).await;
     let progress = progress.await??;
     let cpu = Cpu::now(server).since(cpu);
@@ -669,14 +513,8 @@ fn print_nats(rows: &[(&str, &Measured)]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let args = Args::parse();
+    log_to_stderr();
 
     // Before the server starts: nothing else runs on the machine's cores.
     let transform = transform(args.iterations).context("transform")?;

@@ -28,16 +28,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
-use futures::StreamExt;
+use clap::Parser;
 use talon_ingest::process::{decide, Decision, Input, Settings};
 use talon_kit::streams::{ensure_stream, Stream};
 use talon_kit::Env;
 use talon_proto::names::{DUPLICATE_WINDOW, STREAM_ACCEPTED, SUBJECT_ALERTS};
-use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
-use talon_tests::{parse_config, start_ingest, stream_messages, test_config_text, NatsServer};
+use talon_tests::bench::{
+    at_least, cpu_model, log_to_stderr, nats_server_pid, publish_all, republish, watch, work_queue,
+    Cpu, Progress,
+};
+use talon_tests::{parse_config, start_ingest, test_config_text, NatsServer};
 
 /// Same batch size as ingest's `consume::BATCH`.
 const BATCH: usize = 512;
+/// Publish acks pending at once while a backlog is published.
+const IN_FLIGHT: usize = 1_000;
 /// Alerts per HTTP request.
 const HTTP_BATCH: usize = 500;
 /// Concurrent HTTP clients.
@@ -56,40 +61,18 @@ const BENCH_DECIDED_SUBJECT: &str = "bench.decided";
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const INGEST: &str = "[ingest]\nhttp_listen = \"127.0.0.1:0\"\npartitions = 4\n";
 
+/// ingest's throughput next to a raw JetStream baseline.
+#[derive(Parser)]
+#[command(bin_name = "cargo bench -p talon-tests --bench ingest --")]
 struct Args {
+    /// Alerts through the baseline hops and ingest's NATS consumer.
+    #[arg(long, value_name = "N", default_value_t = 50_000, value_parser = at_least::<1>)]
     alerts: usize,
+    /// Alerts POSTed to ingest's HTTP edge.
+    #[arg(long, value_name = "M", default_value_t = 20_000, value_parser = at_least::<1>)]
     http_alerts: usize,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        alerts: 50_000,
-        http_alerts: 20_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            "--alerts" | "--http-alerts" => {
-                let n: usize = it
-                    .next()
-                    .with_context(|| format!("{arg} needs a number"))?
-                    .parse()
-                    .with_context(|| format!("{arg} needs a number"))?;
-                if n == 0 {
-                    bail!("{arg} must be at least 1");
-                }
-                if arg == "--alerts" {
-                    args.alerts = n;
-                } else {
-                    args.http_alerts = n;
-                }
-            }
-            other => bail!("unknown argument {other:?} (usage: --alerts N --http-alerts M)"),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    _cargo: talon_tests::bench::Cargo,
 }
 
 /// The `i`-th Velociraptor-style row: 1000 distinct names, varied pids and
@@ -115,125 +98,11 @@ fn row_bytes(i: usize) -> bytes::Bytes {
         .into()
 }
 
-/// Publishes `n` rows to `subject`, up to 1000 in flight, and waits for
-/// every ack.
+/// Publishes `n` rows to `subject`, up to `IN_FLIGHT` in flight, and waits
+/// for every ack.
 async fn publish_backlog(js: &jetstream::Context, subject: &str, n: usize) -> anyhow::Result<()> {
-    let mut start = 0;
-    while start < n {
-        let end = (start + 1000).min(n);
-        let mut acks = Vec::with_capacity(end - start);
-        for i in start..end {
-            acks.push(js.publish(subject.to_owned(), row_bytes(i)).await?);
-        }
-        for ack in acks {
-            ack.await?;
-        }
-        start = end;
-    }
-    Ok(())
-}
-
-/// What a poll of the output stream saw.
-struct Progress {
-    /// When a poll first saw a message in it, and how many.
-    first: Instant,
-    first_count: u64,
-    /// When a poll first saw all of them.
-    done: Instant,
-}
-
-/// Polls `stream` every `POLL` until it holds `n` messages.
-async fn watch(js: jetstream::Context, stream: &'static str, n: u64) -> anyhow::Result<Progress> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut first = None;
-    loop {
-        let have = stream_messages(&js, stream).await;
-        let now = Instant::now();
-        if have > 0 && first.is_none() {
-            first = Some((now, have));
-        }
-        if let (true, Some((first, first_count))) = (have >= n, first) {
-            return Ok(Progress {
-                first,
-                first_count,
-                done: now,
-            });
-        }
-        if now > deadline {
-            bail!("{stream} holds {have} of {n} messages after {DEADLINE:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The baseline hop: pull from `BENCH_IN` in batches, publish one output
-/// per input to `out` (the payload unchanged, or with `decide` the Alert
-/// ingest would make of it), await the publish acks, then ack the inputs.
-/// Runs until `n` inputs are done.
-async fn republish(
-    js: jetstream::Context,
-    consumer: consumer::PullConsumer,
-    out: &'static str,
-    decide: Option<Settings>,
-    n: usize,
-) {
-    let mut done = 0;
-    while done < n {
-        let messages = match consumer
-            .stream()
-            .max_messages_per_batch(BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("baseline: cannot pull: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let mut batches = messages.ready_chunks(BATCH);
-        while let Some(batch) = batches.next().await {
-            let msgs: Vec<jetstream::Message> = batch.into_iter().filter_map(Result::ok).collect();
-            let mut acks = Vec::with_capacity(msgs.len());
-            for msg in &msgs {
-                let seq = msg.info().map_or(0, |i| i.stream_sequence);
-                let payload = match &decide {
-                    None => msg.payload.clone(),
-                    Some(settings) => decided(msg, settings),
-                };
-                let ack = js
-                    .send_publish(
-                        out,
-                        PublishMessage::build()
-                            .payload(payload)
-                            .message_id(format!("bench-{seq}")),
-                    )
-                    .await;
-                acks.push(ack);
-            }
-            for (msg, ack) in msgs.iter().zip(acks) {
-                let published = match ack {
-                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match published {
-                    Ok(()) => {
-                        if let Err(e) = msg.ack().await {
-                            eprintln!("baseline: cannot ack input: {e}");
-                        }
-                        done += 1;
-                    }
-                    Err(e) => eprintln!("baseline: publish failed: {e}"),
-                }
-            }
-            if done >= n {
-                return;
-            }
-        }
-    }
+    let rows = (0..n).map(|i| PublishMessage::build().payload(row_bytes(i)));
+    publish_all(js, subject, rows, IN_FLIGHT).await
 }
 
 /// What ingest's `start_one` does to an input before publishing it: its pure
@@ -253,30 +122,6 @@ fn decided(msg: &jetstream::Message, settings: &Settings) -> bytes::Bytes {
             .expect("an Alert serializes")
             .into(),
         other => panic!("every bench row is a valid alert, got {other:?}"),
-    }
-}
-
-/// CPU seconds of nats-server and of this process (ingest, the baseline hop,
-/// the pollers and the HTTP clients all run here).
-#[derive(Clone, Copy)]
-struct Cpu {
-    server: f64,
-    bench: f64,
-}
-
-impl Cpu {
-    fn now(server_pid: Option<u32>) -> Cpu {
-        Cpu {
-            server: server_pid.and_then(cpu_seconds).unwrap_or(f64::NAN),
-            bench: cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
-        }
-    }
-
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu {
-            server: self.server - before.server,
-            bench: self.bench - before.bench,
-        }
     }
 }
 
@@ -316,8 +161,10 @@ impl Measured {
     }
 }
 
-/// Runs `republish` on a new durable consumer of `BENCH_IN` into the
-/// work-queue stream `out_stream`, timed until it holds `n`.
+/// The baseline hop on a new durable consumer of `BENCH_IN`: one output
+/// per input to the work-queue stream `out_stream` (the payload unchanged,
+/// or with `decide` the Alert ingest would make of it), timed until it
+/// holds `n`.
 async fn hop(
     js: &jetstream::Context,
     server: Option<u32>,
@@ -327,18 +174,11 @@ async fn hop(
     decide: Option<Settings>,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    js.create_stream(stream::Config {
-        name: out_stream.to_owned(),
-        subjects: vec![out_subject.to_owned()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    })
-    .await?;
+    js.create_stream(work_queue(out_stream, vec![out_subject.to_owned()]))
+        .await?;
     let cpu = Cpu::now(server);
     let started = Instant::now();
-    let progress = tokio::spawn(watch(js.clone(), out_stream, n as u64));
+    let progress = tokio::spawn(watch(js.clone(), out_stream, n as u64, POLL, DEADLINE));
     let consumer: consumer::PullConsumer = js
         .get_stream(BENCH_IN)
         .await?
@@ -351,7 +191,22 @@ async fn hop(
             ..Default::default()
         })
         .await?;
-    let task = tokio::spawn(republish(js.clone(), consumer, out_subject, decide, n));
+    let outputs = move |msg: &jetstream::Message, seq: u64| {
+        let payload = match &decide {
+            None => msg.payload.clone(),
+            Some(settings) => decided(msg, settings),
+        };
+        let message = PublishMessage::build()
+            .payload(payload)
+            .message_id(format!("bench-{seq}"));
+        [(out_subject, message)]
+    };
+    let hop = republish(js.clone(), consumer, BATCH, n, outputs);
+    let task = tokio::spawn(async move {
+        if let Err(e) = hop.await {
+            eprintln!("baseline: {e:#}");
+        }
+    });
     let progress = progress.await;
     let cpu = Cpu::now(server).since(cpu);
     task.abort();
@@ -412,7 +267,7 @@ async fn ingest_nats(
 
     let cpu = Cpu::now(server);
     let started = Instant::now();
-    let progress = tokio::spawn(watch(js, STREAM_ACCEPTED, n as u64));
+    let progress = tokio::spawn(watch(js, STREAM_ACCEPTED, n as u64, POLL, DEADLINE));
     let env = Env::default().with("TALON_INGEST_TOKENS", TOKEN);
     let ingest = start_ingest(nats, INGEST, env).await;
     let progress = progress.await??;
@@ -531,14 +386,8 @@ fn print_table(rows: &[(&str, &Measured)]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let args = Args::parse();
+    log_to_stderr();
 
     let nats = NatsServer::start().await;
     let version = nats.client().await.server_info().version;

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream;
+use clap::Parser;
 use futures::StreamExt;
 use talon_proto::names::STREAM_NOTIFY;
-use talon_tests::bench::{cpu_model, cpu_seconds, nats_server_pid};
+use talon_tests::bench::{at_least, cpu_model, cpu_seconds, log_to_stderr, nats_server_pid};
 use talon_tests::receiver::{Hit, Receiver, Reply};
 use talon_tests::{
     accepted_alert, binary, ports, publish_routed, stream_messages, test_config_text, wait_ready,
@@ -59,40 +60,18 @@ const DEADLINE: Duration = Duration::from_secs(45);
 /// An alert's `received_at`, ms.
 const T0: i64 = 1_790_000_000_000;
 
+/// notify's delivery rate to a web hook, with 1 to 3 replicas.
+#[derive(Parser)]
+#[command(bin_name = "cargo bench -p talon-tests --bench notify --")]
 struct Args {
+    /// Alerts of each fast-receiver scenario.
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = at_least::<1>)]
     alerts: usize,
+    /// Alerts of each slow-receiver scenario.
+    #[arg(long, value_name = "N2", default_value_t = 600, value_parser = at_least::<1>)]
     slow_alerts: usize,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        alerts: 5000,
-        slow_alerts: 600,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            "--alerts" | "--slow-alerts" => {
-                let n: usize = it
-                    .next()
-                    .with_context(|| format!("{arg} needs a number"))?
-                    .parse()
-                    .with_context(|| format!("{arg} needs a number"))?;
-                if n == 0 {
-                    bail!("{arg} must be at least 1");
-                }
-                if arg == "--alerts" {
-                    args.alerts = n;
-                } else {
-                    args.slow_alerts = n;
-                }
-            }
-            other => bail!("unknown argument {other:?} (usage: --alerts N --slow-alerts N2)"),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    _cargo: talon_tests::bench::Cargo,
 }
 
 /// One measurement: a fresh nats-server, a backlog, replicas started.
@@ -398,14 +377,8 @@ fn print_table(rows: &[(Scenario, Measured)]) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let args = Args::parse();
+    log_to_stderr();
 
     // Built (in the bench's profile) before any clock starts.
     let bin = binary("talon-notify");

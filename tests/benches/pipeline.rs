@@ -23,13 +23,15 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-use async_nats::jetstream::{self, consumer, stream};
+use anyhow::bail;
+use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use clap::Parser;
 use futures::StreamExt;
 use talon_kit::Env;
-use talon_proto::names::{DUPLICATE_WINDOW, SUBJECT_ALERTS};
+use talon_proto::names::SUBJECT_ALERTS;
 use talon_tests::bench::{
-    cpu_model, nats_server_version, percentile, publish_all, pull_chunks, republish,
+    at_least, cpu_model, nats_server_version, percentile, publish_all, pull_chunks, republish,
+    work_queue,
 };
 use talon_tests::receiver::Receiver;
 use talon_tests::{dedup_table, start_dedup, start_enrich, start_ingest, start_notify, NatsServer};
@@ -44,41 +46,42 @@ const WARM_UP: usize = 2_000;
 const POLL: Duration = Duration::from_millis(20);
 const DEADLINE: Duration = Duration::from_secs(180);
 
+/// The whole pipeline end to end, next to a raw JetStream baseline.
+#[derive(Parser)]
+#[command(bin_name = "cargo bench -p talon-tests --bench pipeline --")]
 struct Args {
+    /// Alerts published as fast as acks allow, for throughput.
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = at_least::<1>)]
     alerts: usize,
+    /// Alerts per second offered for latency.
+    #[arg(
+        long,
+        value_name = "R",
+        default_value_t = 500.0,
+        value_parser = positive,
+        allow_negative_numbers = true
+    )]
     rate: f64,
+    /// Seconds the latency rate is offered for.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 20.0,
+        value_parser = positive,
+        allow_negative_numbers = true
+    )]
     seconds: f64,
+    #[command(flatten)]
+    _cargo: talon_tests::bench::Cargo,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        alerts: 20_000,
-        rate: 500.0,
-        seconds: 20.0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut number = || -> anyhow::Result<f64> {
-            let n: f64 = it
-                .next()
-                .with_context(|| format!("{arg} needs a number"))?
-                .parse()
-                .with_context(|| format!("{arg} needs a number"))?;
-            if n <= 0.0 {
-                bail!("{arg} must be positive");
-            }
-            Ok(n)
-        };
-        match arg.as_str() {
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            "--alerts" => args.alerts = number()? as usize,
-            "--rate" => args.rate = number()?,
-            "--seconds" => args.seconds = number()?,
-            other => bail!("unknown argument {other:?} (usage: --alerts N --rate R --seconds S)"),
-        }
+/// A positive number, as a flag's `value_parser`.
+fn positive(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
+        Ok(_) => Err("must be positive".to_owned()),
+        Err(_) => Err("needs a number".to_owned()),
     }
-    Ok(args)
 }
 
 /// A raw alert named `name`, published `t` µs after the run's origin.
@@ -117,8 +120,9 @@ impl Target<'_> {
         let before = self.hook.count();
         let started = Instant::now();
         let t = self.origin.elapsed().as_micros();
-        let payloads = (0..n).map(|i| payload(&format!("{tag}-{i}"), t));
-        publish_all(self.js, self.subject, payloads, PUBLISH_IN_FLIGHT).await?;
+        let messages =
+            (0..n).map(|i| PublishMessage::build().payload(payload(&format!("{tag}-{i}"), t)));
+        publish_all(self.js, self.subject, messages, PUBLISH_IN_FLIGHT).await?;
         self.wait_receipts(before + n).await?;
         let last = self.hook.hits()[before..]
             .iter()
@@ -214,14 +218,10 @@ async fn baseline(nats: &NatsServer, args: &Args) -> anyhow::Result<Measured> {
     let mut hops = Vec::new();
     for h in 0..HOPS {
         let stream = js
-            .create_stream(stream::Config {
-                name: format!("BENCH_{h}"),
-                subjects: vec![format!("bench.hop.{h}")],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
-            })
+            .create_stream(work_queue(
+                &format!("BENCH_{h}"),
+                vec![format!("bench.hop.{h}")],
+            ))
             .await?;
         let consumer = stream
             .create_consumer(consumer::pull::Config {
@@ -232,13 +232,15 @@ async fn baseline(nats: &NatsServer, args: &Args) -> anyhow::Result<Measured> {
             })
             .await?;
         hops.push(if h + 1 < HOPS {
-            tokio::spawn(republish(
-                js.clone(),
-                consumer,
-                format!("bench.hop.{}", h + 1),
-                BATCH,
-                total,
-            ))
+            // Each payload unchanged to the next hop's stream.
+            let to = format!("bench.hop.{}", h + 1);
+            let outputs = move |msg: &jetstream::Message, seq: u64| {
+                let message = PublishMessage::build()
+                    .payload(msg.payload.clone())
+                    .message_id(format!("{to}-{seq}"));
+                [(to.clone(), message)]
+            };
+            tokio::spawn(republish(js.clone(), consumer, BATCH, total, outputs))
         } else {
             tokio::spawn(sink(consumer, hook.url("/sink"), total))
         });
@@ -323,7 +325,7 @@ fn print_table(args: &Args, runs: &[(&str, Measured, Measured)]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(

@@ -1,10 +1,10 @@
-//! The configuration file (DESIGN §6): one TOML file for the whole suite, each
+//! The configuration file: one TOML file for the whole suite, each
 //! service reading its own tables.
 //!
 //! [`Config::load`] reads, parses and validates the whole file, so a bad key
 //! anywhere stops every service with one line naming the key and its line.
 //! Secrets are *not* resolved at load: each service resolves only its own
-//! (`NatsConfig::password`, `ChannelConfig::url`, `SecretConfig::password`,
+//! (`NatsConfig::password`, `ValueFrom::read` of a channel's spec, `SecretConfig::password`,
 //! ...), so ingest starts without the SMTP password. The environment is handed
 //! in as an [`Env`] value; tests never touch the process environment.
 
@@ -30,7 +30,8 @@ mod tests;
 mod tokens;
 
 pub use channels::{
-    ChannelConfig, ChannelKind, Recipients, SeverityThreshold, DEFAULT_INBOX_RECIPIENTS,
+    ChannelConfig, ChannelKind, ChannelSpec, ChatSpec, EmailSpec, InboxSpec, Recipients,
+    SeverityThreshold, ValueFrom, WebhookSpec, DEFAULT_INBOX_RECIPIENTS,
     DEFAULT_INBOX_RECIPIENT_ROLES, PAGERDUTY_EVENTS_URL,
 };
 pub use dedup::{DedupConfig, DedupOverride};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use talon_kit::config::{ChannelConfig, ChannelKind, Config, Env};
+use talon_kit::config::{ChannelConfig, ChannelSpec, ChatSpec, Config, Env};
 use talon_kit::service::{self, Context, Running};
 
 use crate::channels::chat::{ChannelOptions, Chat};
@@ -23,55 +23,54 @@ use crate::worker::{Channel, Sender};
 /// Ledger records outlive the longest retry deadline by this much.
 const LEDGER_MARGIN: Duration = Duration::from_secs(24 * 3600);
 
-/// How `channel` delivers.
+/// How `channel` delivers: what its kind's spec says, with its URL and
+/// secrets read from `env` or files now.
 fn sender(
     channel: &ChannelConfig,
     config: &Config,
     env: &Env,
     js: &async_nats::jetstream::Context,
 ) -> anyhow::Result<Sender> {
-    Ok(match channel.kind {
-        ChannelKind::Webhook => {
-            let url = channel.url(env)?;
-            let pairs: Vec<(String, String)> = channel.headers.clone().into_iter().collect();
+    let id = &channel.id;
+    Ok(match channel.spec(&config.secrets)? {
+        ChannelSpec::Webhook(hook) => {
+            let url = hook.url.read_url(env)?;
+            let pairs: Vec<(String, String)> = hook.headers.into_iter().collect();
             let headers = webhook::headers_of(&pairs)
-                .map_err(|e| anyhow::anyhow!("channels[id={}].headers: {e}", channel.id))?;
-            let secret = channel.signing_secret(env)?.map(String::into_bytes);
+                .map_err(|e| anyhow::anyhow!("channels[id={id}].headers: {e}"))?;
+            let secret = match &hook.signing_secret {
+                Some(from) => Some(from.read(env)?.into_bytes()),
+                None => None,
+            };
             Sender::Webhook(webhook::Webhook::new(url, headers, secret)?)
         }
-        ChannelKind::Email => Sender::Email(Box::new(
-            Email::new(channel, config, env)
-                .map_err(|e| anyhow::anyhow!("channels[id={}]: {e}", channel.id))?,
+        ChannelSpec::Email(spec) => Sender::Email(Box::new(
+            Email::with_spec(channel, &spec, config, env)
+                .map_err(|e| anyhow::anyhow!("channels[id={id}]: {e}"))?,
         )),
-        ChannelKind::Inbox => {
+        ChannelSpec::Inbox(spec) => {
             let users: Vec<inbox::User> = config.notify.users.iter().map(Into::into).collect();
-            let inbox = inbox::Inbox::new(js.clone(), channel, &users)
-                .map_err(|e| anyhow::anyhow!("channels[id={}]: {e}", channel.id))?;
+            let inbox = inbox::Inbox::new(js.clone(), &spec, &users)
+                .map_err(|e| anyhow::anyhow!("channels[id={id}]: {e}"))?;
             if inbox.users().is_empty() {
-                tracing::warn!(channel = %channel.id, "no user matches this inbox channel's recipients and recipient_roles");
+                tracing::warn!(channel = %id, "no user matches this inbox channel's recipients and recipient_roles");
             }
             Sender::Inbox(inbox)
         }
-        ChannelKind::Slack
-        | ChannelKind::Mattermost
-        | ChannelKind::Teams
-        | ChannelKind::Googlechat
-        | ChannelKind::Discord
-        | ChannelKind::Pagerduty => chat_sender(channel, env)?,
+        ChannelSpec::Chat(spec) => chat_sender(channel, &spec, env)?,
     })
 }
 
-/// A chat or incident channel (one of [`ChannelKind::CHAT`]): its URL
-/// (PagerDuty's by default) and, for PagerDuty, its routing key, both
-/// resolved from `env` or files.
-fn chat_sender(channel: &ChannelConfig, env: &Env) -> anyhow::Result<Sender> {
-    let url = channel.url(env)?;
-    let routing_key = match channel.kind {
-        ChannelKind::Pagerduty => Some(channel.routing_key(env)?),
-        _ => None,
+/// A chat or incident channel: its URL (PagerDuty's by default) and, for
+/// PagerDuty, its routing key, both read from `env` or files.
+fn chat_sender(channel: &ChannelConfig, spec: &ChatSpec, env: &Env) -> anyhow::Result<Sender> {
+    let url = spec.url.read_url(env)?;
+    let routing_key = match &spec.routing_key {
+        Some(from) => Some(from.read(env)?),
+        None => None,
     };
-    let options = ChannelOptions::of(channel, routing_key);
-    let chat = Chat::new(channel.kind, &url, options)
+    let options = ChannelOptions::of(channel, spec, routing_key);
+    let chat = Chat::new(spec.kind, &url, options)
         .map_err(|e| anyhow::anyhow!("channels[id={}].url: {e}", channel.id))?;
     Ok(Sender::Chat(Box::new(chat)))
 }

@@ -1,6 +1,7 @@
 //! `[[channels]]`: where enriched alerts go. One flat struct for every kind
-//! (serde's tagged enums buffer their input and lose line numbers); the
-//! kind-specific rules are checked after deserializing.
+//! (serde's tagged enums buffer their input and lose line numbers); after
+//! deserializing, one function per kind checks the keys that kind takes and
+//! builds its typed [`ChannelSpec`], which is what the services read.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,11 +78,6 @@ impl ChannelKind {
             ChannelKind::Pagerduty => "pagerduty",
             ChannelKind::Webhook => "webhook",
         }
-    }
-
-    /// Is this a web hook kind (posts to a `url`)?
-    pub fn is_web_hook(self) -> bool {
-        !matches!(self, ChannelKind::Email | ChannelKind::Inbox)
     }
 }
 
@@ -190,7 +186,8 @@ fn one_day() -> u64 {
     86_400
 }
 
-/// One `[[channels]]` entry.
+/// One `[[channels]]` entry. The keys every kind has are public fields; the
+/// kind-specific ones are read through [`ChannelConfig::spec`], typed by kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
@@ -200,13 +197,13 @@ pub struct ChannelConfig {
     pub kind: ChannelKind,
     /// email: the `[secrets.<name>]` table with the SMTP server.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub(super) secret: Option<String>,
     /// email: a list of addresses; inbox: a regex on user names (default `.+`).
     #[serde(default)]
-    pub recipients: Option<Recipients>,
+    pub(super) recipients: Option<Recipients>,
     /// inbox: regex on user roles (default `^administrator$`).
     #[serde(default)]
-    pub recipient_roles: Option<String>,
+    pub(super) recipient_roles: Option<String>,
     /// Regex on the alert name: only matching alerts are sent.
     #[serde(default = "include_all")]
     pub alert_include: String,
@@ -239,39 +236,39 @@ pub struct ChannelConfig {
     pub retry_deadline_seconds: u64,
     /// Web hook URL, written in the file (or the PagerDuty endpoint override).
     #[serde(default)]
-    pub url: Option<String>,
+    pub(super) url: Option<String>,
     /// Environment variable holding the URL.
     #[serde(default)]
-    pub url_env: Option<String>,
+    pub(super) url_env: Option<String>,
     /// File holding the URL.
     #[serde(default)]
-    pub url_file: Option<PathBuf>,
+    pub(super) url_file: Option<PathBuf>,
     /// pagerduty: environment variable holding the routing key.
     #[serde(default)]
-    pub routing_key_env: Option<String>,
+    pub(super) routing_key_env: Option<String>,
     /// pagerduty: file holding the routing key.
     #[serde(default)]
-    pub routing_key_file: Option<PathBuf>,
+    pub(super) routing_key_file: Option<PathBuf>,
     /// slack, mattermost: chat channel to post to (Slack's app web hooks
     /// ignore it; its legacy ones and Mattermost honour it).
     #[serde(default)]
-    pub channel: Option<String>,
+    pub(super) channel: Option<String>,
     /// slack, mattermost, discord: name to post as.
     #[serde(default)]
-    pub username: Option<String>,
+    pub(super) username: Option<String>,
     /// slack, mattermost, discord: icon to post with (Discord's `avatar_url`).
     #[serde(default)]
-    pub icon_url: Option<String>,
+    pub(super) icon_url: Option<String>,
     /// webhook: extra request headers.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub(super) headers: BTreeMap<String, String>,
     /// webhook: environment variable holding the HMAC-SHA256 signing secret
     /// (`X-Talon-Signature: sha256=<hex>` over `<X-Talon-Timestamp>.<body>`).
     #[serde(default)]
-    pub signing_secret_env: Option<String>,
+    pub(super) signing_secret_env: Option<String>,
     /// webhook: file holding the signing secret.
     #[serde(default)]
-    pub signing_secret_file: Option<PathBuf>,
+    pub(super) signing_secret_file: Option<PathBuf>,
 }
 
 impl ChannelConfig {
@@ -307,17 +304,21 @@ impl ChannelConfig {
         }
     }
 
-    /// webhook: the signing secret from `signing_secret_env` or
-    /// `signing_secret_file`, when one is configured.
-    pub fn signing_secret(&self, env: &Env) -> Result<Option<String>, ConfigError> {
-        resolve(
-            "signing_secret_env",
-            self.signing_secret_env.as_deref(),
-            "signing_secret_file",
-            self.signing_secret_file.as_deref(),
-            env,
-        )
-        .map_err(|e| e.within(&self.prefix()))
+    /// What this channel's kind-specific keys say, typed by kind. Loading
+    /// checked that every channel of a [`Config`](super::Config) has one; for
+    /// a channel built by hand, the error names the key under
+    /// `channels[id=<id>]`, as the run-time errors of a channel do.
+    pub fn spec(
+        &self,
+        secrets: &BTreeMap<String, SecretConfig>,
+    ) -> Result<ChannelSpec, ConfigError> {
+        let src = Source::new("", "", None);
+        let at = Report {
+            src: &src,
+            here: KeyPath::default(),
+            within: Some(self.prefix()),
+        };
+        self.build(&at, secrets)
     }
 
     /// The key prefix of this channel in run-time errors: `channels[id=<id>]`.
@@ -325,71 +326,29 @@ impl ChannelConfig {
         format!("channels[id={}]", self.id)
     }
 
-    /// The URL to post to: from `url_env`, `url_file` or `url`; a pagerduty
-    /// channel without one uses [`PAGERDUTY_EVENTS_URL`].
-    pub fn url(&self, env: &Env) -> Result<String, ConfigError> {
-        let resolved = resolve(
-            "url_env",
-            self.url_env.as_deref(),
-            "url_file",
-            self.url_file.as_deref(),
-            env,
-        )
-        .map_err(|e| e.within(&self.prefix()))?;
-        match (resolved, &self.url) {
-            (Some(url), _) => Ok(url.trim().to_owned()),
-            (None, Some(url)) => Ok(url.clone()),
-            (None, None) if self.kind == ChannelKind::Pagerduty => {
-                Ok(PAGERDUTY_EVENTS_URL.to_owned())
+    /// The spec of this channel's kind, from the function of that kind: a
+    /// new kind is one [`ChannelKind`] variant and one such function.
+    fn build(
+        &self,
+        at: &Report<'_>,
+        secrets: &BTreeMap<String, SecretConfig>,
+    ) -> Result<ChannelSpec, ConfigError> {
+        Ok(match self.kind {
+            ChannelKind::Email => ChannelSpec::Email(email(self, at, secrets)?),
+            ChannelKind::Inbox => ChannelSpec::Inbox(inbox(self, at)?),
+            ChannelKind::Webhook => ChannelSpec::Webhook(webhook(self, at)?),
+            // Only these services let a web hook pick its channel, name or icon.
+            ChannelKind::Slack | ChannelKind::Mattermost => {
+                ChannelSpec::Chat(chat(self, at, &["channel", "username", "icon_url"])?)
             }
-            (None, None) => Err(ConfigError::new(
-                format!("{}.url", self.prefix()),
-                format!("a {} channel has no url", self.kind),
-            )),
-        }
-    }
-
-    /// pagerduty: the routing key from `routing_key_env` or `routing_key_file`.
-    pub fn routing_key(&self, env: &Env) -> Result<String, ConfigError> {
-        resolve(
-            "routing_key_env",
-            self.routing_key_env.as_deref(),
-            "routing_key_file",
-            self.routing_key_file.as_deref(),
-            env,
-        )
-        .map_err(|e| e.within(&self.prefix()))?
-        .ok_or_else(|| {
-            ConfigError::new(
-                format!("{}.routing_key_env", self.prefix()),
-                "no routing_key_env or routing_key_file",
-            )
+            ChannelKind::Discord => ChannelSpec::Chat(chat(self, at, &["username", "icon_url"])?),
+            ChannelKind::Teams | ChannelKind::Googlechat => ChannelSpec::Chat(chat(self, at, &[])?),
+            ChannelKind::Pagerduty => ChannelSpec::Chat(pagerduty(self, at)?),
         })
     }
 
-    /// inbox: the regex on user names (`recipients`, default `.+`).
-    pub fn recipient_pattern(&self) -> &str {
-        match &self.recipients {
-            Some(Recipients::Pattern(p)) => p,
-            _ => DEFAULT_INBOX_RECIPIENTS,
-        }
-    }
-
-    /// inbox: the regex on roles (`recipient_roles`, default `^administrator$`).
-    pub fn recipient_roles_pattern(&self) -> &str {
-        self.recipient_roles
-            .as_deref()
-            .unwrap_or(DEFAULT_INBOX_RECIPIENT_ROLES)
-    }
-
-    /// email: the addresses in `recipients`.
-    pub fn recipient_addresses(&self) -> &[String] {
-        match &self.recipients {
-            Some(Recipients::List(l)) => l,
-            _ => &[],
-        }
-    }
-
+    /// Every check of the file's keys: the shared ones first, then those of
+    /// the kind (its spec is built and dropped: the services build it again).
     pub(super) fn validate(
         &self,
         src: &Source<'_>,
@@ -412,30 +371,29 @@ impl ChannelConfig {
             check::regex(src, &here.key("recipient_roles"), roles)?;
         }
         if let Some(threshold) = &self.severity_threshold {
-            let path = here.key("severity_threshold");
-            let names = threshold.names();
-            if names.is_empty() {
-                return Err(src.error(&path, "must name at least one severity"));
-            }
-            for (i, name) in names.into_iter().enumerate() {
-                if !severity_levels.iter().any(|l| l == name) {
-                    let at = match threshold {
-                        SeverityThreshold::AtLeast(_) => path.clone(),
-                        SeverityThreshold::Exactly(_) => path.index(i),
-                    };
-                    return Err(src.error(
-                        &at,
-                        format!(
-                            "{name:?} is not one of enrich.severity_levels ({})",
-                            severity_levels.join(", ")
-                        ),
-                    ));
-                }
-            }
+            check_threshold(
+                src,
+                &here.key("severity_threshold"),
+                threshold,
+                severity_levels,
+            )?;
         }
         if self.max_in_flight == 0 {
             return Err(src.error(&here.key("max_in_flight"), "must be at least 1"));
         }
+        self.check_sources(src, here)?;
+        let at = Report {
+            src,
+            here: here.clone(),
+            within: None,
+        };
+        self.build(&at, secrets).map(drop)
+    }
+
+    /// The URL, routing key and signing secret each come from one key at
+    /// most, and a URL written in the file is an http(s) one; whatever the
+    /// kind, so these are reported before a key the kind does not take.
+    fn check_sources(&self, src: &Source<'_>, here: &KeyPath) -> Result<(), ConfigError> {
         check::at_most_one(
             src,
             here,
@@ -461,168 +419,447 @@ impl ChannelConfig {
                 ("routing_key_file", self.routing_key_file.is_some()),
             ],
         )?;
-        if let Some(url) = &self.url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(src.error(
+        match &self.url {
+            Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => Err(src
+                .error(
                     &here.key("url"),
                     format!("{url:?} is not an http:// or https:// URL"),
-                ));
-            }
+                )),
+            _ => Ok(()),
         }
-        self.validate_kind(src, here, secrets)
     }
 
-    /// The keys each kind needs, and refuses.
-    fn validate_kind(
-        &self,
-        src: &Source<'_>,
-        here: &KeyPath,
-        secrets: &BTreeMap<String, SecretConfig>,
-    ) -> Result<(), ConfigError> {
-        let kind = self.kind;
-        let has_url = self.url.is_some() || self.url_env.is_some() || self.url_file.is_some();
-        let has_routing_key = self.routing_key_env.is_some() || self.routing_key_file.is_some();
-        // Only these services let a web hook pick its channel, name or icon.
-        let picks_channel = matches!(kind, ChannelKind::Slack | ChannelKind::Mattermost);
-        let posts_as = picks_channel || kind == ChannelKind::Discord;
-        let refused: &[(&str, bool)] = &[
-            (
-                "secret",
-                self.secret.is_some() && kind != ChannelKind::Email,
-            ),
-            (
-                "recipients",
-                self.recipients.is_some()
-                    && !matches!(kind, ChannelKind::Email | ChannelKind::Inbox),
-            ),
-            (
-                "recipient_roles",
-                self.recipient_roles.is_some() && kind != ChannelKind::Inbox,
-            ),
-            ("url", self.url.is_some() && !kind.is_web_hook()),
-            ("url_env", self.url_env.is_some() && !kind.is_web_hook()),
-            ("url_file", self.url_file.is_some() && !kind.is_web_hook()),
-            (
-                "routing_key_env",
-                self.routing_key_env.is_some() && kind != ChannelKind::Pagerduty,
-            ),
-            (
-                "routing_key_file",
-                self.routing_key_file.is_some() && kind != ChannelKind::Pagerduty,
-            ),
-            ("channel", self.channel.is_some() && !picks_channel),
-            ("username", self.username.is_some() && !posts_as),
-            ("icon_url", self.icon_url.is_some() && !posts_as),
-            (
-                "headers",
-                !self.headers.is_empty() && kind != ChannelKind::Webhook,
-            ),
-            (
-                "signing_secret_env",
-                self.signing_secret_env.is_some() && kind != ChannelKind::Webhook,
-            ),
-            (
-                "signing_secret_file",
-                self.signing_secret_file.is_some() && kind != ChannelKind::Webhook,
-            ),
-        ];
-        if let Some((key, _)) = refused.iter().find(|(_, bad)| *bad) {
-            return Err(src.error(&here.key(key), format!("does not apply to {kind} channels")));
-        }
-        match kind {
-            ChannelKind::Email => {
-                let path = here.key("secret");
-                let Some(name) = &self.secret else {
-                    return Err(src.error(
-                        &path,
-                        "an email channel needs secret, the name of a [secrets.<name>] table with its SMTP server",
-                    ));
-                };
-                let Some(secret) = secrets.get(name) else {
-                    let known: Vec<&str> = secrets.keys().map(String::as_str).collect();
-                    return Err(src.error(
-                        &path,
-                        format!(
-                            "no [secrets.{name}] table (there are: {})",
-                            if known.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    ));
-                };
-                let table = KeyPath::of("secrets").key(name);
-                if secret.server.is_none() {
-                    return Err(src.error(
-                        &table.key("server"),
-                        format!("needed by email channel {:?}", self.id),
-                    ));
-                }
-                if secret.from.is_none() {
-                    return Err(src.error(
-                        &table.key("from"),
-                        format!("needed by email channel {:?}", self.id),
-                    ));
-                }
-                let path = here.key("recipients");
-                match &self.recipients {
-                    Some(Recipients::List(list)) if !list.is_empty() => {
-                        for (i, address) in list.iter().enumerate() {
-                            if !address.contains('@') {
-                                return Err(src.error(
-                                    &path.index(i),
-                                    format!("{address:?} is not an e-mail address"),
-                                ));
-                            }
-                        }
-                    }
-                    Some(Recipients::Pattern(_)) => {
-                        return Err(src.error(
-                            &path,
-                            "an email channel's recipients is a list of addresses",
-                        ))
-                    }
-                    _ => {
-                        return Err(src.error(
-                            &path,
-                            "an email channel needs at least one recipient address",
-                        ))
-                    }
-                }
-            }
-            ChannelKind::Inbox => match &self.recipients {
-                Some(Recipients::List(_)) => {
-                    return Err(src.error(
-                        &here.key("recipients"),
-                        "an inbox channel's recipients is a regex on user names, not a list",
-                    ))
-                }
-                Some(Recipients::Pattern(p)) => check::regex(src, &here.key("recipients"), p)?,
-                None => {}
-            },
-            ChannelKind::Pagerduty => {
-                if !has_routing_key {
-                    return Err(src.error(
-                        &here.key("routing_key_env"),
-                        "a pagerduty channel needs routing_key_env or routing_key_file",
-                    ));
-                }
-            }
-            ChannelKind::Slack
-            | ChannelKind::Mattermost
-            | ChannelKind::Teams
-            | ChannelKind::Googlechat
-            | ChannelKind::Discord
-            | ChannelKind::Webhook => {
-                if !has_url {
-                    return Err(src.error(
-                        &here.key("url_env"),
-                        format!("a {kind} channel needs url, url_env or url_file"),
-                    ));
-                }
-            }
-        }
-        Ok(())
+    /// Every key only some kinds take, and whether it is set, in the order
+    /// a key the kind does not take is looked for.
+    fn kind_keys(&self) -> [(&'static str, bool); 14] {
+        [
+            ("secret", self.secret.is_some()),
+            ("recipients", self.recipients.is_some()),
+            ("recipient_roles", self.recipient_roles.is_some()),
+            ("url", self.url.is_some()),
+            ("url_env", self.url_env.is_some()),
+            ("url_file", self.url_file.is_some()),
+            ("routing_key_env", self.routing_key_env.is_some()),
+            ("routing_key_file", self.routing_key_file.is_some()),
+            ("channel", self.channel.is_some()),
+            ("username", self.username.is_some()),
+            ("icon_url", self.icon_url.is_some()),
+            ("headers", !self.headers.is_empty()),
+            ("signing_secret_env", self.signing_secret_env.is_some()),
+            ("signing_secret_file", self.signing_secret_file.is_some()),
+        ]
     }
+
+    /// Where `<key>_env` or `<key>_file` says a secret is, when one is set
+    /// (the variable first, as they were always read).
+    fn secret_at(
+        &self,
+        key: &str,
+        var: &Option<String>,
+        path: &Option<PathBuf>,
+    ) -> Option<ValueFrom> {
+        let prefix = self.prefix();
+        match (var, path) {
+            (Some(var), _) => Some(ValueFrom::Env {
+                key: format!("{prefix}.{key}_env"),
+                var: var.clone(),
+            }),
+            (None, Some(path)) => Some(ValueFrom::File {
+                key: format!("{prefix}.{key}_file"),
+                path: path.clone(),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Where the URL is: `url_env`, `url_file` or `url`, when one is set.
+    fn url_at(&self) -> Option<ValueFrom> {
+        self.secret_at("url", &self.url_env, &self.url_file)
+            .or_else(|| self.url.clone().map(ValueFrom::Text))
+    }
+
+    /// The error naming the first key set that the kind does not take
+    /// (`takes` lists the kind-specific keys it does).
+    fn only(&self, at: &Report<'_>, takes: &[&str]) -> Result<(), ConfigError> {
+        let keys = self.kind_keys();
+        debug_assert!(
+            takes.iter().all(|t| keys.iter().any(|(k, _)| k == t)),
+            "{takes:?} names a key that is not kind-specific"
+        );
+        match keys.iter().find(|(key, set)| *set && !takes.contains(key)) {
+            Some((key, _)) => Err(at.error(
+                &at.key(key),
+                format!("does not apply to {} channels", self.kind),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `severity_threshold` at `path` names one severity at least, each one of
+/// `enrich.severity_levels`.
+fn check_threshold(
+    src: &Source<'_>,
+    path: &KeyPath,
+    threshold: &SeverityThreshold,
+    severity_levels: &[String],
+) -> Result<(), ConfigError> {
+    let names = threshold.names();
+    if names.is_empty() {
+        return Err(src.error(path, "must name at least one severity"));
+    }
+    for (i, name) in names.into_iter().enumerate() {
+        if !severity_levels.iter().any(|l| l == name) {
+            let at = match threshold {
+                SeverityThreshold::AtLeast(_) => path.clone(),
+                SeverityThreshold::Exactly(_) => path.index(i),
+            };
+            return Err(src.error(
+                &at,
+                format!(
+                    "{name:?} is not one of enrich.severity_levels ({})",
+                    severity_levels.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a channel's kind-specific keys say, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelSpec {
+    /// `email`: mail through an SMTP server.
+    Email(EmailSpec),
+    /// `inbox`: the in-app inbox of the chosen users.
+    Inbox(InboxSpec),
+    /// `webhook`: a JSON POST of the alert.
+    Webhook(WebhookSpec),
+    /// One of [`ChannelKind::CHAT`]: a body of the service's own, POSTed.
+    Chat(ChatSpec),
+}
+
+/// An email channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailSpec {
+    /// The `[secrets.<name>]` table with the SMTP server; it names a server
+    /// and a From.
+    pub secret: String,
+    /// The addresses mailed (one at least).
+    pub recipients: Vec<String>,
+}
+
+/// An inbox channel: the users whose name matches `recipients` and one of
+/// whose roles matches `recipient_roles` (both regexes that compile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxSpec {
+    /// Regex on user names ([`DEFAULT_INBOX_RECIPIENTS`] when unset).
+    pub recipients: String,
+    /// Regex on user roles ([`DEFAULT_INBOX_RECIPIENT_ROLES`] when unset).
+    pub recipient_roles: String,
+}
+
+impl Default for InboxSpec {
+    /// Every user who is an administrator.
+    fn default() -> InboxSpec {
+        InboxSpec {
+            recipients: DEFAULT_INBOX_RECIPIENTS.to_owned(),
+            recipient_roles: DEFAULT_INBOX_RECIPIENT_ROLES.to_owned(),
+        }
+    }
+}
+
+/// A generic web hook channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSpec {
+    /// Where the URL is (`url`, `url_env` or `url_file`).
+    pub url: ValueFrom,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Where the HMAC-SHA256 signing secret is, when the requests are signed.
+    pub signing_secret: Option<ValueFrom>,
+}
+
+/// A chat or incident channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatSpec {
+    /// Which service: one of [`ChannelKind::CHAT`].
+    pub kind: ChannelKind,
+    /// Where the URL is; a pagerduty channel without one posts to
+    /// [`PAGERDUTY_EVENTS_URL`].
+    pub url: ValueFrom,
+    /// slack, mattermost: the chat channel to post to.
+    pub channel: Option<String>,
+    /// slack, mattermost, discord: the name to post as.
+    pub username: Option<String>,
+    /// slack, mattermost, discord: the icon to post with.
+    pub icon_url: Option<String>,
+    /// pagerduty (and only pagerduty): where the routing key is.
+    pub routing_key: Option<ValueFrom>,
+}
+
+/// Where a value a channel names is: written in the file, or in an
+/// environment variable or a file read only by the service that uses it (so
+/// a service starts without the secrets of the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueFrom {
+    /// Written in the file.
+    Text(String),
+    /// In environment variable `var`, named by `key` (`channels[id=<id>].url_env`).
+    Env { key: String, var: String },
+    /// In the file at `path`, named by `key` (`channels[id=<id>].url_file`).
+    File { key: String, path: PathBuf },
+}
+
+impl ValueFrom {
+    /// The value, read now. An unset or empty variable, or an unreadable or
+    /// empty file, is an error naming the key; a file's trailing line break
+    /// is not part of the value.
+    pub fn read(&self, env: &Env) -> Result<String, ConfigError> {
+        let read = match self {
+            ValueFrom::Text(value) => return Ok(value.clone()),
+            ValueFrom::Env { key, var } => resolve(key, Some(var), key, None, env),
+            ValueFrom::File { key, path } => resolve(key, None, key, Some(path), env),
+        };
+        // `resolve` gives no value only when given neither a variable nor a file.
+        read.map(Option::unwrap_or_default)
+    }
+
+    /// [`ValueFrom::read`] for a URL: one read from the environment or a
+    /// file loses the blanks around it.
+    pub fn read_url(&self, env: &Env) -> Result<String, ConfigError> {
+        match self {
+            ValueFrom::Text(url) => Ok(url.clone()),
+            _ => self.read(env).map(|url| url.trim().to_owned()),
+        }
+    }
+}
+
+/// Where the problems of a channel's kind-specific keys are reported: on
+/// their lines in the file while loading (`channels[0].url_env`), under the
+/// channel's id for a channel built by hand (`channels[id=hook].url_env`).
+struct Report<'a> {
+    src: &'a Source<'a>,
+    /// The channel's path in the file; empty for a channel built by hand.
+    here: KeyPath,
+    /// `channels[id=<id>]`, for a channel built by hand.
+    within: Option<String>,
+}
+
+impl Report<'_> {
+    /// The path of the channel's `key`.
+    fn key(&self, key: &str) -> KeyPath {
+        self.here.key(key)
+    }
+
+    /// An error about `path`, one of the channel's.
+    fn error(&self, path: &KeyPath, message: impl fmt::Display) -> ConfigError {
+        self.place(self.src.error(path, message))
+    }
+
+    /// An error about a key of another table (`secrets.<name>.server`),
+    /// named from the top of the file.
+    fn error_elsewhere(&self, path: &KeyPath, message: impl fmt::Display) -> ConfigError {
+        self.src.error(path, message)
+    }
+
+    /// `pattern` at `path`, one of the channel's, compiles as a regex.
+    fn regex(&self, path: &KeyPath, pattern: &str) -> Result<(), ConfigError> {
+        check::regex(self.src, path, pattern).map_err(|e| self.place(e))
+    }
+
+    fn place(&self, e: ConfigError) -> ConfigError {
+        match &self.within {
+            Some(prefix) => e.within(prefix),
+            None => e,
+        }
+    }
+}
+
+/// email: a `[secrets.<name>]` table naming a server and a From, and a list
+/// of one address at least.
+fn email(
+    c: &ChannelConfig,
+    at: &Report<'_>,
+    secrets: &BTreeMap<String, SecretConfig>,
+) -> Result<EmailSpec, ConfigError> {
+    c.only(at, &["secret", "recipients"])?;
+    let secret = smtp_secret(c, at, secrets)?;
+    let path = at.key("recipients");
+    let recipients = match &c.recipients {
+        Some(Recipients::List(list)) if !list.is_empty() => list,
+        Some(Recipients::Pattern(_)) => {
+            return Err(at.error(
+                &path,
+                "an email channel's recipients is a list of addresses",
+            ))
+        }
+        _ => {
+            return Err(at.error(
+                &path,
+                "an email channel needs at least one recipient address",
+            ))
+        }
+    };
+    if let Some((i, address)) = recipients
+        .iter()
+        .enumerate()
+        .find(|(_, a)| !a.contains('@'))
+    {
+        return Err(at.error(
+            &path.index(i),
+            format!("{address:?} is not an e-mail address"),
+        ));
+    }
+    Ok(EmailSpec {
+        secret,
+        recipients: recipients.clone(),
+    })
+}
+
+/// email: the name in `secret`, of a `[secrets.<name>]` table that names a
+/// server and a From.
+fn smtp_secret(
+    c: &ChannelConfig,
+    at: &Report<'_>,
+    secrets: &BTreeMap<String, SecretConfig>,
+) -> Result<String, ConfigError> {
+    let path = at.key("secret");
+    let Some(name) = &c.secret else {
+        return Err(at.error(
+            &path,
+            "an email channel needs secret, the name of a [secrets.<name>] table with its SMTP server",
+        ));
+    };
+    let Some(secret) = secrets.get(name) else {
+        let known: Vec<&str> = secrets.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        };
+        return Err(at.error(
+            &path,
+            format!("no [secrets.{name}] table (there are: {known})"),
+        ));
+    };
+    let table = KeyPath::of("secrets").key(name);
+    for (key, set) in [
+        ("server", secret.server.is_some()),
+        ("from", secret.from.is_some()),
+    ] {
+        if !set {
+            return Err(at.error_elsewhere(
+                &table.key(key),
+                format!("needed by email channel {:?}", c.id),
+            ));
+        }
+    }
+    Ok(name.clone())
+}
+
+/// inbox: `recipients` a regex on user names, `recipient_roles` one on roles.
+fn inbox(c: &ChannelConfig, at: &Report<'_>) -> Result<InboxSpec, ConfigError> {
+    c.only(at, &["recipients", "recipient_roles"])?;
+    let mut spec = InboxSpec::default();
+    match &c.recipients {
+        Some(Recipients::List(_)) => {
+            return Err(at.error(
+                &at.key("recipients"),
+                "an inbox channel's recipients is a regex on user names, not a list",
+            ))
+        }
+        Some(Recipients::Pattern(p)) => {
+            at.regex(&at.key("recipients"), p)?;
+            spec.recipients = p.clone();
+        }
+        None => {}
+    }
+    if let Some(roles) = &c.recipient_roles {
+        spec.recipient_roles = roles.clone();
+    }
+    Ok(spec)
+}
+
+/// webhook: a URL, headers, and a signing secret when the requests are signed.
+fn webhook(c: &ChannelConfig, at: &Report<'_>) -> Result<WebhookSpec, ConfigError> {
+    c.only(
+        at,
+        &[
+            "url",
+            "url_env",
+            "url_file",
+            "headers",
+            "signing_secret_env",
+            "signing_secret_file",
+        ],
+    )?;
+    Ok(WebhookSpec {
+        url: needs_url(c, at)?,
+        headers: c.headers.clone(),
+        signing_secret: c.secret_at(
+            "signing_secret",
+            &c.signing_secret_env,
+            &c.signing_secret_file,
+        ),
+    })
+}
+
+/// A chat kind: a URL, and the keys of `options` (some of `channel`,
+/// `username` and `icon_url`) that its service honours.
+fn chat(c: &ChannelConfig, at: &Report<'_>, options: &[&str]) -> Result<ChatSpec, ConfigError> {
+    let takes: Vec<&str> = ["url", "url_env", "url_file"]
+        .into_iter()
+        .chain(options.iter().copied())
+        .collect();
+    c.only(at, &takes)?;
+    Ok(ChatSpec {
+        kind: c.kind,
+        url: needs_url(c, at)?,
+        channel: c.channel.clone(),
+        username: c.username.clone(),
+        icon_url: c.icon_url.clone(),
+        routing_key: None,
+    })
+}
+
+/// pagerduty: a routing key, and a URL that defaults to the Events API's.
+fn pagerduty(c: &ChannelConfig, at: &Report<'_>) -> Result<ChatSpec, ConfigError> {
+    c.only(
+        at,
+        &[
+            "url",
+            "url_env",
+            "url_file",
+            "routing_key_env",
+            "routing_key_file",
+        ],
+    )?;
+    let Some(routing_key) = c.secret_at("routing_key", &c.routing_key_env, &c.routing_key_file)
+    else {
+        return Err(at.error(
+            &at.key("routing_key_env"),
+            "a pagerduty channel needs routing_key_env or routing_key_file",
+        ));
+    };
+    Ok(ChatSpec {
+        kind: c.kind,
+        url: c
+            .url_at()
+            .unwrap_or_else(|| ValueFrom::Text(PAGERDUTY_EVENTS_URL.to_owned())),
+        channel: None,
+        username: None,
+        icon_url: None,
+        routing_key: Some(routing_key),
+    })
+}
+
+/// The URL of a kind that has no default one.
+fn needs_url(c: &ChannelConfig, at: &Report<'_>) -> Result<ValueFrom, ConfigError> {
+    c.url_at().ok_or_else(|| {
+        at.error(
+            &at.key("url_env"),
+            format!("a {} channel needs url, url_env or url_file", c.kind),
+        )
+    })
 }

@@ -104,6 +104,65 @@ fn channel_defaults() {
 }
 
 #[test]
+fn each_kind_has_its_spec() {
+    let spec = |text: &str| {
+        let c = Config::parse(text, &Env::default()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        c.channels[0]
+            .spec(&c.secrets)
+            .expect("a loaded channel has a spec")
+    };
+    let env = |key: &str, var: &str| ValueFrom::Env {
+        key: format!("channels[id=c].{key}"),
+        var: var.to_owned(),
+    };
+    let email = EMAIL.replace("id = \"mail\"", "id = \"c\"");
+    assert_eq!(
+        spec(&email),
+        ChannelSpec::Email(EmailSpec {
+            secret: "smtp".to_owned(),
+            recipients: vec!["soc@example.org".to_owned()],
+        })
+    );
+    assert_eq!(
+        spec("[[channels]]\nid = 'c'\nkind = 'inbox'\nrecipient_roles = '^analyst$'\n"),
+        ChannelSpec::Inbox(InboxSpec {
+            recipients: ".+".to_owned(),
+            recipient_roles: "^analyst$".to_owned(),
+        })
+    );
+    assert_eq!(
+        spec("[[channels]]\nid = 'c'\nkind = 'webhook'\nurl = 'https://x/'\nheaders = { A = 'b' }\nsigning_secret_env = 'S'\n"),
+        ChannelSpec::Webhook(WebhookSpec {
+            url: ValueFrom::Text("https://x/".to_owned()),
+            headers: [("A".to_owned(), "b".to_owned())].into(),
+            signing_secret: Some(env("signing_secret_env", "S")),
+        })
+    );
+    assert_eq!(
+        spec("[[channels]]\nid = 'c'\nkind = 'mattermost'\nurl_env = 'U'\nchannel = 'town-square'\nusername = 't'\n"),
+        ChannelSpec::Chat(ChatSpec {
+            kind: ChannelKind::Mattermost,
+            url: env("url_env", "U"),
+            channel: Some("town-square".to_owned()),
+            username: Some("t".to_owned()),
+            icon_url: None,
+            routing_key: None,
+        })
+    );
+    assert_eq!(
+        spec("[[channels]]\nid = 'c'\nkind = 'pagerduty'\nrouting_key_env = 'K'\n"),
+        ChannelSpec::Chat(ChatSpec {
+            kind: ChannelKind::Pagerduty,
+            url: ValueFrom::Text(PAGERDUTY_EVENTS_URL.to_owned()),
+            channel: None,
+            username: None,
+            icon_url: None,
+            routing_key: Some(env("routing_key_env", "K")),
+        })
+    );
+}
+
+#[test]
 fn the_example_file_parses() {
     let env = Env::default();
     let c = Config::load(Path::new(EXAMPLE), &env).expect("the example is valid");
@@ -151,16 +210,28 @@ fn the_example_file_parses() {
 
     let ids: Vec<&str> = c.channels.iter().map(|ch| ch.id.as_str()).collect();
     assert_eq!(ids, ["email-soc", "inbox", "slack-secops", "pd", "siem"]);
+    let spec = |id: &str| {
+        let channel = c.channel(id).expect("present");
+        channel
+            .spec(&c.secrets)
+            .expect("a loaded channel has a spec")
+    };
     let email = c.channel("email-soc").expect("present");
     assert_eq!(email.kind, ChannelKind::Email);
-    assert_eq!(email.recipient_addresses(), ["soc@example.org"]);
+    assert_eq!(
+        spec("email-soc"),
+        ChannelSpec::Email(EmailSpec {
+            secret: "soc_smtp".to_owned(),
+            recipients: vec!["soc@example.org".to_owned()],
+        })
+    );
     assert_eq!(
         email.severity_threshold,
         Some(SeverityThreshold::AtLeast("medium".to_owned()))
     );
     let inbox = c.channel("inbox").expect("present");
     assert_eq!(inbox.recipients, Some(Recipients::Pattern(".+".to_owned())));
-    assert_eq!(inbox.recipient_roles_pattern(), "^administrator$");
+    assert_eq!(spec("inbox"), ChannelSpec::Inbox(InboxSpec::default()));
     let slack = c.channel("slack-secops").expect("present");
     assert_eq!(
         slack.severity_threshold,
@@ -169,16 +240,23 @@ fn the_example_file_parses() {
             "critical".to_owned()
         ]))
     );
+    let ChannelSpec::Chat(pd) = spec("pd") else {
+        panic!("pd is a chat kind")
+    };
+    assert_eq!(pd.kind, ChannelKind::Pagerduty);
     assert_eq!(
-        c.channel("pd")
-            .expect("present")
-            .url(&env)
-            .expect("literal url"),
+        pd.url.read_url(&env).expect("literal url"),
         PAGERDUTY_EVENTS_URL
     );
+    let ChannelSpec::Webhook(siem) = spec("siem") else {
+        panic!("siem is a webhook")
+    };
     assert_eq!(
-        c.channel("siem").expect("present").url_env.as_deref(),
-        Some("SIEM_WEBHOOK_URL")
+        siem.url,
+        ValueFrom::Env {
+            key: "channels[id=siem].url_env".to_owned(),
+            var: "SIEM_WEBHOOK_URL".to_owned(),
+        }
     );
     let smtp = &c.secrets["soc_smtp"];
     assert_eq!(smtp.server.as_deref(), Some("smtp.example.org"));
@@ -520,40 +598,59 @@ fn secrets_resolve_from_env_or_file() {
         .message
         .ends_with("is empty"));
 
-    // channels
-    let mut slack = ChannelConfig::new("slack-secops", ChannelKind::Slack);
-    slack.url_env = Some("SLACK_URL".to_owned());
+    // channels: where a spec says a URL or routing key is, read now.
+    let chat = |id: &str, kind: &str, keys: &str| {
+        let text = format!("[[channels]]\nid = '{id}'\nkind = '{kind}'\n{keys}\n");
+        let c = Config::parse(&text, &Env::default()).expect("valid");
+        match c.channels[0].spec(&c.secrets) {
+            Ok(ChannelSpec::Chat(chat)) => chat,
+            other => panic!("{other:?}"),
+        }
+    };
+    let file_key = |key: &str, path: &Path| format!("{key} = '{}'", path.display());
+    let slack = chat("slack-secops", "slack", "url_env = 'SLACK_URL'");
     assert_eq!(
-        slack.url(&env).as_deref(),
+        slack.url.read_url(&env).as_deref(),
         Ok("https://hooks.slack.example/1")
     );
-    slack.url_env = Some("SLACK_WEBHOOK_URL".to_owned());
+    let slack = chat("slack-secops", "slack", "url_env = 'SLACK_WEBHOOK_URL'");
     assert_eq!(
-        slack.url(&env).expect_err("unset").to_string(),
+        slack.url.read_url(&env).expect_err("unset").to_string(),
         "channels[id=slack-secops].url_env: environment variable SLACK_WEBHOOK_URL is not set"
     );
-    slack.url_env = None;
-    slack.url_file = Some(file.clone());
-    assert_eq!(slack.url(&env).as_deref(), Ok("from-file"));
-    slack.url_file = None;
+    let slack = chat("slack-secops", "slack", &file_key("url_file", &file));
+    assert_eq!(slack.url.read_url(&env).as_deref(), Ok("from-file"));
+    let e = ChannelConfig::new("slack-secops", ChannelKind::Slack)
+        .spec(&BTreeMap::new())
+        .expect_err("no url");
     assert_eq!(
-        slack.url(&env).expect_err("none").key,
-        "channels[id=slack-secops].url"
+        e.to_string(),
+        "channels[id=slack-secops].url_env: a slack channel needs url, url_env or url_file"
     );
-    let mut pd = ChannelConfig::new("pd", ChannelKind::Pagerduty);
-    assert_eq!(pd.url(&env).as_deref(), Ok(PAGERDUTY_EVENTS_URL));
+    let pd = chat("pd", "pagerduty", "routing_key_env = 'PD_ROUTING_KEY'");
+    assert_eq!(pd.url.read_url(&env).as_deref(), Ok(PAGERDUTY_EVENTS_URL));
+    let key = pd.routing_key.expect("a pagerduty channel has one");
     assert_eq!(
-        pd.routing_key(&env).expect_err("none").key,
-        "channels[id=pd].routing_key_env"
-    );
-    pd.routing_key_env = Some("PD_ROUTING_KEY".to_owned());
-    assert_eq!(
-        pd.routing_key(&env).expect_err("unset").to_string(),
+        key.read(&env).expect_err("unset").to_string(),
         "channels[id=pd].routing_key_env: environment variable PD_ROUTING_KEY is not set"
     );
-    pd.routing_key_env = None;
-    pd.routing_key_file = Some(file.clone());
-    assert_eq!(pd.routing_key(&env).as_deref(), Ok("from-file"));
+    let pd = chat("pd", "pagerduty", &file_key("routing_key_file", &file));
+    let key = pd.routing_key.expect("a pagerduty channel has one");
+    assert_eq!(key.read(&env).as_deref(), Ok("from-file"));
+    // A URL read from the environment loses its blanks; a secret keeps them.
+    let spaced = env.clone().with("SPACED", " https://x.example/ ");
+    let slack = chat("slack-secops", "slack", "url_env = 'SPACED'");
+    assert_eq!(
+        slack.url.read_url(&spaced).as_deref(),
+        Ok("https://x.example/")
+    );
+    let pd = chat("pd", "pagerduty", "routing_key_env = 'SPACED'");
+    let key = pd.routing_key.expect("a pagerduty channel has one");
+    assert_eq!(key.read(&spaced).as_deref(), Ok(" https://x.example/ "));
+    let e = ChannelConfig::new("pd", ChannelKind::Pagerduty)
+        .spec(&BTreeMap::new())
+        .expect_err("no routing key");
+    assert_eq!(e.key, "channels[id=pd].routing_key_env");
 
     // users
     let mut alice = UserConfig {

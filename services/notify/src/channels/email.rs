@@ -15,7 +15,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use talon_kit::config::{ChannelConfig, Config, Env};
+use talon_kit::config::{ChannelConfig, ChannelSpec, Config, EmailSpec, Env};
 use talon_proto::Alert;
 
 pub use render::{escape, html_body, severity_colour, subject, text_body};
@@ -45,19 +45,30 @@ pub struct Email {
 }
 
 impl Email {
+    /// [`Email::with_spec`] for `channel`, an email one of `config`.
+    pub fn new(channel: &ChannelConfig, config: &Config, env: &Env) -> Result<Email, String> {
+        match channel.spec(&config.secrets) {
+            Ok(ChannelSpec::Email(spec)) => Email::with_spec(channel, &spec, config, env),
+            Ok(_) => Err(format!("channels[id={}]: not an email channel", channel.id)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Builds the transport from the channel's `[secrets.<secret>]` (server,
     /// port, tls, username and the password resolved through `env`); does
     /// not connect yet. Call it inside a Tokio runtime, and drop the value
     /// there too: the connection pool runs a cleanup task on it.
-    pub fn new(channel: &ChannelConfig, config: &Config, env: &Env) -> Result<Email, String> {
+    pub fn with_spec(
+        channel: &ChannelConfig,
+        spec: &EmailSpec,
+        config: &Config,
+        env: &Env,
+    ) -> Result<Email, String> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err("an email channel is built inside a Tokio runtime".to_owned());
         }
         let prefix = format!("channels[id={}]", channel.id);
-        let name = channel
-            .secret
-            .as_deref()
-            .ok_or_else(|| format!("{prefix}.secret: an email channel needs a secret"))?;
+        let name = spec.secret.as_str();
         let table = format!("secrets.{name}");
         let secret = config
             .secrets
@@ -75,8 +86,8 @@ impl Email {
         let from: Mailbox = from_text
             .parse()
             .map_err(|e| format!("{table}.from: {from_text:?} is not a mailbox: {e}"))?;
-        let to = channel
-            .recipient_addresses()
+        let to = spec
+            .recipients
             .iter()
             .map(|a| {
                 a.parse::<Mailbox>()

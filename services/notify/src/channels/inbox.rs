@@ -11,7 +11,7 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::HeaderMap;
 use regex::Regex;
-use talon_kit::config::{ChannelConfig, UserConfig};
+use talon_kit::config::{InboxSpec, UserConfig};
 use talon_proto::names::{inbox_msg_id, inbox_subject, HEADER_ALERT_ID};
 use talon_proto::Alert;
 
@@ -43,10 +43,10 @@ pub struct Recipients {
 impl Recipients {
     /// From the channel's `recipients` and `recipient_roles` (both already
     /// checked by the config loader).
-    pub fn of(channel: &ChannelConfig) -> Result<Recipients, regex::Error> {
+    pub fn of(spec: &InboxSpec) -> Result<Recipients, regex::Error> {
         Ok(Recipients {
-            names: Regex::new(channel.recipient_pattern())?,
-            roles: Regex::new(channel.recipient_roles_pattern())?,
+            names: Regex::new(&spec.recipients)?,
+            roles: Regex::new(&spec.recipient_roles)?,
         })
     }
 
@@ -70,10 +70,10 @@ pub struct Inbox {
 impl Inbox {
     pub fn new(
         js: jetstream::Context,
-        channel: &ChannelConfig,
+        spec: &InboxSpec,
         users: &[User],
     ) -> Result<Inbox, regex::Error> {
-        let recipients = Recipients::of(channel)?;
+        let recipients = Recipients::of(spec)?;
         let users = recipients
             .choose(users)
             .into_iter()
@@ -121,7 +121,6 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use talon_kit::config::{ChannelKind, Recipients as Pattern};
 
     fn users() -> Vec<User> {
         [
@@ -140,11 +139,15 @@ mod tests {
     }
 
     fn check(recipients: Option<&str>, roles: Option<&str>, expected: &[&str]) {
-        let mut channel = ChannelConfig::new("inbox", ChannelKind::Inbox);
-        channel.recipients = recipients.map(|p| Pattern::Pattern(p.to_owned()));
-        channel.recipient_roles = roles.map(str::to_owned);
+        let mut spec = InboxSpec::default();
+        if let Some(p) = recipients {
+            spec.recipients = p.to_owned();
+        }
+        if let Some(r) = roles {
+            spec.recipient_roles = r.to_owned();
+        }
         let users = users();
-        let got: Vec<&str> = Recipients::of(&channel)
+        let got: Vec<&str> = Recipients::of(&spec)
             .unwrap()
             .choose(&users)
             .iter()

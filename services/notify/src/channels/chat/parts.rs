@@ -7,7 +7,7 @@
 use std::fmt;
 
 use serde_json::Value;
-use talon_kit::config::ChannelConfig;
+use talon_kit::config::{ChannelConfig, ChatSpec};
 use talon_proto::key::derived_msg_id;
 use talon_proto::Alert;
 
@@ -38,13 +38,18 @@ pub struct ChannelOptions {
 }
 
 impl ChannelOptions {
-    /// The options of `channel`, with its routing key already resolved.
-    pub fn of(channel: &ChannelConfig, routing_key: Option<String>) -> ChannelOptions {
+    /// The options of `channel`, a chat one with `spec`, with its routing
+    /// key already read.
+    pub fn of(
+        channel: &ChannelConfig,
+        spec: &ChatSpec,
+        routing_key: Option<String>,
+    ) -> ChannelOptions {
         ChannelOptions {
             sections: Sections::of(channel),
-            channel: channel.channel.clone(),
-            username: channel.username.clone(),
-            icon_url: channel.icon_url.clone(),
+            channel: spec.channel.clone(),
+            username: spec.username.clone(),
+            icon_url: spec.icon_url.clone(),
             routing_key,
         }
     }
