@@ -264,19 +264,26 @@ impl NatsServer {
 }
 
 /// A client of `url` (one server, or a comma-separated list) as NATS user
-/// `user`, with that user's inbox prefix (fails fast).
+/// `user`, connected by the services' own code (fails fast).
 pub async fn connect_as(
     url: &str,
     user: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let addrs: Vec<async_nats::ServerAddr> = url
-        .split(',')
-        .map(|u| u.trim().parse().expect("a NATS URL"))
-        .collect();
-    async_nats::ConnectOptions::with_user_and_password(user.to_owned(), nats_password(user))
-        .custom_inbox_prefix(inbox_prefix_of(user))
-        .connect(addrs)
-        .await
+) -> Result<async_nats::Client, talon_kit::nats::NatsError> {
+    let (cfg, env) = as_user(url, user);
+    talon_kit::nats::connect(&cfg, &env, "talon-test", talon_kit::nats::Initial::FailFast).await
+}
+
+/// `[nats]` and the environment of a client of `url` as NATS user `user`.
+fn as_user(url: &str, user: &str) -> (talon_kit::config::NatsConfig, talon_kit::Env) {
+    let cfg = talon_kit::config::NatsConfig {
+        url: url.to_owned(),
+        user: Some(user.to_owned()),
+        password_env: Some("TALON_NATS_PASSWORD".to_owned()),
+        inbox_prefix: Some(inbox_prefix_of(user)),
+        ..Default::default()
+    };
+    let env = talon_kit::Env::default().with("TALON_NATS_PASSWORD", &nats_password(user));
+    (cfg, env)
 }
 
 /// Where `user`'s replies arrive: `_INBOX_<user>` for talon's own users,
@@ -298,14 +305,7 @@ pub async fn service_client(url: String, name: &str) -> async_nats::Client {
 /// A client of `url` as NATS user `user` that keeps reconnecting and fails
 /// over, connected by the services' own code.
 pub async fn service_client_as(url: String, user: &str, name: &str) -> async_nats::Client {
-    let cfg = talon_kit::config::NatsConfig {
-        url,
-        user: Some(user.to_owned()),
-        password_env: Some("TALON_NATS_PASSWORD".to_owned()),
-        inbox_prefix: Some(inbox_prefix_of(user)),
-        ..Default::default()
-    };
-    let env = talon_kit::Env::default().with("TALON_NATS_PASSWORD", &nats_password(user));
+    let (cfg, env) = as_user(&url, user);
     talon_kit::nats::connect(&cfg, &env, name, talon_kit::nats::Initial::Retry)
         .await
         .expect("service client")
