@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+use talon_kit::registry::SERVICES;
 use talon_tests::deploy::{compose_config, env_file, read, root};
 
 fn compose() -> Value {
@@ -42,12 +43,15 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// The talon services, with the port their `--http-listen` names.
-const TALON: [(&str, &str, u16); 4] = [
-    ("ingest", "talon-ingest", 8470),
-    ("dedup", "talon-dedup", 8471),
-    ("enrich", "talon-enrich", 8472),
-    ("notify", "talon-notify", 8473),
-];
+/// The talon services, as compose names them, with the port their
+/// `--http-listen` names there: every service of the registry.
+fn talon() -> Vec<(&'static str, &'static str, u16)> {
+    let ports = 8470..;
+    let services = SERVICES.iter().zip(ports);
+    services
+        .map(|(s, port)| (s.nats_user, s.binary, port))
+        .collect()
+}
 
 #[test]
 fn compose_has_every_service_and_the_order_they_start_in() {
@@ -58,16 +62,8 @@ fn compose_has_every_service_and_the_order_they_start_in() {
         .keys()
         .map(String::as_str)
         .collect();
-    let expected: BTreeSet<&str> = [
-        "nats",
-        "talon-init",
-        "ingest",
-        "dedup",
-        "enrich",
-        "notify",
-        "mailpit",
-    ]
-    .into();
+    let services = SERVICES.iter().map(|s| s.nats_user);
+    let expected: BTreeSet<&str> = services.chain(["nats", "talon-init", "mailpit"]).collect();
     assert_eq!(names, expected);
 
     let init = service(&c, "talon-init");
@@ -78,7 +74,7 @@ fn compose_has_every_service_and_the_order_they_start_in() {
         "init waits for NATS"
     );
 
-    for (name, binary, port) in TALON {
+    for (name, binary, port) in talon() {
         let s = service(&c, name);
         let cmd = command(s);
         assert_eq!(cmd[0], binary, "{name}");
@@ -107,7 +103,8 @@ fn every_talon_service_reads_the_compose_config_and_nats_in_the_network() {
         dockerfile.contains("ENV TALON_CONFIG=/etc/talon/talon.toml"),
         "the image reads /etc/talon/talon.toml"
     );
-    for name in ["talon-init", "ingest", "dedup", "enrich", "notify"] {
+    let services = SERVICES.iter().map(|s| s.nats_user);
+    for name in services.chain(["talon-init"]) {
         let s = service(&c, name);
         assert_eq!(s["image"], "talon:latest", "{name}");
         assert_eq!(s["build"]["dockerfile"], "deploy/Dockerfile", "{name}");
@@ -195,13 +192,8 @@ fn the_image_holds_every_binary_and_runs_as_talon() {
     assert!(d.contains("ca-certificates") && d.contains("curl"));
     assert!(d.contains("--uid 10001"));
     assert!(d.contains("\nUSER talon\n"));
-    for bin in [
-        "talon-ingest",
-        "talon-dedup",
-        "talon-enrich",
-        "talon-notify",
-        "talonctl",
-    ] {
+    let binaries = SERVICES.iter().map(|s| s.binary);
+    for bin in binaries.chain(["talonctl"]) {
         assert!(
             d.contains(&format!("target/release/{bin}")),
             "the image lacks {bin}"
@@ -351,7 +343,7 @@ fn each_compose_service_connects_as_its_own_nats_user() {
     let c = compose();
     let users = read("deploy/nats-users.conf");
     let nats_env = &service(&c, "nats")["environment"];
-    for user in talon_tests::NATS_USERS {
+    for user in talon_tests::nats_users() {
         let var = talon_tests::nats_password_var(user);
         assert!(
             users.contains(&format!("user: {user}\n"))
@@ -366,13 +358,8 @@ fn each_compose_service_connects_as_its_own_nats_user() {
             nats_env[&var]
         );
     }
-    for (name, user) in [
-        ("talon-init", "operator"),
-        ("ingest", "ingest"),
-        ("dedup", "dedup"),
-        ("enrich", "enrich"),
-        ("notify", "notify"),
-    ] {
+    let services = SERVICES.iter().map(|s| (s.nats_user, s.nats_user));
+    for (name, user) in services.chain([("talon-init", "operator")]) {
         let env = &service(&c, name)["environment"];
         assert_eq!(env["TALON_NATS_USER"], user, "{name}");
         let var = talon_tests::nats_password_var(user);

@@ -53,9 +53,10 @@ pub(crate) fn nats_binary() -> anyhow::Result<PathBuf> {
 /// The NATS users of deploy/nats-users.conf, which every test server runs
 /// with: one per service, `operator` (talonctl, and the tests' own
 /// clients) and `producer`.
-pub const NATS_USERS: [&str; 6] = [
-    "ingest", "dedup", "enrich", "notify", "operator", "producer",
-];
+pub fn nats_users() -> Vec<&'static str> {
+    let services = talon_kit::registry::SERVICES.iter().map(|s| s.nats_user);
+    services.chain(["operator", "producer"]).collect()
+}
 
 /// The password of NATS user `user` on the test servers.
 pub fn nats_password(user: &str) -> String {
@@ -64,13 +65,7 @@ pub fn nats_password(user: &str) -> String {
 
 /// The NATS user a binary of the suite connects as.
 pub fn nats_user_of(binary: &str) -> &'static str {
-    match binary {
-        "talon-ingest" => "ingest",
-        "talon-dedup" => "dedup",
-        "talon-enrich" => "enrich",
-        "talon-notify" => "notify",
-        _ => "operator",
-    }
+    talon_kit::registry::service(binary).map_or("operator", |s| s.nats_user)
 }
 
 /// The password variable of `user` in deploy/nats-users.conf.
@@ -85,7 +80,7 @@ pub fn nats_users_conf() -> PathBuf {
 
 /// Gives `cmd` (a nats-server) the passwords deploy/nats-users.conf reads.
 pub fn nats_password_env(cmd: &mut Command) {
-    for user in NATS_USERS {
+    for user in nats_users() {
         cmd.env(nats_password_var(user), nats_password(user));
     }
 }

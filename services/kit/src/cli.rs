@@ -60,13 +60,10 @@ impl ServiceArgs {
         let env = Env::from_process();
         let mut config = self.start(&env);
         if let Some(addr) = &self.http_listen {
-            let slot = match name {
-                "talon-ingest" => &mut config.ingest.http_listen,
-                "talon-dedup" => &mut config.dedup.http_listen,
-                "talon-enrich" => &mut config.enrich.http_listen,
-                "talon-notify" => &mut config.notify.http_listen,
-                other => anyhow::bail!("--http-listen: {other} has no http_listen"),
+            let Some(service) = crate::registry::service(name) else {
+                anyhow::bail!("--http-listen: {name} has no http_listen");
             };
+            let slot = (service.http_listen)(&mut config);
             *slot = addr.clone();
         }
         let client = crate::nats::connect(&config.nats, &env, name, crate::nats::Initial::Retry)

@@ -11,6 +11,7 @@ pub mod logging;
 pub mod nats;
 pub mod password;
 pub mod pipeline;
+pub mod registry;
 pub mod service;
 pub mod shutdown;
 pub mod streams;
