@@ -132,14 +132,7 @@ pub async fn run_partition(
                 }
             }
         };
-        let messages = match consumer
-            .stream()
-            .max_messages_per_batch(BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
+        let messages = match talon_kit::pipeline::pull(&consumer, BATCH).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(partition, error = %e, "cannot pull; retrying");

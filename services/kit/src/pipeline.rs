@@ -185,6 +185,21 @@ impl LoopMetrics {
     }
 }
 
+/// A pull stream on `consumer` of up to `batch` messages a request, with
+/// the heartbeat and expiry every talon consumer uses.
+pub async fn pull(
+    consumer: &PullConsumer,
+    batch: usize,
+) -> Result<jetstream::consumer::pull::Stream, jetstream::consumer::StreamError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+}
+
 /// Pulls from `consumer` in batches of `batch` and hands each input to
 /// `handle` until `shutdown` fires. `handle` starts the input's publishes and
 /// returns them; an `Err` (a transient failure) naks the input, or
@@ -202,14 +217,7 @@ pub async fn run<F, Fut>(
 {
     let name = consumer.cached_info().name.clone();
     while !shutdown.is_cancelled() {
-        let messages = match consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
+        let messages = match pull(&consumer, batch).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(consumer = %name, error = %e, "cannot pull; retrying");
