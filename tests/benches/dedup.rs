@@ -464,7 +464,7 @@ struct AtScale {
 /// Spawns dedup on `dir` and polls `/readyz` every `READY_POLL` until it
 /// answers 200: how long that took.
 async fn restart(dir: &DedupDir) -> anyhow::Result<(Duration, ServiceProcess)> {
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let url = format!("http://{}/readyz", dir.addr);
     let started = Instant::now();
     let dedup = dir.spawn();
@@ -488,7 +488,7 @@ async fn restart(dir: &DedupDir) -> anyhow::Result<(Duration, ServiceProcess)> {
 /// (it walks them all, `SWEEP_STEP` every 500 ms, and sets the live-windows
 /// gauge at the end of a pass): how long since `since`, and the gauge.
 async fn first_sweep_pass(dir: &DedupDir, since: Instant) -> anyhow::Result<(Duration, i64)> {
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let url = format!("http://{}/metrics", dir.addr);
     let gauge = format!("{DEDUP_LIVE_WINDOWS}{{partition=\"{PARTITION}\"}} ");
     loop {

@@ -303,7 +303,7 @@ async fn ingest_http(
     for _ in 0..HTTP_CLIENTS {
         let (url, bodies, next) = (url.clone(), bodies.clone(), next.clone());
         clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = talon_kit::outbound::client();
             let mut accepted = 0usize;
             loop {
                 let r = next.fetch_add(1, Ordering::Relaxed);

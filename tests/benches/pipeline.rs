@@ -167,7 +167,7 @@ impl Target<'_> {
 /// The baseline's last hop: POST each message to `url` (a batch at once),
 /// ack it once answered 2xx. Runs until `n` are done.
 async fn sink(consumer: consumer::PullConsumer, url: String, n: usize) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let mut chunks = pull_chunks(&consumer, IN_FLIGHT).await?;
     let mut done = 0;
     while done < n {

@@ -518,7 +518,7 @@ max_in_flight = {MAX_IN_FLIGHT}
     // The producers: each alert at its moment, retried until accepted.
     let client = nats.service_client_as("producer", "chaos-producer").await;
     let js = jetstream::new(client.clone());
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let edge = format!("http://127.0.0.1:{}/v1/alerts", ports[0]);
     let started = Instant::now();
     let publish_deadline =

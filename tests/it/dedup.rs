@@ -305,7 +305,7 @@ async fn two_partitions_two_replicas_each_key_in_exactly_one() {
     assert_eq!(got.len(), 50, "one per key");
     assert_eq!(keys.len(), 50);
 
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let mut owned = Vec::new();
     for (replica, addr) in [(0u32, a.http_addr), (1, b.http_addr)] {
         let list: serde_json::Value = http
@@ -364,7 +364,7 @@ async fn the_api_lists_pages_and_forgets() {
     assert_eq!(unique(&js, 7).await.len(), 5);
 
     let base = format!("http://{}/v1/windows", dedup.http_addr);
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let get = |q: &str| {
         let req = http.get(format!("{base}?{q}")).bearer_auth(DEDUP_TOKEN);
         async move {

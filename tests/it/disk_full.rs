@@ -154,7 +154,7 @@ async fn dedup_stops_on_a_full_disk_and_after_room_is_made_loses_and_doubles_not
         per_name.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
     );
     // Every second copy counted once, in its name's window.
-    let windows: serde_json::Value = reqwest::Client::new()
+    let windows: serde_json::Value = talon_kit::outbound::client()
         .get(format!("http://{addr}/v1/windows?all=true&limit=10000"))
         .bearer_auth(DEDUP_TOKEN)
         .send()

@@ -39,7 +39,7 @@ async fn slow_clients_cannot_hold_the_sockets() {
     let started = Instant::now();
     let response = tokio::time::timeout(
         Duration::from_secs(5),
-        reqwest::Client::new()
+        talon_kit::outbound::client()
             .post(format!("http://{addr}/v1/alerts"))
             .bearer_auth(TOKEN)
             .json(&serde_json::json!({"name": "served"}))
@@ -77,7 +77,7 @@ async fn a_console_request_has_no_large_body() {
     let (users, env) = talon_tests::console::notify_users("127.0.0.1:0");
     let notify = start_notify(&nats, &users, env).await;
     let big = serde_json::json!({"name": "alice", "password": "x".repeat(100_000)});
-    let response = reqwest::Client::new()
+    let response = talon_kit::outbound::client()
         .post(format!("http://{}/v1/login", notify.http_addr))
         .json(&big)
         .send()
@@ -94,7 +94,7 @@ async fn login_from(
     name: &str,
     password: &str,
 ) -> (StatusCode, Option<String>) {
-    let client = reqwest::Client::builder()
+    let client = talon_kit::outbound::client_builder()
         .local_address(std::net::IpAddr::from(from))
         .build()
         .unwrap();

@@ -166,7 +166,11 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
     assert_eq!(alice.get("/v1/messages").await.0, StatusCode::UNAUTHORIZED);
 
     // The page and its files carry the strict policy.
-    let page = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    let page = talon_kit::outbound::client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let csp = page.headers()["content-security-policy"]
         .to_str()
@@ -178,7 +182,11 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
     );
     assert!(!csp.contains("unsafe"), "{csp}");
     assert!(page.text().await.unwrap().contains("id=\"bell\""));
-    let js = reqwest::get(format!("http://{addr}/app.js")).await.unwrap();
+    let js = talon_kit::outbound::client()
+        .get(format!("http://{addr}/app.js"))
+        .send()
+        .await
+        .unwrap();
     assert!(js.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -622,7 +630,7 @@ async fn read_and_clear_need_the_newest_shown_and_never_reach_past_the_last() {
     assert_eq!(alice.alert_ids().await, ["u2"]);
 
     // Cross-site: refused whatever the body.
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let cookie = alice.cookie.clone().expect("a session cookie");
     for (name, value) in [
         ("origin", "http://evil.example"),

@@ -29,7 +29,7 @@ impl Edge {
     fn new(ingest: &InProcess) -> Edge {
         Edge {
             url: format!("http://{}/v1/alerts", ingest.http_addr),
-            http: reqwest::Client::new(),
+            http: talon_kit::outbound::client(),
         }
     }
 

@@ -393,3 +393,145 @@ async fn a_redirect_from_a_receiver_is_not_followed() {
     assert_eq!(elsewhere.hits().len(), 0, "the redirect was not followed");
     notify.stop().await.unwrap();
 }
+
+/// A web hook over HTTPS: notify verifies the receiver's certificate
+/// against the trust store (here the one `SSL_CERT_FILE` names, as the
+/// image's CA bundle would be) and delivers through rustls.
+#[tokio::test]
+async fn an_https_web_hook_is_verified_and_delivered() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+    std::fs::write(
+        path("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    // A test CA, and the receiver's certificate signed by it.
+    let ca_key = path("ca.key");
+    let csr = path("req.csr");
+    let ext = path("ext.cnf");
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=talon test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    for args in steps {
+        let made = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "openssl {args:?}: {made:?}");
+    }
+    // A real TLS server: Python's http.server wrapped in ssl.
+    let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        self.send_response(200); self.end_headers()
+        print('POST', self.path, len(body), flush=True)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print('PORT', s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut receiver = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(server)
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = read_lines(receiver.stdout.take().unwrap());
+    let port = wait_for_line(&lines, "PORT ", Duration::from_secs(20))
+        .await
+        .trim_start_matches("PORT ")
+        .to_owned();
+    let config = dir.path().join("talon.toml");
+    let url = format!("https://localhost:{port}/hook");
+    std::fs::write(
+        &config,
+        test_config_text(&nats, &notify_config(&hook_channel("tls", &url, ""))),
+    )
+    .unwrap();
+    let mut notify =
+        ServiceProcess::spawn("talon-notify", &config, &[("SSL_CERT_FILE", ca.as_str())]);
+    notify.ready_addr(Duration::from_secs(60)).await;
+    let js = jetstream::new(nats.client().await);
+    let alert = accepted_alert("tls1", "Over TLS", 1_790_000_000_000, 0);
+    publish_routed(&js, "tls", &alert).await;
+    let line = tokio::time::timeout(
+        Duration::from_secs(30),
+        wait_for_line(&lines, "POST ", Duration::from_secs(60)),
+    )
+    .await;
+    let Ok(line) = line else {
+        let log = notify.stderr_lines().join("\n");
+        panic!("the receiver got no POST; notify said:\n{log}");
+    };
+    assert!(line.starts_with("POST /hook "), "{line}");
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}
+
+/// The first line of `lines` starting with `prefix`, waiting up to `within`.
+async fn wait_for_line(lines: &Lines, prefix: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(line) = lines.lock().unwrap().iter().find(|l| l.starts_with(prefix)) {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line {prefix:?} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

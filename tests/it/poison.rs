@@ -862,7 +862,9 @@ async fn every_stage_outlives_a_hostile_corpus() {
     // Every service reports the DLQ's size.
     let dead_total: usize = dead_expected.values().map(Vec::len).sum::<usize>() + 1;
     for addr in &addrs {
-        let text = reqwest::get(format!("http://{addr}/metrics"))
+        let text = talon_kit::outbound::client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
             .await
             .unwrap()
             .text()

@@ -341,7 +341,7 @@ async fn unrenderable_rows_are_dead_lettered_and_a_redelivered_row_raises_one_al
 #[tokio::test]
 async fn rows_by_http_and_by_talonctl_reach_the_rules() {
     let s = Suite::start().await;
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let url = |artifact: &str| format!("http://{}/v1/events/{artifact}", s.ingest.http_addr);
     let post = |artifact: &str, token: Option<&str>, content_type: &str, body: String| {
         let mut req = http

@@ -60,7 +60,7 @@ async fn health_ready_and_metrics() {
     )
     .await;
     let base = format!("http://{}", ingest.http_addr);
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     let get = |path: &str| {
         let req = http.get(format!("{base}{path}"));
         async move {

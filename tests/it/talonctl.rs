@@ -354,3 +354,28 @@ async fn dlq_replay_refuses_subjects_outside_the_pipeline() {
         "nothing purged; the good one replayed"
     );
 }
+
+/// `talonctl health URL`, the image's health check: 0 for a ready
+/// service's /readyz, 1 for any other status and for a port nobody
+/// listens on.
+/// (Multi-threaded: the services answer while the test waits for talonctl.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_zero_only_for_a_2xx() {
+    let nats = NatsServer::start().await;
+    let listen = "[notify]\nhttp_listen = \"127.0.0.1:0\"\n";
+    let notify = start_notify(&nats, listen, talon_kit::Env::default()).await;
+    let ready = format!("http://{}/readyz", notify.http_addr);
+    let (code, out, err) = run_binary("talonctl", &["health", &ready], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("200 OK ready"), "{out}");
+
+    let missing = format!("http://{}/no-such-page", notify.http_addr);
+    let (code, _, err) = run_binary("talonctl", &["health", &missing], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("404"), "{err}");
+
+    let port = talon_tests::ports::reserve();
+    let nobody = format!("http://127.0.0.1:{}/readyz", port.port());
+    let (code, _, err) = run_binary("talonctl", &["health", "--timeout", "2", &nobody], &[]);
+    assert_eq!(code, 1, "{err}");
+}

@@ -100,7 +100,7 @@ async fn the_compose_topology_as_processes_delivers_each_alert_once_everywhere()
     // Over HTTP, with the deployment's token.
     let token = TOKEN;
     let ingest = &suite.addrs("talon-ingest")[0];
-    let response = reqwest::Client::new()
+    let response = talon_kit::outbound::client()
         .post(format!("http://{ingest}/v1/alerts"))
         .bearer_auth(token)
         .json(&json!([

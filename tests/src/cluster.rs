@@ -81,7 +81,7 @@ impl NatsNode {
     /// Waits until its `/healthz` answers 200: JetStream enabled and, in a
     /// cluster, its meta layer and streams current.
     pub async fn wait_healthy(&mut self, within: Duration) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
+        let http = talon_kit::outbound::client();
         let url = format!("http://127.0.0.1:{}/healthz", self.monitor_port);
         let deadline = Instant::now() + within;
         loop {
@@ -375,7 +375,7 @@ impl NatsCluster {
     /// current peer? Until then creating an R3 stream may fail with "no
     /// suitable peers for placement".
     async fn meta_complete(&mut self) -> bool {
-        let http = reqwest::Client::new();
+        let http = talon_kit::outbound::client();
         let mut running = 0;
         for node in &mut self.nodes {
             running += usize::from(node.running());

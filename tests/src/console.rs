@@ -57,7 +57,7 @@ impl Console {
     pub fn anonymous(addr: impl std::fmt::Display) -> Console {
         Console {
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: talon_kit::outbound::client(),
             cookie: None,
             set_cookie: None,
         }

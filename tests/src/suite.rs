@@ -96,12 +96,15 @@ pub fn binary(name: &str) -> PathBuf {
 /// A service running as its own process, killed when dropped.
 pub struct ServiceProcess {
     pub child: Child,
-    pub stderr: std::sync::Arc<Mutex<Vec<String>>>,
-    pub stdout: std::sync::Arc<Mutex<Vec<String>>>,
+    pub stderr: Lines,
+    pub stdout: Lines,
 }
 
-/// Collects the lines of `pipe` in the background.
-fn read_lines(pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<Mutex<Vec<String>>> {
+/// The lines a child process has written so far, collected by a thread.
+pub type Lines = std::sync::Arc<Mutex<Vec<String>>>;
+
+/// Collects the lines of `pipe` (a child's stdout or stderr) as they come.
+pub fn read_lines(pipe: impl std::io::Read + Send + 'static) -> Lines {
     let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {
@@ -193,7 +196,7 @@ impl ServiceProcess {
             self.assert_alive_until(deadline, "logged where it listens");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let http = reqwest::Client::new();
+        let http = talon_kit::outbound::client();
         let url = format!("http://{addr}/readyz");
         loop {
             if let Ok(r) = http.get(&url).send().await {
@@ -290,7 +293,7 @@ pub fn run_binary(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, Stri
 /// Waits until `GET http://addr/readyz` answers 200.
 pub async fn wait_ready(addr: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
-    let http = reqwest::Client::new();
+    let http = talon_kit::outbound::client();
     loop {
         if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await {
             if r.status().is_success() {

@@ -19,7 +19,7 @@ async fn main() {
     }
 }
 
-/// Runs one subcommand with what it needs: hash-password nothing,
+/// Runs one subcommand with what it needs: hash-password and health nothing,
 /// check-config the file alone, dedup the config (it talks HTTP), every
 /// other the config and a NATS connection, made before the subcommand looks
 /// at its own arguments.
@@ -29,6 +29,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let nats = || Nats::connect(&global, &env);
     match command {
         Command::HashPassword => cmd::hash_password::run(),
+        Command::Health(args) => cmd::health::run(args).await,
         Command::CheckConfig => cmd::check_config::run(&global, &env),
         Command::Dedup(args) => cmd::dedup::run(args, &global.load_config(&env)?, &env).await,
         Command::Init => cmd::init::run(&nats().await?).await,

@@ -9,6 +9,7 @@ pub mod http;
 pub mod inventory;
 pub mod logging;
 pub mod nats;
+pub mod outbound;
 pub mod password;
 pub mod pipeline;
 pub mod registry;

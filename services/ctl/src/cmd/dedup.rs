@@ -63,7 +63,7 @@ pub async fn run(args: Args, config: &Config, env: &Env) -> anyhow::Result<()> {
                     .next()
             })
             .unwrap_or_default(),
-        http: reqwest::Client::new(),
+        http: talon_kit::outbound::client(),
     };
     match args.command {
         Command::List(args) => api.list(args).await,

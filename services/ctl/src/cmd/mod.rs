@@ -8,6 +8,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod event;
 pub mod hash_password;
+pub mod health;
 pub mod init;
 pub mod tail;
 

@@ -21,7 +21,7 @@ pub const TIMESTAMP_HEADER: &str = "X-Talon-Timestamp";
 
 /// The HTTP client of every web-hook kind: a timeout, and no redirects.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    talon_kit::outbound::client_builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
