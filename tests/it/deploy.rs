@@ -88,10 +88,15 @@ fn compose_has_every_service_and_the_order_they_start_in() {
             "{name} waits for talon-init"
         );
         let probe = strings(&s["healthcheck"]["test"]).join(" ");
-        assert!(
-            probe.contains(&format!("http://127.0.0.1:{port}/readyz")),
-            "{name}'s healthcheck probes /readyz: {probe}"
+        assert_eq!(
+            probe,
+            format!("CMD talonctl health http://127.0.0.1:{port}/readyz"),
+            "{name}'s healthcheck probes /readyz with talonctl"
         );
+        assert_eq!(s["restart"], "unless-stopped", "{name}");
+        let grace = s["stop_grace_period"].as_str().unwrap_or("10s");
+        let grace: u64 = grace.trim_end_matches('s').parse().unwrap_or(0);
+        assert!(grace >= 20, "{name}: stop_grace_period {grace}s < its drain");
     }
 }
 
@@ -189,7 +194,13 @@ fn the_image_holds_every_binary_and_runs_as_talon() {
     let d = read("deploy/Dockerfile");
     assert!(d.contains("cargo build --release --locked"), "{d}");
     assert!(d.contains("FROM debian:bookworm-slim"));
-    assert!(d.contains("ca-certificates") && d.contains("curl"));
+    // The runtime stage installs nothing (builds offline): no package
+    // manager, no curl; TLS roots are a bundle copied in.
+    let runtime = &d[d.rfind("\nFROM ").expect("a runtime stage")..];
+    assert!(!runtime.contains("apt-get") && !runtime.contains("curl"), "{runtime}");
+    assert!(runtime.contains("COPY --from=build /out/certs/ca-certificates.crt"));
+    assert!(runtime.contains("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"));
+    assert!(d.contains("ARG BINARIES=build") && d.contains("deploy/prebuilt/"));
     assert!(d.contains("--uid 10001"));
     assert!(d.contains("\nUSER talon\n"));
     let binaries = SERVICES.iter().map(|s| s.binary);

@@ -15,7 +15,7 @@ pub struct ServiceArgs {
     #[arg(long)]
     pub nats: Option<String>,
     /// Log as text or as JSON lines.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "TALON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Listen here instead of the service's `http_listen` (several replicas
     /// of one service on one host).

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""The driver of scripts/test-compose: raises alerts through ingest's
+published port and counts what reached mailpit's API and the console.
+
+  compose_e2e.py send  INGEST_URL TOKEN FIRST COUNT [PREFIX [KEY_SALT]]
+  compose_e2e.py mails MAILPIT_URL PREFIX EXPECTED TIMEOUT   -> sent/delivered/duplicates/lost
+  compose_e2e.py inbox CONSOLE_URL PASSWORD PREFIX EXPECTED TIMEOUT
+"""
+
+import collections
+import http.cookiejar
+import json
+import sys
+import time
+import urllib.request
+
+
+def post(url, body, headers):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **headers})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, r.read()
+
+
+def send(url, token, first, count, prefix="e2e", salt=""):
+    first, count = int(first), int(count)
+    for start in range(first, first + count, 100):
+        batch = [{"name": f"{prefix}-{i:05d}", "severity": "high", "client_id": f"C.{i:016x}",
+                  "timestamp": int(time.time() * 1000)}
+                 for i in range(start, min(start + 100, first + count))]
+        for attempt in range(60):
+            try:
+                status, _ = post(url + "/v1/alerts", batch,
+                                 {"Authorization": f"Bearer {token}",
+                                  "Idempotency-Key": f"{prefix}-{start}{salt}"})
+                if status == 200:
+                    break
+            except Exception as e:  # a 503 while NATS restarts: retry, same key
+                print(f"send: retry batch {start}: {e}", file=sys.stderr)
+            time.sleep(1)
+        else:
+            sys.exit(f"send: batch {start} never accepted")
+    print(f"sent {count}")
+
+
+def mails(url, prefix, expected, timeout):
+    expected, deadline = int(expected), time.time() + float(timeout)
+    while True:
+        with urllib.request.urlopen(f"{url}/api/v1/messages?start=0&limit=10000", timeout=30) as r:
+            page = json.load(r)
+        counts = collections.Counter()
+        for m in page["messages"]:
+            for word in m["Subject"].split():
+                if word.startswith(prefix + "-"):
+                    counts[word] += 1
+        if len(counts) >= expected or time.time() > deadline:
+            break
+        time.sleep(2)
+    dups = sum(c - 1 for c in counts.values())
+    lost = expected - len(counts)
+    print(f"mails: expected {expected}, delivered {len(counts)}, duplicates {dups}, lost {lost}")
+    sys.exit(0 if lost == 0 and dups == 0 else 1)
+
+
+def inbox(url, password, prefix, expected, timeout):
+    expected, deadline = int(expected), time.time() + float(timeout)
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    req = urllib.request.Request(url + "/v1/login", method="POST",
+                                 data=json.dumps({"name": "alice", "password": password}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    opener.open(req, timeout=30).read()
+    while True:
+        names, before = collections.Counter(), None
+        while True:
+            q = f"?limit=200" + (f"&before={before}" if before else "")
+            page = json.load(opener.open(url + "/v1/messages" + q, timeout=30))
+            for m in page["messages"]:
+                if m["name"].startswith(prefix + "-"):
+                    names[m["name"]] += 1
+            before = page.get("next_before")
+            if not page["messages"] or not before:
+                break
+        if len(names) >= expected or time.time() > deadline:
+            break
+        time.sleep(2)
+    dups = sum(c - 1 for c in names.values())
+    print(f"inbox: expected {expected}, delivered {len(names)}, duplicates {dups}, lost {expected - len(names)}")
+    sys.exit(0 if len(names) == expected and dups == 0 else 1)
+
+
+if __name__ == "__main__":
+    {"send": send, "mails": mails, "inbox": inbox}[sys.argv[1]](*sys.argv[2:])
