@@ -96,7 +96,10 @@ fn compose_has_every_service_and_the_order_they_start_in() {
         assert_eq!(s["restart"], "unless-stopped", "{name}");
         let grace = s["stop_grace_period"].as_str().unwrap_or("10s");
         let grace: u64 = grace.trim_end_matches('s').parse().unwrap_or(0);
-        assert!(grace >= 20, "{name}: stop_grace_period {grace}s < its drain");
+        assert!(
+            grace >= 20,
+            "{name}: stop_grace_period {grace}s < its drain"
+        );
     }
 }
 
@@ -197,7 +200,10 @@ fn the_image_holds_every_binary_and_runs_as_talon() {
     // The runtime stage installs nothing (builds offline): no package
     // manager, no curl; TLS roots are a bundle copied in.
     let runtime = &d[d.rfind("\nFROM ").expect("a runtime stage")..];
-    assert!(!runtime.contains("apt-get") && !runtime.contains("curl"), "{runtime}");
+    assert!(
+        !runtime.contains("apt-get") && !runtime.contains("curl"),
+        "{runtime}"
+    );
     assert!(runtime.contains("COPY --from=build /out/certs/ca-certificates.crt"));
     assert!(runtime.contains("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"));
     assert!(d.contains("ARG BINARIES=build") && d.contains("deploy/prebuilt/"));
