@@ -8,10 +8,10 @@ published port and counts what reached mailpit's API and the console.
 """
 
 import collections
-import http.cookiejar
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
@@ -26,16 +26,22 @@ def send(url, token, first, count, prefix="e2e", salt=""):
     first, count = int(first), int(count)
     for start in range(first, first + count, 100):
         batch = [{"name": f"{prefix}-{i:05d}", "severity": "high", "client_id": f"C.{i:016x}",
-                  "timestamp": int(time.time() * 1000)}
+                  "timestamp": int(time.time())}
                  for i in range(start, min(start + 100, first + count))]
         for attempt in range(60):
             try:
-                status, _ = post(url + "/v1/alerts", batch,
+                status, answer = post(url + "/v1/alerts", batch,
                                  {"Authorization": f"Bearer {token}",
                                   "Idempotency-Key": f"{prefix}-{start}{salt}"})
-                if status == 200:
-                    break
-            except Exception as e:  # a 503 while NATS restarts: retry, same key
+                rejected = json.loads(answer)["rejected"]
+                if rejected:
+                    sys.exit(f"send: batch {start}: rejected {rejected[:3]}")
+                break
+            except urllib.error.HTTPError as e:
+                if e.code != 503:  # only a 503 (NATS away) is worth a retry
+                    sys.exit(f"send: batch {start}: {e.code} {e.read()[:500]!r}")
+                print(f"send: retry batch {start}: {e}", file=sys.stderr)
+            except OSError as e:  # refused or reset while a container restarts
                 print(f"send: retry batch {start}: {e}", file=sys.stderr)
             time.sleep(1)
         else:
@@ -59,17 +65,22 @@ def mails(url, prefix, expected, timeout):
     dups = sum(c - 1 for c in counts.values())
     lost = expected - len(counts)
     print(f"mails: expected {expected}, delivered {len(counts)}, duplicates {dups}, lost {lost}")
+    if lost < 0:
+        print(f"mails: unexpected: {sorted(counts)[:10]}")
     sys.exit(0 if lost == 0 and dups == 0 else 1)
 
 
 def inbox(url, password, prefix, expected, timeout):
     expected, deadline = int(expected), time.time() + float(timeout)
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    # The cookie is Secure (the console listens beyond loopback): a browser
+    # would send it only over TLS; this script sends it back as it is.
     req = urllib.request.Request(url + "/v1/login", method="POST",
                                  data=json.dumps({"name": "alice", "password": password}).encode(),
                                  headers={"Content-Type": "application/json"})
-    opener.open(req, timeout=30).read()
+    with urllib.request.urlopen(req, timeout=30) as r:
+        cookie = r.headers["Set-Cookie"].split(";")[0]
+    opener = urllib.request.build_opener()
+    opener.addheaders = [("Cookie", cookie)]
     while True:
         names, before = collections.Counter(), None
         while True:
