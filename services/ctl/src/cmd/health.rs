@@ -23,15 +23,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("building the HTTP client")?;
-    let response = http
+    let mut response = http
         .get(&args.url)
         .send()
         .await
         .with_context(|| format!("GET {}", args.url))?;
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
+    // Only the first chunk: whatever answers, a huge body is not read.
+    let first = response.chunk().await.ok().flatten().unwrap_or_default();
+    let body = String::from_utf8_lossy(&first);
     let line = body.lines().next().unwrap_or("").chars().take(200);
-    let line: String = line.collect();
+    let line: String = line.collect::<String>().escape_debug().to_string();
     if !status.is_success() {
         bail!("GET {}: {status} {line}", args.url);
     }
