@@ -535,3 +535,44 @@ async fn wait_for_line(lines: &Lines, prefix: &str, within: Duration) -> String 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A replica that sent a delivery while NATS is away records it once NATS
+/// is back (`record_sent` keeps trying while the claim is not stale), so no
+/// other replica takes the claim over and sends it again.
+#[tokio::test]
+async fn a_delivery_sent_while_nats_is_away_is_recorded_when_it_is_back() {
+    use talon_notify::ledger::{self, Claim, Ledger};
+    let mut nats = NatsServer::start().await;
+    let keep = Duration::from_secs(3600);
+    let url = nats.url();
+    let open = |name: &'static str| {
+        let url = url.clone();
+        async move {
+            let js = jetstream::new(service_client_as(url, "notify", name).await);
+            Ledger::open(&js, 1, keep, name.to_string()).await.unwrap()
+        }
+    };
+    let a = open("replica-a").await;
+    let key = ledger::key("0123abcd", "hook");
+    let Claim::Mine(revision) = a.claim(&key).await.unwrap() else {
+        panic!("a fresh pair is ours to send");
+    };
+    nats.kill();
+    let recording = tokio::spawn(async move { a.record_sent(&key, revision).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !recording.is_finished(),
+        "record_sent gave up while NATS was away"
+    );
+    nats.restart().await;
+    tokio::time::timeout(Duration::from_secs(50), recording)
+        .await
+        .expect("record_sent still trying 50 s after NATS came back")
+        .unwrap()
+        .expect("recorded once NATS was back");
+    let b = open("replica-b").await;
+    assert_eq!(
+        b.claim(&ledger::key("0123abcd", "hook")).await.unwrap(),
+        Claim::AlreadySent
+    );
+}

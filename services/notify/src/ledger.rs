@@ -5,7 +5,11 @@
 //!
 //! The one window for a duplicate: a replica that crashes after the remote
 //! side accepted the delivery and before `mark_sent` reached the bucket. The
-//! pair's claim then goes stale and another replica sends it again.
+//! pair's claim then goes stale and another replica sends it again. A replica
+//! that is alive but cut off from NATS keeps trying to record the delivery
+//! (`record_sent`) for as long as its claim is not stale, and a claim goes
+//! stale only well after the ack wait: a cut shorter than that costs time,
+//! never a second delivery.
 
 use std::time::Duration;
 
@@ -14,8 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use talon_proto::names::BUCKET_DELIVERIES;
 
-/// A claim older than this belongs to a replica that is gone.
-pub const STALE_CLAIM: Duration = talon_kit::streams::ACK_WAIT;
+/// A claim older than this belongs to a replica that is gone: twice the ack
+/// wait, so that a replica cut off from NATS for up to half a minute (and
+/// its reconnect) records its deliveries before anyone takes them over.
+pub const STALE_CLAIM: Duration = Duration::from_secs(2 * talon_kit::streams::ACK_WAIT.as_secs());
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,6 +175,25 @@ impl Ledger {
                 .await
                 .map(|_| ())
                 .map_err(err),
+        }
+    }
+
+    /// `mark_sent`, tried again (250 ms, doubling to 5 s) while NATS does
+    /// not answer, for as long as the claim is not stale; the last error
+    /// when it never went through.
+    pub async fn record_sent(&self, key: &str, revision: u64) -> Result<(), LedgerError> {
+        let deadline = tokio::time::Instant::now() + STALE_CLAIM;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.mark_sent(key, revision).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + pause >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!(key, error = %e, "delivered; recording it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 

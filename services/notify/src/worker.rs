@@ -439,9 +439,9 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                 .delivery_seconds
                 .with_label_values(&[&channel.id])
                 .observe(started.elapsed().as_secs_f64());
-            if let Err(e) = shared.ledger.mark_sent(&key, revision).await {
-                // The stale claim will be taken over and the alert sent
-                // again: the documented duplicate window.
+            if let Err(e) = shared.ledger.record_sent(&key, revision).await {
+                // Not even after STALE_CLAIM: the claim will be taken over
+                // and the alert sent again (the documented duplicate window).
                 tracing::warn!(channel = %channel.id, alert = %alert.id, error = %e, "delivered, but not recorded");
             }
             let _ = msg.double_ack().await;
