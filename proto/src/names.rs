@@ -221,7 +221,7 @@ pub mod metrics {
     /// Gauge of deliveries in progress by `channel`.
     pub const NOTIFY_IN_FLIGHT: &str = "talon_notify_in_flight";
     /// Counter of console logins by `outcome`: ok, refused.
-    pub const NOTIFY_CONSOLE_LOGINS_TOTAL: &str = "talon_notify_console_logins_total";
+    pub const CONSOLE_LOGINS_TOTAL: &str = "talon_console_logins_total";
 }
 
 /// `talon.alerts.accepted.<partition>`

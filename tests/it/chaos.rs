@@ -1,5 +1,5 @@
 //! The chaos run: the whole suite as real processes (ingest with its HTTP
-//! edge, dedup on sled, enrich, notify with a web hook and an inbox), alerts
+//! edge, dedup on sled, enrich, notify with a web hook and an inbox, the console), alerts
 //! published at a steady rate through NATS and HTTP, while every service is
 //! SIGKILLed and restarted at random moments and nats-server is restarted
 //! once with its store kept. The deliveries are then checked against a model
@@ -429,8 +429,8 @@ async fn chaos_kills_every_service_and_nats_and_deliveries_match_the_model() {
     // notify at the end, through every restart: those two keep one address
     // for the whole run, reserved until the first start. dedup and enrich
     // bind any free port.
-    let (ingest_port, notify_port) = (ports::reserve(), ports::reserve());
-    let ports = [ingest_port.port(), notify_port.port()];
+    let (ingest_port, console_port) = (ports::reserve(), ports::reserve());
+    let ports = [ingest_port.port(), console_port.port()];
     let config = dir.path().join("talon.toml");
     std::fs::write(
         &config,
@@ -454,8 +454,11 @@ seconds = {SHORT_WINDOW}
 http_listen = "127.0.0.1:0"
 
 [notify]
-http_listen = "127.0.0.1:{notify}"
-[[notify.users]]
+http_listen = "127.0.0.1:0"
+
+[console]
+http_listen = "127.0.0.1:{console}"
+[[console.users]]
 name = "{USER}"
 roles = ["administrator"]
 password_hash_env = "ALICE_HASH"
@@ -474,7 +477,7 @@ rate_per_minute = 0
 max_in_flight = {MAX_IN_FLIGHT}
 "#,
                 ingest = ports[0],
-                notify = ports[1],
+                console = ports[1],
                 data = dir.path().join("dedup").display().to_string(),
                 url = hook.url("/chaos"),
             ),
@@ -491,13 +494,14 @@ max_in_flight = {MAX_IN_FLIGHT}
         "talon-dedup",
         "talon-enrich",
         "talon-notify",
+        "talon-console",
     ];
     // Build them all before the reserved ports are let go of.
     for name in names {
         binary(name);
     }
     ingest_port.release();
-    notify_port.release();
+    console_port.release();
     let mut services: Vec<Service> = names
         .iter()
         .map(|name| Service {

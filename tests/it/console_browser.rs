@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use talon_tests::console::{notify_users, password, stored};
+use talon_tests::console::{console_users, password, stored};
 use talon_tests::*;
 
 const XSS: &str = "<img src=x onerror=alert(1)>";
@@ -173,7 +173,7 @@ fn screenshot_path() -> PathBuf {
 async fn the_bell_turns_red_the_panel_shows_the_alert_as_text_and_clear_empties_it() {
     let nats = NatsServer::start().await;
     let data = tempfile::tempdir().unwrap();
-    let (users, env) = notify_users("127.0.0.1:0");
+    let (users, env) = console_users("127.0.0.1:0");
     let config = format!(
         r#"
 [ingest]
@@ -198,7 +198,7 @@ rate_per_minute = 0
     let ingest = start_ingest(&nats, &config, env.clone()).await;
     let dedup = start_dedup(&nats, &config).await;
     let enrich = start_enrich(&nats, &config).await;
-    let notify = start_notify(&nats, &config, env).await;
+    let notify = start_notify_and_console(&nats, &config, env).await;
     let js = jetstream::new(nats.client().await);
     let (_driver, client) = browser().await;
 
@@ -383,7 +383,8 @@ rate_per_minute = 0
     assert!(!bell_is_red(&client).await);
 
     client.close().await.unwrap();
-    for service in [notify, enrich, dedup, ingest] {
+    notify.stop().await.unwrap();
+    for service in [enrich, dedup, ingest] {
         service.stop().await.unwrap();
     }
 }

@@ -42,14 +42,18 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The talon services, with the port their `--http-listen` names.
 /// The talon services, as compose names them, with the port their
-/// `--http-listen` names there: every service of the registry.
+/// `--http-listen` names there (their default's): every service of the
+/// registry.
 fn talon() -> Vec<(&'static str, &'static str, u16)> {
-    let ports = 8470..;
-    let services = SERVICES.iter().zip(ports);
-    services
-        .map(|(s, port)| (s.nats_user, s.binary, port))
+    SERVICES
+        .iter()
+        .map(|s| {
+            let mut defaults = talon_kit::Config::default();
+            let listen = (s.http_listen)(&mut defaults).clone();
+            let port = listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+            (s.nats_user, s.binary, port.expect("a default port"))
+        })
         .collect()
 }
 

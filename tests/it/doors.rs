@@ -74,8 +74,8 @@ async fn slow_clients_cannot_hold_the_sockets() {
 #[tokio::test]
 async fn a_console_request_has_no_large_body() {
     let nats = NatsServer::start().await;
-    let (users, env) = talon_tests::console::notify_users("127.0.0.1:0");
-    let notify = start_notify(&nats, &users, env).await;
+    let (users, env) = talon_tests::console::console_users("127.0.0.1:0");
+    let notify = start_console(&nats, &users, env).await;
     let big = serde_json::json!({"name": "alice", "password": "x".repeat(100_000)});
     let response = talon_kit::outbound::client()
         .post(format!("http://{}/v1/login", notify.http_addr))
@@ -120,8 +120,8 @@ async fn login_from(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_are_held_back_per_address_and_per_name() {
     let nats = NatsServer::start().await;
-    let (users, env) = talon_tests::console::notify_users("127.0.0.1:0");
-    let notify = start_notify(&nats, &users, env).await;
+    let (users, env) = talon_tests::console::console_users("127.0.0.1:0");
+    let notify = start_console(&nats, &users, env).await;
     let addr = notify.http_addr;
 
     let (mut refused, mut limited) = (0, 0);

@@ -1,5 +1,5 @@
-//! The inbox channel and its console API, end to end through a real
-//! nats-server and real notify replicas: logins, isolation between users,
+//! The inbox channel and the console's inbox API, end to end through a
+//! real nats-server, notify and console replicas: logins, isolation between users,
 //! recipients and roles, read and clear across restarts, two replicas
 //! serving one session, server-sent events.
 
@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use talon_tests::console::{ids, notify_users, password, stored, Console};
+use talon_tests::console::{console_users, ids, password, stored, Console};
 use talon_tests::*;
 
 /// Two inbox channels: Velociraptor's defaults (every name, administrators)
@@ -31,10 +31,10 @@ rate_per_minute = 0
 max_in_flight = 1
 "#;
 
-async fn start(nats: &NatsServer) -> (InProcess, talon_kit::Env, String) {
-    let (users, env) = notify_users("127.0.0.1:0");
+async fn start(nats: &NatsServer) -> (WithConsole, talon_kit::Env, String) {
+    let (users, env) = console_users("127.0.0.1:0");
     let config = format!("{users}{CHANNELS}");
-    let notify = start_notify(nats, &config, env.clone()).await;
+    let notify = start_notify_and_console(nats, &config, env.clone()).await;
     (notify, env, config)
 }
 
@@ -48,7 +48,7 @@ fn alert(id: &str, name: &str) -> talon_proto::Alert {
     a
 }
 
-async fn login(notify: &InProcess, user: &str) -> Console {
+async fn login(notify: &WithConsole, user: &str) -> Console {
     Console::login(notify.http_addr, user, password(user))
         .await
         .unwrap_or_else(|(s, b)| panic!("{user} logs in: {s} {b}"))
@@ -74,7 +74,7 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{name:?}/{pw:?}");
         assert_eq!(body["error"], "wrong name or password");
         failures += 1;
-        if failures > talon_notify::console::limits::FREE_FAILURES {
+        if failures > talon_console::limits::FREE_FAILURES {
             break;
         }
     }
@@ -319,7 +319,7 @@ async fn read_and_clear_survive_a_restart_and_sessions_too() {
     notify.stop().await.unwrap();
 
     // A new process: the sessions, the marks and the clear are all in NATS.
-    let notify = start_notify(&nats, &config, env).await;
+    let notify = start_notify_and_console(&nats, &config, env).await;
     let alice = alice.at(notify.http_addr);
     let carol = carol.at(notify.http_addr);
     let page = alice.messages().await;
@@ -349,7 +349,7 @@ async fn read_and_clear_survive_a_restart_and_sessions_too() {
 async fn two_replicas_serve_one_session() {
     let nats = NatsServer::start().await;
     let (a, env, config) = start(&nats).await;
-    let b = start_notify(&nats, &config, env).await;
+    let b = start_console(&nats, &config, env).await;
     let js = jetstream::new(nats.client().await);
     for i in 1..=4 {
         publish_routed(
@@ -492,16 +492,16 @@ async fn events_tell_of_each_change_to_my_inbox_only() {
 }
 
 #[tokio::test]
-async fn a_bad_password_hash_stops_notify_naming_the_key() {
+async fn a_bad_password_hash_stops_the_console_naming_the_key() {
     let nats = NatsServer::start().await;
     let text = test_config_text(
         &nats,
-        "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[[notify.users]]\nname = \"alice\"\npassword_hash_env = \"ALICE_HASH\"\n",
+        "[console]\nhttp_listen = \"127.0.0.1:0\"\n[[console.users]]\nname = \"alice\"\npassword_hash_env = \"ALICE_HASH\"\n",
     );
     let env = talon_kit::Env::default().with("ALICE_HASH", "hunter2");
     let config = parse_config(&text, &env);
     let client = nats.client().await;
-    let err = talon_notify::start(talon_kit::service::Context {
+    let err = talon_console::start(talon_kit::service::Context {
         config,
         env,
         client,
@@ -512,7 +512,9 @@ async fn a_bad_password_hash_stops_notify_naming_the_key() {
     .expect("refused");
     let line = err.to_string();
     assert!(
-        line.starts_with("notify.users[name=alice].password_hash_env: not an argon2 password hash"),
+        line.starts_with(
+            "console.users[name=alice].password_hash_env: not an argon2 password hash"
+        ),
         "{line}"
     );
 }
@@ -539,9 +541,11 @@ async fn talonctl_hash_password_makes_a_hash_that_logs_in() {
     assert!(talon_kit::password::verify(hash, "s3cret pass"), "{hash}");
     assert!(!talon_kit::password::verify(hash, "s3cret pass\n"));
 
+    // Users in [[notify.users]], as earlier releases had them: read as
+    // [[console.users]].
     let nats = NatsServer::start().await;
-    let config = "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[[notify.users]]\nname = \"erin\"\npassword_hash_env = \"ERIN_HASH\"\n";
-    let notify = start_notify(
+    let config = "[console]\nhttp_listen = \"127.0.0.1:0\"\n[[notify.users]]\nname = \"erin\"\npassword_hash_env = \"ERIN_HASH\"\n";
+    let notify = start_console(
         &nats,
         config,
         talon_kit::Env::default().with("ERIN_HASH", hash),
@@ -564,15 +568,16 @@ async fn a_login_name_cannot_forge_a_log_line() {
         &config,
         test_config_text(
             &nats,
-            "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[[notify.users]]\nname = \"alice\"\n\
+            "[console]\nhttp_listen = \"127.0.0.1:0\"\n[[console.users]]\nname = \"alice\"\n\
              roles = [\"administrator\"]\npassword_hash_env = \"ALICE_HASH\"\n",
         ),
     )
     .unwrap();
     let hash = talon_kit::password::hash("alice-secret").unwrap();
-    let mut notify = ServiceProcess::spawn("talon-notify", &config, &[("ALICE_HASH", &hash)]);
+    let mut notify = ServiceProcess::spawn("talon-console", &config, &[("ALICE_HASH", &hash)]);
     let addr = notify.ready_addr(Duration::from_secs(60)).await;
-    let forged = "eve\n2026-01-01T00:00:00.000000Z  INFO talon_notify::console::api: console login user=admin";
+    let forged =
+        "eve\n2026-01-01T00:00:00.000000Z  INFO talon_console::api: console login user=admin";
     let (status, _) = Console::anonymous(&addr)
         .post("/v1/login", Some(json!({"name": forged, "password": "x"})))
         .await;
@@ -667,9 +672,9 @@ async fn read_and_clear_need_the_newest_shown_and_never_reach_past_the_last() {
 #[tokio::test]
 async fn a_new_password_ends_the_old_sessions() {
     let nats = NatsServer::start().await;
-    let (users, env) = notify_users("127.0.0.1:0");
+    let (users, env) = console_users("127.0.0.1:0");
     let config = format!("{users}{CHANNELS}");
-    let notify = start_notify(&nats, &config, env.clone()).await;
+    let notify = start_notify_and_console(&nats, &config, env.clone()).await;
     let alice = login(&notify, "alice").await;
     let bob = login(&notify, "bob").await;
     assert!(
@@ -681,8 +686,8 @@ async fn a_new_password_ends_the_old_sessions() {
     // alice's hash changes; bob's does not.
     let new_hash = talon_kit::password::hash("a-new-password").unwrap();
     let changed = env.clone().with("ALICE_HASH", &new_hash);
-    let secure = config.replacen("[notify]\n", "[notify]\ncookie_secure = true\n", 1);
-    let notify = start_notify(&nats, &secure, changed).await;
+    let secure = config.replacen("[console]\n", "[console]\ncookie_secure = true\n", 1);
+    let notify = start_notify_and_console(&nats, &secure, changed).await;
     let alice = alice.at(notify.http_addr);
     let bob = bob.at(notify.http_addr);
     assert_eq!(alice.get("/v1/me").await.0, StatusCode::UNAUTHORIZED);

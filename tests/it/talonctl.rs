@@ -19,12 +19,23 @@ fn check_config_says_ok_or_names_the_key() {
     let (code, out, err) = run_binary("talonctl", &["check-config", "--config", example], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.trim_end().ends_with(": ok"), "{out}");
+    assert!(err.is_empty(), "the example has no old keys: {err}");
 
     let bad = write_config(&dir, "[dedup]\nkey = [\"name\", \"hostname\"]\n");
     let (code, _, err) = run_binary("talonctl", &["check-config", "--config", &bad], &[]);
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(":2:") && err.contains("dedup.key"), "{err}");
+
+    // An earlier release's key: read, with a warning.
+    let old = write_config(&dir, "[[notify.users]]\nname = \"alice\"\n");
+    let (code, out, err) = run_binary("talonctl", &["check-config", "--config", &old], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim_end().ends_with(": ok"), "{out}");
+    assert!(
+        err.starts_with("warning: [[notify.users]] is read as [[console.users]]"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

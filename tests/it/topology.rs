@@ -1,6 +1,6 @@
 //! docker-compose.yml's topology as processes: nats-server from
 //! deploy/nats.conf, `talonctl init`, then one ingest, one dedup, one enrich
-//! and three notify replicas, each its own binary reading the compose config
+//! three notify replicas and a console, each its own binary reading the compose config
 //! (deploy/talon.compose.toml) with the secrets of .env.example. Alerts
 //! raised on NATS, over HTTP and with `talonctl alert` reach the web hook,
 //! the mailbox and the console's inbox exactly once each.
@@ -142,7 +142,7 @@ async fn the_compose_topology_as_processes_delivers_each_alert_once_everywhere()
         panic!("{e}\n{}", suite.logs());
     }
     let mail = smtp.wait_for_messages(n, Duration::from_secs(30)).await;
-    let console = Console::login(&suite.addrs("talon-notify")[1], "alice", "change-me")
+    let console = Console::login(&suite.addrs("talon-console")[0], "alice", "change-me")
         .await
         .unwrap_or_else(|e| panic!("alice logs in with .env.example's password: {e:?}"));
     let page = console.wait_messages(n, Duration::from_secs(30)).await;

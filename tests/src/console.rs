@@ -1,5 +1,5 @@
-//! A client of notify's inbox console, as a browser would use it: a login
-//! that keeps the session cookie, then the API with that cookie.
+//! A client of the console, as a browser would use it: a login that keeps
+//! the session cookie, then the API with that cookie.
 
 use std::time::{Duration, Instant};
 
@@ -15,21 +15,24 @@ pub const USERS: [(&str, &[&str], &str); 3] = [
     ("carol", &["analyst", "administrator"], "carol-secret"),
 ];
 
-/// `[notify]` with the [`USERS`] (plus `dave`, who has no password), and
-/// the environment holding their hashes.
-pub fn notify_users(http_listen: &str) -> (String, talon_kit::Env) {
-    let mut text = format!("[notify]\nhttp_listen = \"{http_listen}\"\n");
+/// `[console]` on `http_listen` with the [`USERS`] (plus `dave`, who has no
+/// password), `[notify]` on a port of its own, and the environment holding
+/// the users' hashes.
+pub fn console_users(http_listen: &str) -> (String, talon_kit::Env) {
+    let mut text = format!(
+        "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[console]\nhttp_listen = \"{http_listen}\"\n"
+    );
     let mut env = talon_kit::Env::default();
     for (name, roles, password) in USERS {
         let var = format!("{}_HASH", name.to_uppercase());
         let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
         text.push_str(&format!(
-            "[[notify.users]]\nname = \"{name}\"\nroles = [{}]\npassword_hash_env = \"{var}\"\n",
+            "[[console.users]]\nname = \"{name}\"\nroles = [{}]\npassword_hash_env = \"{var}\"\n",
             roles.join(", ")
         ));
         env = env.with(&var, &talon_kit::password::hash(password).expect("hashes"));
     }
-    text.push_str("[[notify.users]]\nname = \"dave\"\nroles = [\"administrator\"]\n");
+    text.push_str("[[console.users]]\nname = \"dave\"\nroles = [\"administrator\"]\n");
     (text, env)
 }
 
@@ -53,7 +56,7 @@ pub struct Console {
 }
 
 impl Console {
-    /// Not logged in, against notify at `addr`.
+    /// Not logged in, against the console at `addr`.
     pub fn anonymous(addr: impl std::fmt::Display) -> Console {
         Console {
             base: format!("http://{addr}"),

@@ -140,8 +140,8 @@ pub struct Suite {
 
 impl Suite {
     /// Runs `talonctl init` with `config`, then starts one ingest, one
-    /// dedup, one enrich and `notify_replicas` notify replicas (serving
-    /// `channels`), each with `--config config`, `--http-listen` on a free
+    /// dedup, one enrich, `notify_replicas` notify replicas (serving
+    /// `channels`) and one console, each with `--config config`, `--http-listen` on a free
     /// loopback port and `env` (which holds TALON_NATS_URL and the secrets);
     /// returns once every one answers `/readyz`.
     pub async fn start(
@@ -155,6 +155,7 @@ impl Suite {
         assert_eq!(code, 0, "talonctl init failed:\n{out}{err}");
         let mut names = vec!["talon-ingest", "talon-dedup", "talon-enrich"];
         names.extend(std::iter::repeat_n("talon-notify", notify_replicas));
+        names.push("talon-console");
         let mut suite = Suite {
             services: Vec::new(),
         };

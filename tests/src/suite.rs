@@ -400,6 +400,44 @@ pub async fn start_notify(nats: &NatsServer, extra: &str, env: talon_kit::Env) -
     start_in_process(nats, extra, env, "talon-notify", talon_notify::start).await
 }
 
+/// A console started in-process against `nats` with the given config text.
+pub async fn start_console(nats: &NatsServer, extra: &str, env: talon_kit::Env) -> InProcess {
+    start_in_process(nats, extra, env, "talon-console", talon_console::start).await
+}
+
+/// notify delivering and the console showing what it delivered, from one
+/// config; `http_addr` is the console's.
+pub struct WithConsole {
+    pub notify: InProcess,
+    pub console: InProcess,
+    pub http_addr: std::net::SocketAddr,
+}
+
+impl WithConsole {
+    /// Stops both, as SIGTERM would.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.console.stop().await?;
+        self.notify.stop().await
+    }
+}
+
+/// [`start_notify`] and [`start_console`] with the same config and
+/// environment (both `http_listen`s should be `127.0.0.1:0`).
+pub async fn start_notify_and_console(
+    nats: &NatsServer,
+    extra: &str,
+    env: talon_kit::Env,
+) -> WithConsole {
+    let notify = start_notify(nats, extra, env.clone()).await;
+    let console = start_console(nats, extra, env).await;
+    let http_addr = console.http_addr;
+    WithConsole {
+        notify,
+        console,
+        http_addr,
+    }
+}
+
 /// Loads `lines` (JSON lines of client records) into the client inventory
 /// with `talonctl clients import`.
 pub async fn import_clients(nats: &NatsServer, lines: &str) {

@@ -59,6 +59,9 @@ impl ServiceArgs {
         use anyhow::Context as _;
         let env = Env::from_process();
         let mut config = self.start(&env);
+        for warning in &config.warnings {
+            tracing::warn!("configuration: {warning}");
+        }
         if let Some(addr) = &self.http_listen {
             let Some(service) = crate::registry::service(name) else {
                 anyhow::bail!("--http-listen: {name} has no http_listen");

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 mod channels;
 mod check;
+mod console;
 mod dedup;
 mod enrich;
 mod error;
@@ -34,12 +35,13 @@ pub use channels::{
     SeverityThreshold, ValueFrom, WebhookSpec, DEFAULT_INBOX_RECIPIENTS,
     DEFAULT_INBOX_RECIPIENT_ROLES, PAGERDUTY_EVENTS_URL,
 };
+pub use console::{ConsoleConfig, UserConfig, VelociraptorConfig, MAX_HISTORY_DAYS};
 pub use dedup::{DedupConfig, DedupOverride};
 pub use enrich::{EnrichConfig, SeverityTransform};
 pub use error::ConfigError;
 pub use ingest::IngestConfig;
 pub use nats::{NatsConfig, DEFAULT_DLQ_MAX_BYTES, DEFAULT_NATS_URL, NATS_URL_ENV};
-pub use notify::{NotifyConfig, UserConfig};
+pub use notify::NotifyConfig;
 pub use rules::{RuleAlert, RuleConfig};
 pub use secrets::{SecretConfig, SECRET_TLS_MODES};
 pub use tokens::{check_tokens, split_tokens, MIN_TOKEN_CHARS};
@@ -88,12 +90,20 @@ pub struct Config {
     pub dedup: DedupConfig,
     /// `[enrich]`: context and severity.
     pub enrich: EnrichConfig,
-    /// `[notify]`: the inbox console and its users.
+    /// `[notify]`: delivery.
     pub notify: NotifyConfig,
+    /// `[console]`: the web console and its users.
+    pub console: ConsoleConfig,
+    /// `[velociraptor]`: links into its GUI.
+    pub velociraptor: VelociraptorConfig,
     /// `[[channels]]`: where alerts are delivered.
     pub channels: Vec<ChannelConfig>,
     /// `[secrets.<name>]`: SMTP servers and their credentials, by name.
     pub secrets: BTreeMap<String, SecretConfig>,
+    /// What the file says in an earlier release's words, read all the same
+    /// (each service logs these at start).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -126,6 +136,7 @@ impl Config {
         }
         config.nats.apply_env(env)?;
         config.validate(&src)?;
+        config.move_legacy_keys(&src)?;
         Ok(config)
     }
 
@@ -149,6 +160,8 @@ impl Config {
         self.dedup.validate(src, self.ingest.partitions)?;
         self.enrich.validate(src)?;
         self.notify.validate(src)?;
+        self.console.validate(src)?;
+        self.velociraptor.validate(src)?;
         let secrets = KeyPath::of("secrets");
         for (name, secret) in &self.secrets {
             secret.validate(src, &secrets.key(name))?;
@@ -170,6 +183,37 @@ impl Config {
                 .map(|(i, c)| (channels.index(i).key("id"), c.id.as_str())),
             "channel id",
         )
+    }
+
+    /// `[[notify.users]]` and `[notify].cookie_secure` of releases where
+    /// notify served the console become `[console]`'s, with a warning; both
+    /// places set is an error.
+    fn move_legacy_keys(&mut self, src: &Source<'_>) -> Result<(), ConfigError> {
+        if !self.notify.users.is_empty() {
+            if !self.console.users.is_empty() {
+                return Err(src.error(
+                    &KeyPath::of("notify").key("users"),
+                    "give the users in [[console.users]] only ([[notify.users]] of earlier releases is read only without them)",
+                ));
+            }
+            self.console.users = std::mem::take(&mut self.notify.users);
+            self.warnings.push(
+                "[[notify.users]] is read as [[console.users]]: rename the tables (the console is its own service now)".into(),
+            );
+        }
+        if let Some(secure) = self.notify.cookie_secure.take() {
+            if self.console.cookie_secure.is_some() {
+                return Err(src.error(
+                    &KeyPath::of("notify").key("cookie_secure"),
+                    "set [console].cookie_secure only",
+                ));
+            }
+            self.console.cookie_secure = Some(secure);
+            self.warnings.push(
+                "[notify].cookie_secure is read as [console].cookie_secure: move the key".into(),
+            );
+        }
+        Ok(())
     }
 
     /// The channel with id `id`.

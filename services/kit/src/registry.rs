@@ -19,7 +19,7 @@ pub struct ServiceInfo {
 }
 
 /// Every talon service, in the order the pipeline runs them.
-pub const SERVICES: [ServiceInfo; 4] = [
+pub const SERVICES: [ServiceInfo; 5] = [
     ServiceInfo {
         binary: "talon-ingest",
         nats_user: "ingest",
@@ -39,6 +39,11 @@ pub const SERVICES: [ServiceInfo; 4] = [
         binary: "talon-notify",
         nats_user: "notify",
         http_listen: |c| &mut c.notify.http_listen,
+    },
+    ServiceInfo {
+        binary: "talon-console",
+        nats_user: "console",
+        http_listen: |c| &mut c.console.http_listen,
     },
 ];
 
@@ -61,6 +66,7 @@ mod tests {
                 &config.dedup.http_listen,
                 &config.enrich.http_listen,
                 &config.notify.http_listen,
+                &config.console.http_listen,
             ]
             .iter()
             .filter(|v| v.as_str() == "127.0.0.1:1")

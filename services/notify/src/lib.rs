@@ -4,7 +4,6 @@
 //! cannot be delivered parked on `talon.dlq.notify`.
 
 pub mod channels;
-pub mod console;
 pub mod ledger;
 pub mod metrics;
 pub mod worker;
@@ -49,7 +48,7 @@ fn sender(
                 .map_err(|e| anyhow::anyhow!("channels[id={id}]: {e}"))?,
         )),
         ChannelSpec::Inbox(spec) => {
-            let users: Vec<inbox::User> = config.notify.users.iter().map(Into::into).collect();
+            let users: Vec<inbox::User> = config.console.users.iter().map(Into::into).collect();
             let inbox = inbox::Inbox::new(js.clone(), &spec, &users)
                 .map_err(|e| anyhow::anyhow!("channels[id={id}]: {e}"))?;
             if inbox.users().is_empty() {
@@ -76,7 +75,7 @@ fn chat_sender(channel: &ChannelConfig, spec: &ChatSpec, env: &Env) -> anyhow::R
 }
 
 /// Starts delivering on the configured channels (those of
-/// `[notify].channels`, when given) and serving the console.
+/// `[notify].channels`, when given).
 pub async fn start(ctx: Context) -> anyhow::Result<Running> {
     let Context {
         config,
@@ -92,7 +91,6 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
     }
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry).context("registering metrics")?;
-    let console = console::Console::new(config, env, &registry, shutdown.clone())?;
     let health = ctx.health(registry);
     let js = ctx.jetstream();
     let mut channels = Vec::new();
@@ -120,7 +118,7 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
     let listening = service::listen(
         "notify.http_listen",
         &config.notify.http_listen,
-        console::routes(console.clone()),
+        axum::Router::new(),
         &health,
         shutdown,
     )
@@ -134,13 +132,8 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
     );
     let shutdown = shutdown.clone();
     Ok(listening.run("notify", async move {
-        let open = || async {
-            console.connect(&js, topology).await?;
-            anyhow::Ok(ledger::Ledger::open(&js, topology.replicas, keep, replica.clone()).await?)
-        };
-        let Some(ledger) =
-            service::until_ready("delivery ledger or console", &shutdown, open).await
-        else {
+        let open = || ledger::Ledger::open(&js, topology.replicas, keep, replica.clone());
+        let Some(ledger) = service::until_ready("delivery ledger", &shutdown, open).await else {
             return Ok(());
         };
         let shared = Arc::new(worker::Shared {

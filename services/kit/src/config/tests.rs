@@ -74,6 +74,12 @@ fn the_empty_file_gives_every_default() {
     assert_eq!(c.enrich.severity_transforms, None);
     assert_eq!(c.notify.http_listen, "127.0.0.1:8473");
     assert!(c.notify.users.is_empty());
+    assert_eq!(c.console.http_listen, "127.0.0.1:8475");
+    assert_eq!(c.console.history_days, 90);
+    assert!(c.console.users.is_empty());
+    assert_eq!(c.velociraptor.gui_url, None);
+    assert_eq!(c.velociraptor.default_org_id, "root");
+    assert!(c.warnings.is_empty());
     assert!(c.channels.is_empty());
     assert!(c.secrets.is_empty());
 }
@@ -205,8 +211,9 @@ fn the_example_file_parses() {
         ),
         ("Level", "(?i)warn", "medium")
     );
-    assert_eq!(c.notify.users[0].name, "alice");
-    assert_eq!(c.notify.users[0].roles, ["administrator"]);
+    assert_eq!(c.console.users[0].name, "alice");
+    assert_eq!(c.console.users[0].roles, ["administrator"]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
     let ids: Vec<&str> = c.channels.iter().map(|ch| ch.id.as_str()).collect();
     assert_eq!(ids, ["email-soc", "inbox", "slack-secops", "pd", "siem"]);
@@ -313,6 +320,8 @@ fn errors_name_the_key_and_its_line() {
         ("[dedup]\n[[dedup.override]]\nname = 'x'\nsecs = 1\n", "<config>:4: dedup.override[0].secs: unknown key"),
         ("[secrets.s]\nserver = 'x'\npasword_env = 'P'\n", "<config>:3: secrets.s.pasword_env: unknown key"),
         ("[notify]\n[[notify.users]]\nname = 'a'\nrole = []\n", "<config>:4: notify.users[0].role: unknown key"),
+        ("[[console.users]]\nname = 'a'\nrole = []\n", "<config>:3: console.users[0].role: unknown key"),
+        ("[console]\nhistory_days = -1\n", "<config>:2: console.history_days: invalid value: integer `-1`"),
         // Wrong types.
         (
             "[ingest]\n\nmax_body_bytes = \"big\"\n",
@@ -415,6 +424,21 @@ fn validation_names_the_key_and_its_line() {
         ("[[notify.users]]\nname = 'al ice'\n".into(), "<config>:2: notify.users[0].name: \"al ice\" is not a user name"),
         ("[[notify.users]]\nname = 'a.b'\n".into(), "notify.users[0].name: \"a.b\" is not a user name"),
         ("[[notify.users]]\nname = 'a'\npassword_hash_env = 'H'\npassword_hash_file = '/h'\n".into(), "<config>:4: notify.users[0].password_hash_file: set only one of"),
+        // [console], [velociraptor]
+        ("[[console.users]]\nname = 'alice'\n[[console.users]]\nname = 'alice'\n".into(), "<config>:4: console.users[1].name: duplicate user name \"alice\""),
+        ("[[console.users]]\nname = \"al\\nice\"\n".into(), "<config>:2: console.users[0].name: \"al\\nice\" is not a user name"),
+        ("[[console.users]]\nname = 'a'\n[[notify.users]]\nname = 'b'\n".into(), "notify.users: give the users in [[console.users]] only"),
+        ("[console]\ncookie_secure = true\n[notify]\ncookie_secure = true\n".into(), "notify.cookie_secure: set [console].cookie_secure only"),
+        ("[console]\nhistory_days = 0\n".into(), "<config>:2: console.history_days: must be 1 to 3650, not 0"),
+        ("[console]\nhistory_days = 3651\n".into(), "<config>:2: console.history_days: must be 1 to 3650"),
+        ("[console]\nhistory_days = 3650\n".into(), "ok"),
+        ("[velociraptor]\ngui_url = 'velociraptor.example.org'\n".into(), "<config>:2: velociraptor.gui_url: not a URL"),
+        ("[velociraptor]\ngui_url = 'ftp://v.example.org'\n".into(), "<config>:2: velociraptor.gui_url: must start with https://"),
+        ("[velociraptor]\ngui_url = 'https://v.example.org/#/host'\n".into(), "<config>:2: velociraptor.gui_url: must not have a query"),
+        ("[velociraptor]\ngui_url = 'https://u:p@v.example.org'\n".into(), "<config>:2: velociraptor.gui_url: must not hold a user name"),
+        ("[velociraptor]\ngui_url = 'https://v.example.org:8889/'\n".into(), "ok"),
+        ("[velociraptor]\ndefault_org_id = ''\n".into(), "<config>:2: velociraptor.default_org_id: \"\" is not an org id"),
+        ("[velociraptor]\ndefault_org_id = \"O1\\r\\n\"\n".into(), "<config>:2: velociraptor.default_org_id: \"O1\\r\\n\" is not an org id"),
         // [[channels]]: ids
         ("[[channels]]\nid = 'a.b'\nkind = 'inbox'\n".into(), "<config>:2: channels[0].id: \"a.b\" is not a channel id"),
         ("[[channels]]\nid = ''\nkind = 'inbox'\n".into(), "channels[0].id: \"\" is not a channel id"),
@@ -661,7 +685,7 @@ fn secrets_resolve_from_env_or_file() {
     };
     assert_eq!(
         alice.password_hash(&env).expect_err("unset").to_string(),
-        "notify.users[name=alice].password_hash_env: environment variable TALON_ALICE_HASH is not set"
+        "console.users[name=alice].password_hash_env: environment variable TALON_ALICE_HASH is not set"
     );
     alice.password_hash_env = None;
     assert_eq!(alice.password_hash(&env), Ok(None));
@@ -765,18 +789,36 @@ fn the_session_cookie_is_secure_off_loopback() {
     let secure = |text: &str| {
         Config::parse(text, &Env::default())
             .unwrap()
-            .notify
+            .console
             .cookie_secure()
     };
     assert!(!secure(""), "127.0.0.1 by default");
-    assert!(!secure("[notify]\nhttp_listen = \"[::1]:8473\"\n"));
-    assert!(!secure("[notify]\nhttp_listen = \"localhost:8473\"\n"));
-    assert!(secure("[notify]\nhttp_listen = \"0.0.0.0:8473\"\n"));
-    assert!(secure("[notify]\nhttp_listen = \"10.1.2.3:8473\"\n"));
+    assert!(!secure("[console]\nhttp_listen = \"[::1]:8475\"\n"));
+    assert!(!secure("[console]\nhttp_listen = \"localhost:8475\"\n"));
+    assert!(secure("[console]\nhttp_listen = \"0.0.0.0:8475\"\n"));
+    assert!(secure("[console]\nhttp_listen = \"10.1.2.3:8475\"\n"));
     assert!(!secure(
-        "[notify]\nhttp_listen = \"0.0.0.0:8473\"\ncookie_secure = false\n"
+        "[console]\nhttp_listen = \"0.0.0.0:8475\"\ncookie_secure = false\n"
     ));
+    assert!(secure("[console]\ncookie_secure = true\n"));
+    // Earlier releases' key, read with a warning.
     assert!(secure("[notify]\ncookie_secure = true\n"));
+}
+
+#[test]
+fn earlier_releases_notify_users_are_read_as_console_users_with_a_warning() {
+    let c = Config::parse(
+        "[notify]\ncookie_secure = true\n[[notify.users]]\nname = 'alice'\nroles = ['analyst']\n",
+        &Env::default(),
+    )
+    .unwrap();
+    assert!(c.notify.users.is_empty());
+    assert_eq!(c.console.users.len(), 1);
+    assert_eq!(c.console.users[0].name, "alice");
+    assert_eq!(c.console.users[0].roles, ["analyst"]);
+    assert_eq!(c.console.cookie_secure, Some(true));
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("[[notify.users]] is read as [[console.users]]"));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The in-app inbox: one message per chosen user on `talon.inbox.<user>`
 //! (stream `INBOX`), read by the console. Users are chosen from
-//! `[[notify.users]]` by `recipients` (a regex on the name) and
+//! `[[console.users]]` by `recipients` (a regex on the name) and
 //! `recipient_roles` (a regex tried on each role), as Velociraptor's
 //! `Server.Monitor.Alerts.UserMessage` does.
 //!

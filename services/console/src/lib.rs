@@ -1,7 +1,8 @@
-//! The inbox console on notify's `http_listen`: the page (`/`), its API
-//! (`/v1/...`) and its event stream. Any replica serves any user: sessions
-//! live in `talon_sessions`, messages in `INBOX`, read and cleared marks in
-//! `talon_inbox_state`.
+//! talon-console: the web console on `[console].http_listen` — the page
+//! (`/`), its API (`/v1/...`) and its event stream. It keeps no state of its
+//! own: any replica serves any user, and a replica may be killed at any
+//! time. Sessions live in `talon_sessions`, inbox messages in `INBOX`, read
+//! and cleared marks in `talon_inbox_state`.
 
 pub mod api;
 pub mod index;
@@ -18,16 +19,15 @@ use async_nats::jetstream;
 use axum::Router;
 use prometheus::{IntCounterVec, Opts, Registry};
 use talon_kit::config::{Config, Env};
+use talon_kit::service::{self, Context, Running};
 use talon_kit::streams::{self, Stream};
-use talon_proto::names::{
-    metrics::NOTIFY_CONSOLE_LOGINS_TOTAL, BUCKET_INBOX_STATE, BUCKET_SESSIONS,
-};
+use talon_proto::names::{metrics::CONSOLE_LOGINS_TOTAL, BUCKET_INBOX_STATE, BUCKET_SESSIONS};
 use tokio_util::sync::CancellationToken;
 
 use self::session::{Sessions, SESSION_TTL};
 use self::store::Inbox;
 
-/// What the console needs from NATS, there once notify has connected.
+/// What the console needs from NATS, there once it has connected.
 pub struct Backend {
     pub sessions: Sessions,
     pub inbox: Arc<Inbox>,
@@ -63,7 +63,7 @@ const PASSWORD_CHECKS: usize = 4;
 
 impl Console {
     /// The console of `config`'s users; their hashes are resolved and checked
-    /// here, so a bad one stops notify at start with the key named.
+    /// here, so a bad one stops the console at start with the key named.
     pub fn new(
         config: &Config,
         env: &Env,
@@ -71,7 +71,7 @@ impl Console {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Console>> {
         let mut users = HashMap::new();
-        for u in &config.notify.users {
+        for u in &config.console.users {
             let hash = u.password_hash(env)?;
             if let Some(h) = &hash {
                 talon_kit::password::check_hash(h).map_err(|e| {
@@ -80,13 +80,13 @@ impl Console {
                     } else {
                         "password_hash_file"
                     };
-                    anyhow::anyhow!("notify.users[name={}].{key}: {e}", u.name)
+                    anyhow::anyhow!("console.users[name={}].{key}: {e}", u.name)
                 })?;
             }
             users.insert(u.name.clone(), hash.map(|h| h.trim().to_owned()));
         }
         let logins = IntCounterVec::new(
-            Opts::new(NOTIFY_CONSOLE_LOGINS_TOTAL, "Console logins by outcome"),
+            Opts::new(CONSOLE_LOGINS_TOTAL, "Console logins by outcome"),
             &["outcome"],
         )?;
         registry.register(Box::new(logins.clone()))?;
@@ -97,7 +97,7 @@ impl Console {
             logins,
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
             login_limits: limits::LoginLimits::default(),
-            cookie_secure: config.notify.cookie_secure(),
+            cookie_secure: config.console.cookie_secure(),
         }))
     }
 
@@ -146,4 +146,44 @@ pub fn routes(console: Arc<Console>) -> Router {
     page::routes()
         .merge(api::routes(console))
         .layer(axum::middleware::map_response(page::secure))
+}
+
+/// Serves the console on `[console].http_listen`; ready once its streams
+/// and buckets are there.
+pub async fn start(ctx: Context) -> anyhow::Result<Running> {
+    let Context {
+        config,
+        env,
+        shutdown,
+        ..
+    } = &ctx;
+    let registry = Registry::new();
+    let console = Console::new(config, env, &registry, shutdown.clone())?;
+    if console.users.is_empty() {
+        tracing::warn!("no [[console.users]]: nobody can log in");
+    }
+    let health = ctx.health(registry);
+    let js = ctx.jetstream();
+    let topology = ctx.topology();
+    let listening = service::listen(
+        "console.http_listen",
+        &config.console.http_listen,
+        routes(console.clone()),
+        &health,
+        shutdown,
+    )
+    .await?;
+    let shutdown = shutdown.clone();
+    Ok(listening.run("console", async move {
+        let open = || async { console.connect(&js, topology).await };
+        if service::until_ready("console streams and buckets", &shutdown, open)
+            .await
+            .is_none()
+        {
+            return Ok(());
+        }
+        health.set_streams_ready(true);
+        shutdown.cancelled().await;
+        Ok(())
+    }))
 }
