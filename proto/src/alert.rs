@@ -1,6 +1,6 @@
 //! The Alert envelope that travels between stages. Ingest fills
 //! the first block of fields; dedup adds `dedup`; enrich adds `severity`,
-//! `context`, `client` and `channel`. Fields a stage has not filled yet are
+//! `context`, `client`, `links`, `silenced_by`, `routed_to` and `channel`. Fields a stage has not filled yet are
 //! absent from the JSON.
 
 use chrono::{DateTime, Utc};
@@ -48,8 +48,40 @@ pub struct Alert {
     pub context: Option<Vec<ContextEntry>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientInfo>,
+    /// Links into the Velociraptor GUI (`[velociraptor].gui_url` set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Links>,
+    /// The silences that matched: the alert went to no channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silenced_by: Vec<String>,
+    /// The channels enrich routed it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_to: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+}
+
+/// Links into the Velociraptor GUI, each present when the alert names what
+/// it points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Links {
+    /// The client's host page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The flow's collected results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// The hunt the context names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunt: Option<String>,
+}
+
+impl Links {
+    /// No link at all.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.flow.is_none() && self.hunt.is_none()
+    }
 }
 
 /// The dedup window an alert opened.
@@ -140,6 +172,9 @@ impl Alert {
             severity: None,
             context: None,
             client: None,
+            links: None,
+            silenced_by: Vec::new(),
+            routed_to: None,
             channel: None,
         }
     }

@@ -12,7 +12,7 @@ pub mod names;
 pub mod raw;
 pub mod wire;
 
-pub use alert::{Alert, ClientInfo, ContextEntry, DedupInfo, DedupWindow, OVERRIDE_KEYS};
+pub use alert::{Alert, ClientInfo, ContextEntry, DedupInfo, DedupWindow, Links, OVERRIDE_KEYS};
 pub use dlq::DeadLetter;
 pub use key::{dedup_key, partition_of, DedupKeyField};
 pub use raw::{RawAlert, RawAlertError};

@@ -15,6 +15,10 @@ pub const SUBJECT_UNIQUE: &str = "talon.alerts.unique";
 pub const SUBJECT_NOTIFY_PREFIX: &str = "Server.Monitor.Alerts";
 /// Prefix of in-app messages: `talon.inbox.<user>`.
 pub const SUBJECT_INBOX_PREFIX: &str = "talon.inbox";
+/// Every unique alert after enrichment, silenced ones too (`HISTORY`).
+pub const SUBJECT_HISTORY: &str = "talon.alerts.history";
+/// Prefix of triage events: `talon.triage.<alert-id>` (`TRIAGE`).
+pub const SUBJECT_TRIAGE_PREFIX: &str = "talon.triage";
 /// Prefix of dead letters: `talon.dlq.<stage>`.
 pub const SUBJECT_DLQ_PREFIX: &str = "talon.dlq";
 
@@ -25,6 +29,8 @@ pub const STREAM_UNIQUE: &str = "UNIQUE";
 pub const STREAM_NOTIFY: &str = "NOTIFY";
 pub const STREAM_INBOX: &str = "INBOX";
 pub const STREAM_DLQ: &str = "DLQ";
+pub const STREAM_HISTORY: &str = "HISTORY";
+pub const STREAM_TRIAGE: &str = "TRIAGE";
 
 /// Durable consumer of ingest on `ALERTS`.
 pub const CONSUMER_INGEST: &str = "ingest";

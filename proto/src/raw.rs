@@ -159,6 +159,9 @@ impl RawAlert {
             severity: None,
             context: None,
             client: None,
+            links: None,
+            silenced_by: Vec::new(),
+            routed_to: None,
             channel: None,
         }
     }

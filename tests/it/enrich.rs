@@ -314,3 +314,103 @@ async fn ingest_dedup_enrich_route_counts_per_channel() {
     dedup.stop().await.unwrap();
     ingest.stop().await.unwrap();
 }
+
+/// Every alert, routed or not, is recorded once on `talon.alerts.history`
+/// with the channels it went to and its links into the Velociraptor GUI; a
+/// redelivered input records nothing twice.
+#[tokio::test]
+async fn every_alert_is_recorded_in_history_with_routes_and_links() {
+    use talon_proto::names::{STREAM_HISTORY, SUBJECT_HISTORY};
+    let nats = NatsServer::start().await;
+    let config = r#"
+[enrich]
+http_listen = "127.0.0.1:0"
+[velociraptor]
+gui_url = "https://vr.example.org:8889/"
+default_org_id = "root"
+[[channels]]
+id = "honey-only"
+kind = "webhook"
+url = "http://127.0.0.1:9/honey"
+alert_include = "^Honey"
+[[channels]]
+id = "critical"
+kind = "webhook"
+url = "http://127.0.0.1:9/critical"
+severity_threshold = "critical"
+require_severity = true
+"#;
+    let enrich = start_enrich(&nats, config).await;
+    let js = jetstream::new(nats.client().await);
+
+    let mut honey = accepted_alert("h1", "Honey file opened", 1_790_000_000_000, 0);
+    honey.client_id = Some("C.1234abcd".into());
+    honey.flow_id = Some("F.CQ2R1".into());
+    honey.event_data = json!({"Severity": "Critical", "HuntId": "H.77AB"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    // Routed nowhere: not a honey name, and no severity.
+    let mut plain = accepted_alert("p1", "Plain", 1_790_000_000_001, 0);
+    plain.org_id = Some("O42".into());
+    publish_unique(&js, &honey, "h1").await;
+    publish_unique(&js, &honey, "h1-again").await;
+    publish_unique(&js, &plain, "p1").await;
+
+    let records: Vec<Alert> = collect(
+        &js,
+        STREAM_HISTORY,
+        SUBJECT_HISTORY,
+        3,
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|m| serde_json::from_slice(&m.payload).unwrap())
+    .collect();
+    assert_eq!(records.len(), 2, "one record per alert: {records:#?}");
+    let h = records.iter().find(|r| r.id == "h1").expect("h1 recorded");
+    assert_eq!(
+        h.routed_to.as_deref(),
+        Some(&["honey-only", "critical"].map(String::from)[..])
+    );
+    assert_eq!(h.channel, None, "the record is not any channel's message");
+    assert_eq!(h.severity.as_deref(), Some("critical"));
+    let links = h.links.as_ref().expect("links");
+    assert_eq!(
+        links.host.as_deref(),
+        Some("https://vr.example.org:8889/app/index.html?org_id=root#/host/C.1234abcd")
+    );
+    assert_eq!(
+        links.flow.as_deref(),
+        Some(
+            "https://vr.example.org:8889/app/index.html?org_id=root#/collected/C.1234abcd/F.CQ2R1"
+        )
+    );
+    assert_eq!(
+        links.hunt.as_deref(),
+        Some("https://vr.example.org:8889/app/index.html?org_id=root#/hunts/H.77AB")
+    );
+    // The channel messages carry the same links.
+    let on_all = on_channel(&js, "critical", 3).await;
+    let h_on_all = on_all
+        .iter()
+        .find(|a| a.id == "h1")
+        .expect("h1 on critical");
+    assert_eq!(h_on_all.links.as_ref(), Some(links));
+
+    let p = records.iter().find(|r| r.id == "p1").expect("p1 recorded");
+    assert_eq!(
+        p.routed_to.as_deref(),
+        Some(&[][..]),
+        "recorded, routed nowhere"
+    );
+    // Its own org; the server's page (Velociraptor's `server` client).
+    assert_eq!(
+        p.links.as_ref().and_then(|l| l.host.as_deref()),
+        Some("https://vr.example.org:8889/app/index.html?org_id=O42#/host/server")
+    );
+    assert_eq!(p.links.as_ref().and_then(|l| l.flow.as_deref()), None);
+    enrich.stop().await.unwrap();
+}

@@ -1,4 +1,4 @@
-//! Console sessions, kept in the KV bucket `talon_sessions` so every notify
+//! Console sessions, kept in the KV bucket `talon_sessions` so every console
 //! replica honours every session. The cookie holds a random token; the
 //! bucket holds only its SHA-256, so reading the bucket gives no one a
 //! session.

@@ -1,10 +1,12 @@
 //! talon-enrich: what Velociraptor's `Server.Monitor.Alerts` does to an
 //! alert before it is sent, done once for every channel: overrides,
-//! severity, flattened context, client details, routing. Consumes
-//! `talon.alerts.unique`; publishes one message per routed channel to
-//! `Server.Monitor.Alerts.<channel-id>`.
+//! severity, flattened context, client details, links into the
+//! Velociraptor GUI, routing. Consumes `talon.alerts.unique`; publishes
+//! every alert to `talon.alerts.history` (the console's record) and one
+//! message per routed channel to `Server.Monitor.Alerts.<channel-id>`.
 
 pub mod context;
+pub mod links;
 pub mod metrics;
 pub mod overrides;
 pub mod route;
@@ -19,7 +21,7 @@ use talon_kit::inventory::Inventory;
 use talon_kit::pipeline::{self, Outcome, StageError};
 use talon_kit::service::{self, Context, Running};
 use talon_kit::streams::{self, ConsumerSpec, Stream};
-use talon_proto::names::{notify_subject, Stage};
+use talon_proto::names::{notify_subject, Stage, SUBJECT_HISTORY};
 use talon_proto::Alert;
 use tokio::sync::watch;
 
@@ -64,6 +66,7 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
     Ok(listening.run("enrich", async move {
         let prepare = || async {
             streams::ensure_stream(&js, Stream::Notify, topology).await?;
+            streams::ensure_stream(&js, Stream::History, topology).await?;
             streams::ensure_stream(&js, Stream::Dlq, topology).await?;
             streams::ensure_consumer(&js, &ConsumerSpec::enrich(), topology).await
         };
@@ -118,11 +121,20 @@ async fn handle(
         }
     };
     let (mut alert, channels) = enrich(alert, rules, |id| inventory.get(id));
+    // The record first, routed or not: the console shows every alert.
+    let history = js
+        .send_publish(
+            SUBJECT_HISTORY,
+            PublishMessage::build()
+                .payload(serde_json::to_vec(&alert)?.into())
+                .message_id(alert.id.clone()),
+        )
+        .await?;
     if channels.is_empty() {
         tracing::debug!(alert = %alert.id, name = ?alert.name, "routed to no channel");
-        return Ok(Outcome::new("unrouted"));
+        return Ok(Outcome::new("unrouted").with(history));
     }
-    let mut outcome = Outcome::new("routed");
+    let mut outcome = Outcome::new("routed").with(history);
     for channel in channels {
         alert.channel = Some(channel.clone());
         let body = serde_json::to_vec(&alert)?;

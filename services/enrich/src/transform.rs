@@ -6,6 +6,7 @@ use talon_kit::config::Config;
 use talon_proto::{Alert, ClientInfo};
 
 use crate::context::ContextRules;
+use crate::links::LinkRules;
 use crate::overrides::apply_overrides;
 use crate::route::Routes;
 use crate::severity::Severity;
@@ -15,6 +16,7 @@ pub struct Rules {
     pub severity: Severity,
     pub context: ContextRules,
     pub routes: Routes,
+    pub links: LinkRules,
 }
 
 impl Rules {
@@ -24,11 +26,13 @@ impl Rules {
             severity: Severity::new(config.enrich.severity_transforms.as_deref())?,
             context: ContextRules::new(&config.enrich)?,
             routes: Routes::new(&config.channels, &config.enrich.severity_levels)?,
+            links: LinkRules::new(&config.velociraptor),
         })
     }
 }
 
-/// Enriches `alert`; `lookup` gives a client's details by id.
+/// Enriches `alert`; `lookup` gives a client's details by id. The
+/// channels are also in the alert's `routed_to`.
 pub fn enrich(
     mut alert: Alert,
     rules: &Rules,
@@ -49,11 +53,13 @@ pub fn enrich(
     alert.context = Some(context);
     alert.severity = decided.map(|(severity, _)| severity);
     alert.client = alert.client_id.as_deref().and_then(lookup);
-    let channels = rules
+    alert.links = rules.links.links(&alert);
+    let channels: Vec<String> = rules
         .routes
         .route(&alert.name, alert.severity.as_deref())
         .into_iter()
         .map(str::to_owned)
         .collect();
+    alert.routed_to = Some(channels.clone());
     (alert, channels)
 }

@@ -36,7 +36,7 @@ impl Context {
 
     /// Replicas and sizes of the streams it creates.
     pub fn topology(&self) -> Topology {
-        Topology::from(&self.config.nats)
+        Topology::from(&self.config)
     }
 
     /// `/readyz` and `/metrics` over `registry` (metrics registered by the

@@ -7,28 +7,34 @@ use async_nats::jetstream::{self, consumer, stream};
 use talon_proto::names::*;
 
 /// Where and how large the suite's streams are: `[nats].stream_replicas`
-/// copies of each, and `[nats].dlq_max_bytes` for `DLQ`.
+/// copies of each, `[nats].dlq_max_bytes` for `DLQ`, and
+/// `[console].history_days` for `HISTORY` and `TRIAGE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Topology {
     pub replicas: usize,
     pub dlq_max_bytes: i64,
+    pub history: Duration,
 }
 
-impl From<&crate::config::NatsConfig> for Topology {
-    fn from(nats: &crate::config::NatsConfig) -> Topology {
+impl From<&crate::Config> for Topology {
+    fn from(config: &crate::Config) -> Topology {
         Topology {
-            replicas: nats.stream_replicas,
-            dlq_max_bytes: nats.dlq_max_bytes,
+            replicas: config.nats.stream_replicas,
+            dlq_max_bytes: config.nats.dlq_max_bytes,
+            history: Duration::from_secs(u64::from(config.console.history_days) * 86_400),
         }
     }
 }
 
-/// `replicas` copies, and the default size limits (tests, tools).
+/// `replicas` copies, and the default sizes and ages (tests, tools).
 impl From<usize> for Topology {
     fn from(replicas: usize) -> Topology {
         Topology {
             replicas,
             dlq_max_bytes: crate::config::DEFAULT_DLQ_MAX_BYTES,
+            history: Duration::from_secs(
+                u64::from(crate::config::ConsoleConfig::default().history_days) * 86_400,
+            ),
         }
     }
 }
@@ -43,10 +49,12 @@ pub enum Stream {
     Notify,
     Inbox,
     Dlq,
+    History,
+    Triage,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 7] = [
+    pub const ALL: [Stream; 9] = [
         Stream::Alerts,
         Stream::Monitoring,
         Stream::Accepted,
@@ -54,6 +62,8 @@ impl Stream {
         Stream::Notify,
         Stream::Inbox,
         Stream::Dlq,
+        Stream::History,
+        Stream::Triage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +75,8 @@ impl Stream {
             Stream::Notify => STREAM_NOTIFY,
             Stream::Inbox => STREAM_INBOX,
             Stream::Dlq => STREAM_DLQ,
+            Stream::History => STREAM_HISTORY,
+            Stream::Triage => STREAM_TRIAGE,
         }
     }
 
@@ -109,6 +121,17 @@ impl Stream {
                 format!("{SUBJECT_DLQ_PREFIX}.*"),
                 stream::RetentionPolicy::Limits,
                 MAX_AGE_DLQ,
+            ),
+            Stream::History => (
+                SUBJECT_HISTORY.to_owned(),
+                stream::RetentionPolicy::Limits,
+                topology.history,
+            ),
+            // As long as HISTORY: an alert's triage lives as long as it.
+            Stream::Triage => (
+                format!("{SUBJECT_TRIAGE_PREFIX}.*"),
+                stream::RetentionPolicy::Limits,
+                topology.history,
             ),
         };
         let max_bytes = match self {
@@ -416,7 +439,7 @@ pub async fn ensure_suite(
     js: &jetstream::Context,
     config: &crate::Config,
 ) -> Result<(), StreamError> {
-    let topology = Topology::from(&config.nats);
+    let topology = Topology::from(config);
     ensure_all(js, topology).await?;
     ensure_clients_bucket(js, topology.replicas).await?;
     for spec in suite_consumers(config) {
@@ -432,8 +455,8 @@ mod tests {
     #[test]
     fn only_the_dlq_is_capped_and_it_drops_its_oldest() {
         let topology = Topology {
-            replicas: 1,
             dlq_max_bytes: 64 << 20,
+            ..Topology::from(1)
         };
         for which in Stream::ALL {
             let cfg = which.config(topology);
