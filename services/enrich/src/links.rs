@@ -23,7 +23,7 @@ pub struct LinkRules {
 impl LinkRules {
     pub fn new(config: &VelociraptorConfig) -> LinkRules {
         LinkRules {
-            base: config.gui_base().map(str::to_owned),
+            base: config.gui_base(),
             default_org: config.default_org_id.clone(),
         }
     }

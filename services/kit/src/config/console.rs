@@ -194,8 +194,11 @@ impl VelociraptorConfig {
         Ok(())
     }
 
-    /// `gui_url` without a trailing `/`.
-    pub fn gui_base(&self) -> Option<&str> {
-        self.gui_url.as_deref().map(|u| u.trim_end_matches('/'))
+    /// `gui_url` as a URL parser writes it (characters a URL cannot hold
+    /// as they are %-escaped), without a trailing `/`; `None` when unset
+    /// (or not a URL, which validation refuses).
+    pub fn gui_base(&self) -> Option<String> {
+        let url = reqwest::Url::parse(self.gui_url.as_deref()?).ok()?;
+        Some(url.as_str().trim_end_matches('/').to_owned())
     }
 }

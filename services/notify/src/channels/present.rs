@@ -169,6 +169,33 @@ pub fn suppressed_line(alert: &Alert) -> Option<String> {
     }
 }
 
+/// The alert's links into the Velociraptor GUI, labelled: host, flow,
+/// hunt. enrich made them, but a message on an internal subject is read as
+/// hostile too: only an `http(s)://` URL of at most 2,048 characters with
+/// no space, control character or `<>"'\`^{|}` (nothing that could end a
+/// link in HTML, Markdown or Slack's mrkdwn) is shown.
+pub fn links(alert: &Alert) -> Vec<(&'static str, &str)> {
+    let Some(links) = &alert.links else {
+        return Vec::new();
+    };
+    [
+        ("Host in Velociraptor", links.host.as_deref()),
+        ("Flow in Velociraptor", links.flow.as_deref()),
+        ("Hunt in Velociraptor", links.hunt.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(label, url)| Some((label, url.filter(|u| safe_url(u))?)))
+    .collect()
+}
+
+fn safe_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 2048
+        && url
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"<>\"'\\`^{|}".contains(c))
+}
+
 /// The chat kinds' small print: `talon · alert <id>`.
 pub fn footer(alert: &Alert) -> String {
     format!("talon · alert {}", one_line(&alert.id))
@@ -178,6 +205,41 @@ pub fn footer(alert: &Alert) -> String {
 mod tests {
     use super::*;
     use crate::channels::chat::fixtures;
+
+    #[test]
+    fn links_are_labelled_and_only_safe_urls_are_shown() {
+        let mut a = fixtures::alert();
+        let got = links(&a);
+        assert_eq!(
+            got,
+            [
+                ("Host in Velociraptor", "https://vr.example.org:8889/app/index.html?org_id=root#/host/C.1234"),
+                ("Flow in Velociraptor", "https://vr.example.org:8889/app/index.html?org_id=root#/collected/C.1234/F.ABCD"),
+            ]
+        );
+        for bad in [
+            "javascript:alert(1)",
+            "https://x.example.org/a b",
+            "https://x.example.org/\">",
+            "https://x.example.org/|evil",
+            "https://x.example.org/\r\nX",
+            "https://x.example.org/é",
+            "",
+        ] {
+            a.links = Some(talon_proto::Links {
+                host: Some(bad.to_owned()),
+                ..Default::default()
+            });
+            assert!(links(&a).is_empty(), "{bad:?}");
+        }
+        a.links = Some(talon_proto::Links {
+            host: Some(format!("https://x.example.org/{}", "a".repeat(2048))),
+            ..Default::default()
+        });
+        assert!(links(&a).is_empty(), "too long");
+        a.links = None;
+        assert!(links(&a).is_empty());
+    }
 
     #[test]
     fn facts_follow_the_switches() {

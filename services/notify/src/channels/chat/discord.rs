@@ -65,10 +65,14 @@ pub fn embed_chars(embed: &Value) -> usize {
 
 /// The message for `alert`.
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
-    let facts: Vec<Value> = present::facts(alert, &options.sections)
+    let mut facts: Vec<Value> = present::facts(alert, &options.sections)
         .iter()
         .map(|(label, value)| field(label, value, true))
         .collect();
+    if let Some(links) = parts::joined_links(alert, |l, u| format!("[{l}]({u})"), FIELD_VALUE_CHARS)
+    {
+        facts.push(field("Velociraptor", &links, false));
+    }
     let context = present::context_rows(alert);
     let build = |n: usize| {
         let mut fields = facts.clone();
@@ -174,7 +178,8 @@ mod tests {
         let body = render(&a, &fixtures::options());
         let fields = body["embeds"][0]["fields"].as_array().unwrap();
         assert_eq!(fields.len(), MAX_FIELDS);
-        let facts = present::facts(&a, &fixtures::options().sections).len();
+        // The facts, and the Velociraptor links' field.
+        let facts = present::facts(&a, &fixtures::options().sections).len() + 1;
         let left = 40 - (MAX_FIELDS - facts - 1);
         assert_eq!(fields[24]["value"], parts::left_out(left));
     }

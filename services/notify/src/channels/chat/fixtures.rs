@@ -2,7 +2,7 @@
 //! and one far over every service's limits.
 
 use serde_json::Value;
-use talon_proto::{Alert, ClientInfo, ContextEntry, DedupInfo};
+use talon_proto::{Alert, ClientInfo, ContextEntry, DedupInfo, Links};
 
 use super::parts::ChannelOptions;
 use crate::channels::present::Sections;
@@ -55,6 +55,16 @@ pub fn alert() -> Alert {
             os: Some("linux".into()),
             labels: vec!["prod".into()],
         }),
+        links: Some(Links {
+            host: Some(
+                "https://vr.example.org:8889/app/index.html?org_id=root#/host/C.1234".into(),
+            ),
+            flow: Some(
+                "https://vr.example.org:8889/app/index.html?org_id=root#/collected/C.1234/F.ABCD"
+                    .into(),
+            ),
+            hunt: None,
+        }),
         channel: Some("chat".into()),
         ..Alert::sample()
     }
@@ -72,6 +82,12 @@ pub fn oversized() -> Alert {
     }
     if let Some(dedup) = a.dedup.as_mut() {
         dedup.key = format!("key-{}", "k".repeat(396));
+    }
+    if let Some(links) = a.links.as_mut() {
+        links.hunt = Some(format!(
+            "https://vr.example.org:8889/app/index.html?org_id=root#/hunts/H.{}",
+            "7".repeat(1950)
+        ));
     }
     a.event_data
         .insert("Ignored".into(), Value::String("context wins".into()));

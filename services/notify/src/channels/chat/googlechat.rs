@@ -86,6 +86,13 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
             .iter()
             .map(|(label, value)| decorated(label, value)),
     );
+    let buttons: Vec<Value> = present::links(alert)
+        .into_iter()
+        .map(|(text, url)| json!({"text": text, "onClick": {"openLink": {"url": url}}}))
+        .collect();
+    if !buttons.is_empty() {
+        summary.push(json!({"buttonList": {"buttons": buttons}}));
+    }
     let context = present::context_rows(alert);
     let build = |n: usize| {
         let mut sections = vec![json!({"widgets": summary})];

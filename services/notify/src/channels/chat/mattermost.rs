@@ -40,10 +40,13 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
         &quiet(&present::title(alert, present::WHOLE_NAME)),
         TITLE_CHARS,
     );
-    let facts: Vec<Value> = present::facts(alert, &options.sections)
+    let mut facts: Vec<Value> = present::facts(alert, &options.sections)
         .iter()
         .map(|(label, value)| field(label, &parts::cut(value, VALUE_CHARS), true))
         .collect();
+    if let Some(links) = parts::joined_links(alert, |l, u| format!("[{l}]({u})"), VALUE_CHARS) {
+        facts.push(field("Velociraptor", &links, false));
+    }
     let context = present::context_rows(alert);
     let build = |n: usize| {
         let mut fields = facts.clone();

@@ -89,13 +89,21 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
             .collect();
         let mut payload = payload.clone();
         payload.insert("custom_details".into(), Value::Object(details));
-        json!({
+        let mut event = json!({
             "routing_key": options.routing_key.as_deref().unwrap_or_default(),
             "event_action": EVENT_ACTION,
             "dedup_key": dedup_key(alert),
             "payload": payload,
             "client": CLIENT,
-        })
+        });
+        let links: Vec<Value> = present::links(alert)
+            .into_iter()
+            .map(|(text, href)| json!({"href": href, "text": text}))
+            .collect();
+        if !links.is_empty() {
+            event["links"] = Value::Array(links);
+        }
+        event
     };
     parts::fit(context.len(), build, |event| {
         parts::json_len(event) <= EVENT_BYTES

@@ -11,7 +11,7 @@ use talon_kit::config::{ChannelConfig, ChatSpec};
 use talon_proto::key::derived_msg_id;
 use talon_proto::Alert;
 
-use crate::channels::present::Sections;
+use crate::channels::present::{self, Sections};
 
 /// What marks a cut: the text ends with it, counted as one character.
 pub const ELLIPSIS: char = '…';
@@ -186,6 +186,27 @@ pub fn escape_markup(c: char) -> Option<&'static str> {
         '>' => Some("&gt;"),
         _ => None,
     }
+}
+
+/// The alert's links into the Velociraptor GUI, each written by `link`,
+/// joined by ` · `, as many as fit in `max` characters (in order: host,
+/// flow, hunt); `None` when none does.
+pub fn joined_links(
+    alert: &Alert,
+    link: impl Fn(&str, &str) -> String,
+    max: usize,
+) -> Option<String> {
+    let mut out = String::new();
+    for (label, url) in present::links(alert) {
+        let one = link(label, url);
+        let sep = if out.is_empty() { "" } else { " · " };
+        if out.chars().count() + sep.chars().count() + one.chars().count() > max {
+            break;
+        }
+        out.push_str(sep);
+        out.push_str(&one);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The length of `value` as JSON, in bytes.

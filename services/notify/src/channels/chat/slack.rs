@@ -114,6 +114,10 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
         blocks.push(json!({"type": "section", "fields": fields}));
     }
     let mut notes = Vec::new();
+    // Slack's own link syntax; present::links lets no `|` or `>` through.
+    if let Some(links) = parts::joined_links(alert, |l, u| format!("<{u}|{l}>"), SECTION_CHARS) {
+        notes.push(json!({"type": "mrkdwn", "text": links}));
+    }
     if let Some(line) = present::suppressed_line(alert) {
         notes.push(json!({"type": "mrkdwn", "text": mrkdwn(&line, SECTION_CHARS)}));
     }

@@ -76,6 +76,10 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
         "isSubtle": true,
         "wrap": true,
     });
+    let actions: Vec<Value> = present::links(alert)
+        .into_iter()
+        .map(|(title, url)| json!({"type": "Action.OpenUrl", "title": title, "url": url}))
+        .collect();
     let build = |n: usize| {
         let mut body = head.clone();
         if !context.is_empty() {
@@ -90,7 +94,7 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
             body.push(fact_set(kept.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
         }
         body.push(footer.clone());
-        json!({
+        let mut card = json!({
             "type": "message",
             "attachments": [{
                 "contentType": CONTENT_TYPE,
@@ -103,7 +107,11 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
                     "body": body,
                 },
             }],
-        })
+        });
+        if !actions.is_empty() {
+            card["attachments"][0]["content"]["actions"] = Value::Array(actions.clone());
+        }
+        card
     };
     parts::fit(context.len(), build, |body| {
         parts::json_len(body) <= BODY_BYTES

@@ -11,7 +11,7 @@ use chrono::SecondsFormat;
 use talon_proto::Alert;
 
 use crate::channels::present::{
-    client_id, context_rows, one_line, severity_rgb, suppressed_line, title, Sections,
+    self, client_id, context_rows, one_line, severity_rgb, suppressed_line, title, Sections,
 };
 
 /// How many characters of the alert name the subject keeps.
@@ -134,6 +134,13 @@ pub fn text_body(alert: &Alert, switches: &Sections) -> String {
         out.push_str(&line);
         out.push_str(".\n\n");
     }
+    let links = present::links(alert);
+    if !links.is_empty() {
+        for (label, url) in &links {
+            out.push_str(&format!("{label}: {url}\n"));
+        }
+        out.push('\n');
+    }
     for section in sections(alert, switches) {
         out.push_str(section.title);
         out.push('\n');
@@ -168,6 +175,8 @@ white-space:nowrap;font-weight:600";
 const VALUE_STYLE: &str = "padding:4px 0;vertical-align:top;white-space:pre-wrap;\
 word-break:break-word;font-family:Consolas,'Courier New',monospace;font-size:13px";
 const EMPTY_STYLE: &str = "margin:0;color:#656d76;font-style:italic";
+const LINKS_STYLE: &str = "margin:0 0 12px 0";
+const LINK_STYLE: &str = "color:#0969da;font-weight:600";
 const FOOTER_STYLE: &str = "margin:20px 0 0 0;color:#656d76;font-size:12px";
 
 /// The colour of a severity badge, as `#rrggbb`.
@@ -202,6 +211,21 @@ border-radius:10px;font-size:12px;color:#ffffff;background:{}\">{}</span>",
             "<p style=\"{NOTE_STYLE}\">{}.</p>\n",
             escape(&line)
         ));
+    }
+    let links = present::links(alert);
+    if !links.is_empty() {
+        out.push_str(&format!("<p style=\"{LINKS_STYLE}\">"));
+        for (i, (label, url)) in links.iter().enumerate() {
+            if i > 0 {
+                out.push_str(" &middot; ");
+            }
+            out.push_str(&format!(
+                "<a href=\"{}\" style=\"{LINK_STYLE}\">{}</a>",
+                escape(url),
+                escape(label)
+            ));
+        }
+        out.push_str("</p>\n");
     }
     for section in sections(alert, switches) {
         out.push_str(&format!(
@@ -404,6 +428,31 @@ mod tests {
             assert!(!html.contains(needle), "{needle} in {html}");
         }
         assert!(html.contains("style=\""), "inline CSS");
+    }
+
+    #[test]
+    fn velociraptor_links_are_in_both_bodies_and_nothing_unsafe_is_linked() {
+        let mut a = from_client(Some("web-01"));
+        let host = "https://vr.example.org/app/index.html?org_id=root#/host/C.1234";
+        a.links = Some(talon_proto::Links {
+            host: Some(host.into()),
+            flow: Some("javascript:alert(1)".into()),
+            hunt: Some("https://vr.example.org/x\"><script>".into()),
+        });
+        let text = text_body(&a, &ALL);
+        assert!(
+            text.contains(&format!("Host in Velociraptor: {host}\n")),
+            "{text}"
+        );
+        let html = html_body(&a, &ALL);
+        assert!(
+            html.contains(&format!("<a href=\"{}\"", escape(host))),
+            "{html}"
+        );
+        assert_eq!(html.matches("<a ").count(), 1, "{html}");
+        for bad in ["javascript:", "<script>", "Flow in", "Hunt in"] {
+            assert!(!html.contains(bad) && !text.contains(bad), "{bad}");
+        }
     }
 
     #[test]
