@@ -100,8 +100,8 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
             .into_iter()
             .map(|(text, href)| json!({"href": href, "text": text}))
             .collect();
-        if !links.is_empty() {
-            event["links"] = Value::Array(links);
+        if let (Some(event), false) = (event.as_object_mut(), links.is_empty()) {
+            event.insert("links".into(), Value::Array(links));
         }
         event
     };

@@ -108,8 +108,12 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
                 },
             }],
         });
-        if !actions.is_empty() {
-            card["attachments"][0]["content"]["actions"] = Value::Array(actions.clone());
+        if let (Some(content), false) = (
+            card.pointer_mut("/attachments/0/content")
+                .and_then(Value::as_object_mut),
+            actions.is_empty(),
+        ) {
+            content.insert("actions".into(), Value::Array(actions.clone()));
         }
         card
     };
