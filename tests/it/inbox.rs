@@ -158,7 +158,13 @@ async fn bad_logins_are_401_and_nothing_is_served_without_a_session() {
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
     assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
     let (status, me) = alice.get("/v1/me").await;
-    assert_eq!((status, me), (StatusCode::OK, json!({"name": "alice"})));
+    assert_eq!(
+        (status, me),
+        (
+            StatusCode::OK,
+            json!({"name": "alice", "roles": ["administrator"], "may_triage": true})
+        )
+    );
     assert_eq!(
         alice.post("/v1/logout", Some(json!({}))).await.0,
         StatusCode::OK
@@ -380,7 +386,7 @@ async fn two_replicas_serve_one_session() {
         seqs.windows(2).all(|w| w[0] > w[1]),
         "newest first: {seqs:?}"
     );
-    assert_eq!(on_b.get("/v1/me").await.1, json!({"name": "alice"}));
+    assert_eq!(on_b.get("/v1/me").await.1["name"], "alice");
 
     // Paging, newest first.
     let (_, first) = on_b.get("/v1/messages?limit=3").await;
@@ -693,7 +699,10 @@ async fn a_new_password_ends_the_old_sessions() {
     assert_eq!(alice.get("/v1/me").await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         bob.get("/v1/me").await,
-        (StatusCode::OK, json!({"name": "bob"}))
+        (
+            StatusCode::OK,
+            json!({"name": "bob", "roles": ["analyst"], "may_triage": true})
+        )
     );
     let again = Console::login(notify.http_addr, "alice", "a-new-password")
         .await

@@ -7,6 +7,7 @@
 //! console in headless Chromium — build only with `--features slow`
 //! (`scripts/test` and CI pass it), so a plain `cargo test` stays quick.
 
+mod alerts;
 #[cfg(feature = "slow")]
 mod chaos;
 mod chat;

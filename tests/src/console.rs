@@ -9,10 +9,11 @@ use serde_json::{json, Value};
 
 /// Users for console tests: (name, roles, password); each gets
 /// `password_hash_env = "<NAME>_HASH"`.
-pub const USERS: [(&str, &[&str], &str); 3] = [
+pub const USERS: [(&str, &[&str], &str); 4] = [
     ("alice", &["administrator"], "alice-secret"),
     ("bob", &["analyst"], "bob-secret"),
     ("carol", &["analyst", "administrator"], "carol-secret"),
+    ("rita", &["reader"], "rita-secret"),
 ];
 
 /// `[console]` on `http_listen` with the [`USERS`] (plus `dave`, who has no

@@ -48,7 +48,7 @@ pub fn routes(console: Arc<Console>) -> Router {
 
 /// An API failure: a status and a reason, as `{"error": reason}`.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -72,7 +72,7 @@ fn unauthorized() -> ApiError {
     ApiError(StatusCode::UNAUTHORIZED, "not logged in".into())
 }
 
-fn backend(console: &Console) -> Result<&Backend, ApiError> {
+pub(crate) fn backend(console: &Console) -> Result<&Backend, ApiError> {
     console.backend().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -82,7 +82,7 @@ fn backend(console: &Console) -> Result<&Backend, ApiError> {
 }
 
 /// The session's user, or 401.
-async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = session::token(headers).ok_or_else(unauthorized)?;
     let backend = backend(console)?;
     let user = backend.sessions.user(&token).await.map_err(|e| {
@@ -102,7 +102,10 @@ async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiEr
 /// client sends them: browsers do) and say it is JSON, which a page
 /// elsewhere cannot do without the browser asking first; an empty body is
 /// refused like any other that is not `T`.
-fn body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn body<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, ApiError> {
     same_origin(headers)?;
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -269,7 +272,11 @@ async fn me(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = user_of(&console, &headers).await?;
-    Ok(Json(json!({ "name": user })))
+    let roles = console.roles(&user).to_vec();
+    let may_triage = console.may_triage(&user);
+    Ok(Json(
+        json!({ "name": user, "roles": roles, "may_triage": may_triage }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

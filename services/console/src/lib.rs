@@ -4,12 +4,16 @@
 //! time. Sessions live in `talon_sessions`, inbox messages in `INBOX`, read
 //! and cleared marks in `talon_inbox_state`.
 
+pub mod alerts;
+pub mod alerts_api;
 pub mod api;
+pub mod catalog;
 pub mod index;
 pub mod limits;
 pub mod page;
 pub mod session;
 pub mod store;
+pub mod triage;
 pub mod view;
 
 use std::collections::HashMap;
@@ -24,6 +28,7 @@ use talon_kit::streams::{self, Stream};
 use talon_proto::names::{metrics::CONSOLE_LOGINS_TOTAL, BUCKET_INBOX_STATE, BUCKET_SESSIONS};
 use tokio_util::sync::CancellationToken;
 
+use self::alerts::Alerts;
 use self::session::{Sessions, SESSION_TTL};
 use self::store::Inbox;
 
@@ -31,11 +36,14 @@ use self::store::Inbox;
 pub struct Backend {
     pub sessions: Sessions,
     pub inbox: Arc<Inbox>,
+    pub alerts: Arc<Alerts>,
 }
 
 pub struct Console {
     /// User name → argon2 hash (`None`: the user cannot log in).
     users: HashMap<String, Option<String>>,
+    /// User name → roles.
+    roles: HashMap<String, Vec<String>>,
     backend: OnceLock<Backend>,
     shutdown: CancellationToken,
     logins: IntCounterVec,
@@ -56,6 +64,30 @@ impl Console {
             Some(Some(hash)) if session::credential(hash) == session.credential
         )
     }
+
+    /// `user`'s roles.
+    pub fn roles(&self, user: &str) -> &[String] {
+        self.roles.get(user).map_or(&[], Vec::as_slice)
+    }
+
+    /// May `user` triage: an analyst or an administrator (a reader only
+    /// views).
+    pub fn may_triage(&self, user: &str) -> bool {
+        self.roles(user)
+            .iter()
+            .any(|r| r == "analyst" || r == "administrator")
+    }
+
+    /// Every configured user's name, sorted.
+    pub fn user_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.users.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn is_user(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
 }
 
 /// Password checks (argon2) one replica runs at once.
@@ -71,7 +103,9 @@ impl Console {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Console>> {
         let mut users = HashMap::new();
+        let mut roles = HashMap::new();
         for u in &config.console.users {
+            roles.insert(u.name.clone(), u.roles.clone());
             let hash = u.password_hash(env)?;
             if let Some(h) = &hash {
                 talon_kit::password::check_hash(h).map_err(|e| {
@@ -92,6 +126,7 @@ impl Console {
         registry.register(Box::new(logins.clone()))?;
         Ok(Arc::new(Console {
             users,
+            roles,
             backend: OnceLock::new(),
             shutdown,
             logins,
@@ -128,10 +163,14 @@ impl Console {
             replicas,
         )
         .await?;
+        let history = streams::ensure_stream(js, Stream::History, topology).await?;
+        let triage = streams::ensure_stream(js, Stream::Triage, topology).await?;
+        let alerts = Alerts::start(js.clone(), history, triage, self.shutdown.clone())?;
         let inbox = Inbox::start(stream, marks, self.shutdown.clone());
         let _ = self.backend.set(Backend {
             sessions: Sessions::new(sessions),
             inbox,
+            alerts,
         });
         Ok(())
     }
@@ -144,7 +183,8 @@ impl Console {
 /// The console's routes.
 pub fn routes(console: Arc<Console>) -> Router {
     page::routes()
-        .merge(api::routes(console))
+        .merge(api::routes(console.clone()))
+        .merge(alerts_api::routes(console))
         .layer(axum::middleware::map_response(page::secure))
 }
 

@@ -1,0 +1,702 @@
+//! The alert catalog: every alert of `HISTORY` and its triage from
+//! `TRIAGE`, in SQLite (with FTS5 for free text over the name and the
+//! context). It is a cache: each replica builds its own at start from the
+//! two streams, in a temporary file, and follows them live; nothing in it
+//! is not also in NATS. No I/O but SQLite's.
+//!
+//! Why SQLite: filters, counts and ordering are what SQL does; FTS5 gives
+//! word search over name and context in the same query; one file, no
+//! server, and the bundled library needs nothing from the system.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::{json, Value};
+use talon_proto::Alert;
+
+use crate::triage::Triage;
+
+/// At most this many alerts in one page.
+pub const PAGE_MAX: usize = 500;
+/// This many when the request does not say.
+pub const PAGE_DEFAULT: usize = 50;
+/// Free text of at most this many characters, words of it at most this many.
+pub const QUERY_CHARS: usize = 500;
+pub const QUERY_WORDS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+#[error("alert catalog: {0}")]
+pub struct CatalogError(String);
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> CatalogError {
+        CatalogError(e.to_string())
+    }
+}
+
+/// What `GET /v1/alerts` filters on; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// `received_at` at or after / before (milliseconds since the epoch).
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Any of these severities (`none`: no severity).
+    pub severity: Vec<String>,
+    /// Any of these states (`open`, `acknowledged`, `resolved`).
+    pub state: Vec<String>,
+    /// A user name, or `none` for unassigned.
+    pub assignee: Option<String>,
+    /// A client id or hostname (hostname without regard to case).
+    pub client: Option<String>,
+    /// `nats`, `http`, `rule:<name>`.
+    pub source: Option<String>,
+    pub artifact: Option<String>,
+    /// Routed to this channel.
+    pub channel: Option<String>,
+    pub silenced: Option<bool>,
+    /// Words, each of which must appear in the name or the context.
+    pub text: Vec<String>,
+}
+
+/// One page: rows newest first, the cursor of the next, and counts over
+/// every alert the filter matches (not just this page).
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub alerts: Vec<Value>,
+    pub next_cursor: Option<String>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Serialize, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total: u64,
+    pub severity: serde_json::Map<String, Value>,
+    pub state: serde_json::Map<String, Value>,
+}
+
+pub struct Catalog {
+    conn: Connection,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+impl Catalog {
+    /// A catalog in the file `path` (created; replaced if there), or in
+    /// memory.
+    pub fn open(path: Option<&Path>) -> Result<Catalog, CatalogError> {
+        let conn = match path {
+            Some(p) => {
+                let _ = std::fs::remove_file(p);
+                Connection::open(p)?
+            }
+            None => Connection::open_in_memory()?,
+        };
+        // A cache rebuilt at every start: durability buys nothing here.
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -65536;
+             CREATE TABLE alerts (
+                 seq INTEGER PRIMARY KEY,
+                 id TEXT NOT NULL UNIQUE,
+                 name TEXT NOT NULL,
+                 severity TEXT,
+                 client_id TEXT,
+                 hostname TEXT COLLATE NOCASE,
+                 source TEXT NOT NULL,
+                 artifact TEXT,
+                 channels TEXT NOT NULL,
+                 silenced INTEGER NOT NULL,
+                 received_ms INTEGER NOT NULL,
+                 row TEXT NOT NULL
+             );
+             CREATE INDEX alerts_severity ON alerts (severity);
+             CREATE INDEX alerts_client ON alerts (client_id);
+             CREATE INDEX alerts_hostname ON alerts (hostname);
+             CREATE INDEX alerts_received ON alerts (received_ms);
+             CREATE TABLE triage (
+                 id TEXT PRIMARY KEY,
+                 state TEXT NOT NULL,
+                 assignee TEXT,
+                 verdict TEXT,
+                 version INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX triage_state ON triage (state);
+             CREATE INDEX triage_assignee ON triage (assignee);
+             CREATE VIRTUAL TABLE alerts_text USING fts5(name, context, content='');",
+        )?;
+        Ok(Catalog { conn })
+    }
+
+    /// Adds the alerts of `HISTORY` (its sequence with each), in one
+    /// transaction; one already there (a record published twice) is left
+    /// as it is.
+    pub fn add(&mut self, alerts: &[(u64, Alert)]) -> Result<(), CatalogError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO alerts
+                 (seq, id, name, severity, client_id, hostname, source, artifact,
+                  channels, silenced, received_ms, row)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            let mut text = tx.prepare_cached(
+                "INSERT INTO alerts_text (rowid, name, context) VALUES (?1, ?2, ?3)",
+            )?;
+            for (seq, a) in alerts {
+                let seq = i64::try_from(*seq).map_err(|e| CatalogError(e.to_string()))?;
+                let hostname = a.client.as_ref().and_then(|c| c.hostname.clone());
+                let routed = a.routed_to.clone().unwrap_or_default();
+                let channels = format!(",{},", routed.join(","));
+                let row = json!({
+                    "id": a.id,
+                    "name": a.name,
+                    "severity": a.severity,
+                    "client_id": a.client_id,
+                    "hostname": hostname,
+                    "source": a.source,
+                    "artifact": a.effective_artifact(),
+                    "timestamp": a.timestamp,
+                    "received_at": a.received_at,
+                    "links": a.links,
+                    "silenced_by": a.silenced_by,
+                    "routed_to": routed,
+                    "suppressed_before": a.dedup.as_ref().map_or(0, |d| d.suppressed_before),
+                });
+                let added = insert.execute(params![
+                    seq,
+                    a.id,
+                    a.name,
+                    a.severity,
+                    a.client_id,
+                    hostname,
+                    a.source,
+                    a.effective_artifact(),
+                    channels,
+                    !a.silenced_by.is_empty(),
+                    ms(a.received_at),
+                    row.to_string(),
+                ])?;
+                if added == 1 {
+                    let context: String = a
+                        .context
+                        .iter()
+                        .flatten()
+                        .map(|e| format!("{} {}\n", e.key, e.value))
+                        .collect();
+                    text.execute(params![seq, a.name, context])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records triage states (alert id, state, version), in one
+    /// transaction; an older version never replaces a newer one.
+    pub fn set_triage(&mut self, rows: &[(String, Triage, u64)]) -> Result<(), CatalogError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO triage (id, state, assignee, verdict, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET state = ?2, assignee = ?3, verdict = ?4, version = ?5
+                 WHERE version < ?5",
+            )?;
+            for (id, t, version) in rows {
+                let version = i64::try_from(*version).map_err(|e| CatalogError(e.to_string()))?;
+                upsert.execute(params![
+                    id,
+                    t.state.as_str(),
+                    t.assignee,
+                    t.verdict.map(|v| v.as_str()),
+                    version
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The `HISTORY` sequence of alert `id`.
+    pub fn seq_of(&self, id: &str) -> Result<Option<u64>, CatalogError> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row("SELECT seq FROM alerts WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(seq.and_then(|s| u64::try_from(s).ok()))
+    }
+
+    /// How many alerts it holds.
+    pub fn len(&self) -> Result<u64, CatalogError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> Result<bool, CatalogError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// One page of the alerts `filter` matches, newest first, after
+    /// `cursor` (a `next_cursor` of an earlier page).
+    pub fn query(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        cursor: Option<u64>,
+    ) -> Result<Page, CatalogError> {
+        let limit = limit.clamp(1, PAGE_MAX);
+        let (where_sql, args) = where_clause(filter);
+        let mut page_sql = format!(
+            "SELECT a.seq, a.row, t.state, t.assignee, t.verdict, t.version
+             FROM alerts a LEFT JOIN triage t ON t.id = a.id WHERE {where_sql}"
+        );
+        let mut page_args = args.clone();
+        if let Some(c) = cursor.and_then(|c| i64::try_from(c).ok()) {
+            page_sql.push_str(" AND a.seq < ?");
+            page_args.push(rusqlite::types::Value::Integer(c));
+        }
+        page_sql.push_str(&format!(" ORDER BY a.seq DESC LIMIT {}", limit + 1));
+        let mut stmt = self.conn.prepare(&page_sql)?;
+        let mut rows = stmt.query(params_from_iter(page_args.iter()))?;
+        let mut alerts = Vec::new();
+        let mut last_seq = None;
+        let mut more = false;
+        while let Some(r) = rows.next()? {
+            if alerts.len() == limit {
+                more = true;
+                break;
+            }
+            let seq: i64 = r.get(0)?;
+            let row: String = r.get(1)?;
+            let state: Option<String> = r.get(2)?;
+            let assignee: Option<String> = r.get(3)?;
+            let verdict: Option<String> = r.get(4)?;
+            let version: Option<i64> = r.get(5)?;
+            let mut v: Value =
+                serde_json::from_str(&row).map_err(|e| CatalogError(e.to_string()))?;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert(
+                    "state".into(),
+                    json!(state.unwrap_or_else(|| "open".into())),
+                );
+                obj.insert("assignee".into(), json!(assignee));
+                obj.insert("verdict".into(), json!(verdict));
+                obj.insert("version".into(), json!(version.unwrap_or(0)));
+            }
+            alerts.push(v);
+            last_seq = Some(seq);
+        }
+        let next_cursor = if more {
+            last_seq.map(|s| s.to_string())
+        } else {
+            None
+        };
+        Ok(Page {
+            alerts,
+            next_cursor,
+            counts: self.counts(&where_sql, &args)?,
+        })
+    }
+
+    fn counts(
+        &self,
+        where_sql: &str,
+        args: &[rusqlite::types::Value],
+    ) -> Result<Counts, CatalogError> {
+        let sql = format!(
+            "SELECT coalesce(a.severity, 'none'), coalesce(t.state, 'open'), count(*)
+             FROM alerts a LEFT JOIN triage t ON t.id = a.id WHERE {where_sql}
+             GROUP BY 1, 2"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(args.iter()))?;
+        let mut counts = Counts::default();
+        let bump = |map: &mut serde_json::Map<String, Value>, key: String, n: u64| {
+            let before = map.get(&key).and_then(Value::as_u64).unwrap_or(0);
+            map.insert(key, json!(before + n));
+        };
+        while let Some(r) = rows.next()? {
+            let severity: String = r.get(0)?;
+            let state: String = r.get(1)?;
+            let n: i64 = r.get(2)?;
+            let n = u64::try_from(n).unwrap_or(0);
+            counts.total += n;
+            bump(&mut counts.severity, severity, n);
+            bump(&mut counts.state, state, n);
+        }
+        Ok(counts)
+    }
+}
+
+/// The SQL condition of `filter` and its arguments, in order.
+fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    let mut conds = vec!["1".to_owned()];
+    let mut args = Vec::new();
+    if let Some(from) = filter.from_ms {
+        conds.push("a.received_ms >= ?".into());
+        args.push(V::Integer(from));
+    }
+    if let Some(to) = filter.to_ms {
+        conds.push("a.received_ms < ?".into());
+        args.push(V::Integer(to));
+    }
+    if !filter.severity.is_empty() {
+        let marks = vec!["?"; filter.severity.len()].join(", ");
+        conds.push(format!("coalesce(a.severity, 'none') IN ({marks})"));
+        args.extend(filter.severity.iter().map(|s| V::Text(s.clone())));
+    }
+    if !filter.state.is_empty() {
+        let marks = vec!["?"; filter.state.len()].join(", ");
+        conds.push(format!("coalesce(t.state, 'open') IN ({marks})"));
+        args.extend(filter.state.iter().map(|s| V::Text(s.clone())));
+    }
+    match filter.assignee.as_deref() {
+        Some("none") => conds.push("t.assignee IS NULL".into()),
+        Some(user) => {
+            conds.push("t.assignee = ?".into());
+            args.push(V::Text(user.to_owned()));
+        }
+        None => {}
+    }
+    if let Some(client) = &filter.client {
+        conds.push("(a.client_id = ? OR a.hostname = ?)".into());
+        args.push(V::Text(client.clone()));
+        args.push(V::Text(client.clone()));
+    }
+    if let Some(source) = &filter.source {
+        conds.push("a.source = ?".into());
+        args.push(V::Text(source.clone()));
+    }
+    if let Some(artifact) = &filter.artifact {
+        conds.push("a.artifact = ?".into());
+        args.push(V::Text(artifact.clone()));
+    }
+    if let Some(channel) = &filter.channel {
+        // `,a,b,`: a channel id holds no comma (it is a subject token).
+        conds.push("instr(a.channels, ?) > 0".into());
+        args.push(V::Text(format!(",{channel},")));
+    }
+    if let Some(silenced) = filter.silenced {
+        conds.push("a.silenced = ?".into());
+        args.push(V::Integer(i64::from(silenced)));
+    }
+    if !filter.text.is_empty() {
+        conds.push("a.seq IN (SELECT rowid FROM alerts_text WHERE alerts_text MATCH ?)".into());
+        args.push(V::Text(fts_query(&filter.text)));
+    }
+    (conds.join(" AND "), args)
+}
+
+/// Words as an FTS5 query that means "all of these words": each quoted as
+/// a string (quotes doubled), so no word is read as FTS5 syntax.
+fn fts_query(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The words of a free-text query: split on anything but letters, digits,
+/// `.`, `_` and `-` (as FTS5's tokenizer mostly does), at most
+/// [`QUERY_WORDS`] of them, from at most [`QUERY_CHARS`] characters.
+pub fn words(q: &str) -> Vec<String> {
+    let q: String = q.chars().take(QUERY_CHARS).collect();
+    q.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .take(QUERY_WORDS)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::triage::{State, Verdict};
+    use talon_proto::{ClientInfo, ContextEntry};
+
+    fn alert(id: &str, name: &str, severity: Option<&str>, client: &str, minute: i64) -> Alert {
+        let at = DateTime::<Utc>::from_timestamp(1_790_000_000 + minute * 60, 0).unwrap();
+        Alert {
+            id: id.into(),
+            name: name.into(),
+            severity: severity.map(str::to_owned),
+            client_id: Some(client.into()),
+            client: Some(ClientInfo {
+                client_id: Some(client.into()),
+                hostname: Some(format!("host-{client}")),
+                ..Default::default()
+            }),
+            received_at: at,
+            timestamp: at,
+            routed_to: Some(vec!["email-soc".into(), "inbox".into()]),
+            context: Some(vec![ContextEntry {
+                key: "FileName".into(),
+                value: format!("/home/{id}/report.txt"),
+            }]),
+            ..Alert::sample()
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::open(None).unwrap();
+        let mut quiet = alert("a4", "Sigma: Mimikatz", Some("critical"), "C.2", 4);
+        quiet.silenced_by = vec!["s1".into()];
+        quiet.routed_to = Some(vec![]);
+        quiet.source = "rule:sigma".into();
+        c.add(&[
+            (1, alert("a1", "Honey file opened", Some("high"), "C.1", 1)),
+            (2, alert("a2", "Honey file opened", Some("high"), "C.2", 2)),
+            (3, alert("a3", "Known bad host", None, "C.1", 3)),
+            (4, quiet),
+        ])
+        .unwrap();
+        c
+    }
+
+    fn ids(page: &Page) -> Vec<&str> {
+        page.alerts
+            .iter()
+            .map(|a| a["id"].as_str().unwrap())
+            .collect()
+    }
+
+    fn q(c: &Catalog, f: Filter) -> Vec<String> {
+        ids(&c.query(&f, 50, None).unwrap())
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn newest_first_with_counts_and_cursor_pages() {
+        let c = catalog();
+        let first = c.query(&Filter::default(), 3, None).unwrap();
+        assert_eq!(ids(&first), ["a4", "a3", "a2"]);
+        assert_eq!(first.counts.total, 4);
+        assert_eq!(first.counts.severity["high"], 2);
+        assert_eq!(first.counts.severity["none"], 1);
+        assert_eq!(first.counts.state["open"], 4);
+        let cursor: u64 = first.next_cursor.as_deref().unwrap().parse().unwrap();
+        let second = c.query(&Filter::default(), 3, Some(cursor)).unwrap();
+        assert_eq!(ids(&second), ["a1"]);
+        assert_eq!(second.next_cursor, None);
+        assert_eq!(first.alerts[0]["state"], "open");
+        assert_eq!(first.alerts[0]["version"], 0);
+    }
+
+    #[test]
+    fn each_filter_narrows() {
+        let c = catalog();
+        let f = |f: Filter| q(&c, f);
+        assert_eq!(
+            f(Filter {
+                severity: vec!["high".into()],
+                ..Default::default()
+            }),
+            ["a2", "a1"]
+        );
+        assert_eq!(
+            f(Filter {
+                severity: vec!["none".into(), "critical".into()],
+                ..Default::default()
+            }),
+            ["a4", "a3"]
+        );
+        assert_eq!(
+            f(Filter {
+                client: Some("C.1".into()),
+                ..Default::default()
+            }),
+            ["a3", "a1"]
+        );
+        assert_eq!(
+            f(Filter {
+                client: Some("HOST-C.2".into()),
+                ..Default::default()
+            }),
+            ["a4", "a2"]
+        );
+        assert_eq!(
+            f(Filter {
+                source: Some("rule:sigma".into()),
+                ..Default::default()
+            }),
+            ["a4"]
+        );
+        assert_eq!(
+            f(Filter {
+                channel: Some("inbox".into()),
+                ..Default::default()
+            }),
+            ["a3", "a2", "a1"]
+        );
+        assert_eq!(
+            f(Filter {
+                channel: Some("inb".into()),
+                ..Default::default()
+            }),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            f(Filter {
+                silenced: Some(true),
+                ..Default::default()
+            }),
+            ["a4"]
+        );
+        assert_eq!(
+            f(Filter {
+                silenced: Some(false),
+                ..Default::default()
+            })
+            .len(),
+            3
+        );
+        let minute = |m: i64| (1_790_000_000 + m * 60) * 1000;
+        assert_eq!(
+            f(Filter {
+                from_ms: Some(minute(2)),
+                to_ms: Some(minute(4)),
+                ..Default::default()
+            }),
+            ["a3", "a2"]
+        );
+        assert_eq!(
+            f(Filter {
+                text: words("honey"),
+                ..Default::default()
+            }),
+            ["a2", "a1"]
+        );
+        assert_eq!(
+            f(Filter {
+                text: words("a3 honey"),
+                ..Default::default()
+            }),
+            Vec::<String>::new(),
+            "all words"
+        );
+        assert_eq!(
+            f(Filter {
+                text: words("a3 report.txt"),
+                ..Default::default()
+            }),
+            ["a3"]
+        );
+        assert_eq!(
+            f(Filter {
+                text: words("mimikatz"),
+                ..Default::default()
+            }),
+            ["a4"]
+        );
+        assert_eq!(
+            f(Filter {
+                text: words("/home/a2/"),
+                ..Default::default()
+            }),
+            ["a2"]
+        );
+    }
+
+    #[test]
+    fn triage_joins_in_and_an_older_version_never_wins() {
+        let mut c = catalog();
+        let acked = Triage {
+            state: State::Acknowledged,
+            assignee: Some("bob".into()),
+            verdict: None,
+        };
+        let resolved = Triage {
+            state: State::Resolved,
+            assignee: Some("bob".into()),
+            verdict: Some(Verdict::Benign),
+        };
+        c.set_triage(&[("a1".into(), acked.clone(), 5), ("a2".into(), resolved, 9)])
+            .unwrap();
+        c.set_triage(&[("a1".into(), Triage::default(), 3)])
+            .unwrap();
+        let f = |f: Filter| q(&c, f);
+        assert_eq!(
+            f(Filter {
+                state: vec!["acknowledged".into()],
+                ..Default::default()
+            }),
+            ["a1"]
+        );
+        assert_eq!(
+            f(Filter {
+                state: vec!["open".into()],
+                ..Default::default()
+            }),
+            ["a4", "a3"]
+        );
+        assert_eq!(
+            f(Filter {
+                assignee: Some("bob".into()),
+                ..Default::default()
+            }),
+            ["a2", "a1"]
+        );
+        assert_eq!(
+            f(Filter {
+                assignee: Some("none".into()),
+                ..Default::default()
+            }),
+            ["a4", "a3"]
+        );
+        let page = c.query(&Filter::default(), 10, None).unwrap();
+        let a2 = page.alerts.iter().find(|a| a["id"] == "a2").unwrap();
+        assert_eq!(
+            (
+                a2["state"].as_str(),
+                a2["verdict"].as_str(),
+                a2["version"].as_u64()
+            ),
+            (Some("resolved"), Some("benign"), Some(9))
+        );
+        assert_eq!(page.counts.state["resolved"], 1);
+        assert_eq!(page.counts.state["open"], 2);
+    }
+
+    #[test]
+    fn a_record_seen_twice_is_one_alert_and_hostile_text_is_just_words() {
+        let mut c = catalog();
+        c.add(&[(9, alert("a1", "Honey file opened", Some("high"), "C.1", 1))])
+            .unwrap();
+        assert_eq!(c.len().unwrap(), 4);
+        assert_eq!(c.seq_of("a1").unwrap(), Some(1));
+        assert_eq!(c.seq_of("nope").unwrap(), None);
+        for hostile in [
+            "\"",
+            "NEAR(",
+            "*",
+            "a OR b",
+            "') OR 1=1 --",
+            "name:honey",
+            "^",
+            "",
+        ] {
+            let got = c.query(
+                &Filter {
+                    text: words(hostile),
+                    ..Default::default()
+                },
+                10,
+                None,
+            );
+            assert!(got.is_ok(), "{hostile:?}: {got:?}");
+        }
+        assert_eq!(words(&"w ".repeat(1000)).len(), QUERY_WORDS);
+    }
+}

@@ -1,0 +1,273 @@
+//! The console's alerts and triage, end to end through a real nats-server,
+//! enrich and console replicas: every alert listed with filters and counts,
+//! one alert whole with its links and audit trail, triage with its roles,
+//! transitions and compare-and-set, and a rebuild after a restart.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use talon_proto::names::SUBJECT_UNIQUE;
+use talon_proto::Alert;
+use talon_tests::console::{console_users, password, Console};
+use talon_tests::*;
+
+fn config() -> (String, talon_kit::Env) {
+    let (users, env) = console_users("127.0.0.1:0");
+    let text = format!(
+        r#"{users}
+[enrich]
+http_listen = "127.0.0.1:0"
+[velociraptor]
+gui_url = "https://vr.example.org:8889"
+[[channels]]
+id = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+severity_threshold = "high"
+require_severity = true
+"#
+    );
+    (text, env)
+}
+
+async fn publish_unique(js: &jetstream::Context, alert: &Alert) {
+    js.send_publish(
+        SUBJECT_UNIQUE,
+        PublishMessage::build()
+            .payload(serde_json::to_vec(alert).unwrap().into())
+            .message_id(alert.id.clone()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+fn alert(id: &str, name: &str, severity: &str, client: &str, i: i64) -> Alert {
+    let mut a = accepted_alert(id, name, 1_790_000_000_000 + i * 1000, 0);
+    a.client_id = Some(client.into());
+    a.flow_id = Some(format!("F.{i}"));
+    a.event_data = json!({"Severity": severity, "FileName": format!("/home/{id}/doc.txt")})
+        .as_object()
+        .cloned()
+        .unwrap();
+    a
+}
+
+async fn login(addr: std::net::SocketAddr, user: &str) -> Console {
+    Console::login(addr, user, password(user))
+        .await
+        .unwrap_or_else(|(s, b)| panic!("{user} logs in: {s} {b}"))
+}
+
+/// Waits until the list holds `n` alerts.
+async fn wait_list(console: &Console, n: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, page) = console.get("/v1/alerts").await;
+        if status == StatusCode::OK && page["counts"]["total"] == n {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ids(page: &Value) -> Vec<&str> {
+    page["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_listed_triaged_and_audited_and_survive_a_restart() {
+    let nats = NatsServer::start().await;
+    let (text, env) = config();
+    let enrich = start_enrich(&nats, &text).await;
+    let console = start_console(&nats, &text, env.clone()).await;
+    let js = jetstream::new(nats.client().await);
+    publish_unique(&js, &alert("a1", "Honey file opened", "High", "C.1", 1)).await;
+    publish_unique(&js, &alert("a2", "Sigma: Mimikatz", "Critical", "C.2", 2)).await;
+    publish_unique(&js, &alert("a3", "Honey file opened", "Low", "C.2", 3)).await;
+
+    let alice = login(console.http_addr, "alice").await;
+    let bob = login(console.http_addr, "bob").await;
+    let rita = login(console.http_addr, "rita").await;
+    let page = wait_list(&alice, 3).await;
+    assert_eq!(ids(&page), ["a3", "a2", "a1"], "newest first");
+    assert_eq!(page["counts"]["severity"]["high"], 1);
+    assert_eq!(page["counts"]["state"]["open"], 3);
+    assert_eq!(page["alerts"][2]["routed_to"], json!(["hook"]));
+    assert_eq!(
+        page["alerts"][0]["routed_to"],
+        json!([]),
+        "low: routed nowhere, listed all the same"
+    );
+
+    // Filters.
+    let (_, honey) = alice.get("/v1/alerts?q=honey&client=C.2").await;
+    assert_eq!(ids(&honey), ["a3"]);
+    let (_, sev) = alice.get("/v1/alerts?severity=critical,high").await;
+    assert_eq!(ids(&sev), ["a2", "a1"]);
+    let (_, by_file) = alice.get("/v1/alerts?q=doc.txt%20a1").await;
+    assert_eq!(ids(&by_file), ["a1"]);
+    let (_, paged) = alice.get("/v1/alerts?limit=2").await;
+    assert_eq!(ids(&paged), ["a3", "a2"]);
+    let cursor = paged["next_cursor"].as_str().unwrap();
+    let (_, rest) = alice
+        .get(&format!("/v1/alerts?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(ids(&rest), ["a1"]);
+    assert_eq!(
+        alice.get("/v1/alerts?sevrity=high").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // One alert whole.
+    let (status, detail) = alice.get("/v1/alerts/a1").await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["alert"]["name"], "Honey file opened");
+    assert_eq!(
+        detail["alert"]["links"]["flow"],
+        "https://vr.example.org:8889/app/index.html?org_id=root#/collected/C.1/F.1"
+    );
+    assert_eq!(
+        detail["triage"],
+        json!({"state": "open", "assignee": null, "verdict": null, "version": 0})
+    );
+    assert_eq!(detail["audit"], json!([]));
+    assert_eq!(alice.get("/v1/alerts/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(alice.get("/v1/alerts/a.b").await.0, StatusCode::NOT_FOUND);
+
+    // Triage: a reader may not; bob acknowledges; alice's resolve on the
+    // version she saw loses with 409 and the current state; then wins.
+    let ack = json!({"action": "ack"});
+    assert_eq!(
+        rita.post("/v1/alerts/a1/triage", Some(ack.clone())).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, acked) = bob.post("/v1/alerts/a1/triage", Some(ack.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    assert_eq!(acked["state"], "acknowledged");
+    let v1 = acked["version"].as_u64().unwrap();
+    assert!(v1 > 0);
+    let stale = json!({"action": "resolve", "verdict": "false_positive", "expected_version": 0});
+    let (status, conflict) = alice.post("/v1/alerts/a1/triage", Some(stale)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(conflict["triage"]["state"], "acknowledged");
+    assert_eq!(conflict["triage"]["version"], v1);
+    let fresh = json!({"action": "resolve", "verdict": "false_positive", "note": "scanner", "expected_version": v1});
+    let (status, resolved) = alice.post("/v1/alerts/a1/triage", Some(fresh)).await;
+    assert_eq!(status, StatusCode::OK, "{resolved}");
+    assert_eq!(
+        (resolved["state"].as_str(), resolved["verdict"].as_str()),
+        (Some("resolved"), Some("false_positive"))
+    );
+    let (status, refused) = bob.post("/v1/alerts/a1/triage", Some(ack.clone())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let assign = json!({"action": "assign", "assignee": "mallory"});
+    assert_eq!(
+        bob.post("/v1/alerts/a2/triage", Some(assign)).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let assign = json!({"action": "assign", "assignee": "bob"});
+    assert_eq!(
+        bob.post("/v1/alerts/a2/triage", Some(assign)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        bob.post("/v1/alerts/nope/triage", Some(ack.clone()))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bob.post(
+            "/v1/alerts/a2/triage",
+            Some(json!({"action": "ack", "state": "resolved"}))
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // The audit trail: who, what, before and after, oldest first.
+    let (_, detail) = alice.get("/v1/alerts/a1").await;
+    let audit = detail["audit"].as_array().unwrap();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(
+        (audit[0]["by"].as_str(), audit[0]["action"].as_str()),
+        (Some("bob"), Some("ack"))
+    );
+    assert_eq!(audit[0]["before"]["state"], "open");
+    assert_eq!(audit[1]["by"], "alice");
+    assert_eq!(audit[1]["note"], "scanner");
+    assert_eq!(audit[1]["after"]["verdict"], "false_positive");
+    assert_eq!(detail["triage"]["state"], "resolved");
+
+    // Two notes at once both land; two acks at once: one wins, the other
+    // is refused on the state that won.
+    let (n1, n2) = tokio::join!(
+        bob.post(
+            "/v1/alerts/a3/triage",
+            Some(json!({"action": "note", "note": "one"}))
+        ),
+        alice.post(
+            "/v1/alerts/a3/triage",
+            Some(json!({"action": "note", "note": "two"}))
+        ),
+    );
+    assert_eq!(
+        (n1.0, n2.0),
+        (StatusCode::OK, StatusCode::OK),
+        "{n1:?} {n2:?}"
+    );
+    let (k1, k2) = tokio::join!(
+        bob.post("/v1/alerts/a3/triage", Some(ack.clone())),
+        alice.post("/v1/alerts/a3/triage", Some(ack.clone())),
+    );
+    let mut statuses = [k1.0, k2.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY],
+        "{k1:?} {k2:?}"
+    );
+    let (_, a3) = alice.get("/v1/alerts/a3").await;
+    assert_eq!(a3["audit"].as_array().unwrap().len(), 3);
+
+    // Bulk: each alert answered on its own.
+    let (status, bulk) = alice
+        .post("/v1/alerts/triage", Some(json!({"ids": ["a2", "a3", "nope", "a.b"], "action": "resolve", "verdict": "true_positive"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{bulk}");
+    let codes: Vec<u64> = bulk["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(codes, [200, 200, 404, 404]);
+
+    // The list shows triage, and filters on it.
+    let (_, open) = alice.get("/v1/alerts?state=open").await;
+    assert_eq!(ids(&open), Vec::<&str>::new());
+    let (_, mine) = alice.get("/v1/alerts?assignee=bob").await;
+    assert_eq!(ids(&mine), ["a2"]);
+
+    // A new console replica rebuilds everything from NATS.
+    console.stop().await.unwrap();
+    let again = start_console(&nats, &text, env).await;
+    let alice = alice.at(again.http_addr);
+    let page = wait_list(&alice, 3).await;
+    assert_eq!(page["counts"]["state"]["resolved"], 3, "{page}");
+    let (_, a1) = alice.get("/v1/alerts/a1").await;
+    assert_eq!(a1["triage"]["verdict"], "false_positive");
+    again.stop().await.unwrap();
+    enrich.stop().await.unwrap();
+}
