@@ -159,6 +159,11 @@ async fn visible(client: &Client, id: &str) -> bool {
 }
 
 fn screenshot_path() -> PathBuf {
+    screenshot("console-inbox-panel.png")
+}
+
+/// `target/screenshots/<name>`.
+fn screenshot(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> -> target/screenshots
     let exe = std::env::current_exe().unwrap();
     let target = exe
@@ -166,7 +171,63 @@ fn screenshot_path() -> PathBuf {
         .nth(3)
         .expect("tests run from target/<profile>/deps")
         .to_path_buf();
-    target.join("screenshots").join("console-inbox-panel.png")
+    target.join("screenshots").join(name)
+}
+
+async fn save_screenshot(client: &Client, name: &str) {
+    let shot = client.screenshot().await.unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let path = screenshot(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &shot).unwrap();
+}
+
+async fn log_in(client: &Client, addr: std::net::SocketAddr, user: &str) {
+    client.goto(&format!("http://{addr}/")).await.unwrap();
+    until(Duration::from_secs(10), "the login form shows", || {
+        visible(client, "login")
+    })
+    .await;
+    let name = client.find(Locator::Id("login-name")).await.unwrap();
+    name.send_keys(user).await.unwrap();
+    let pw = client.find(Locator::Id("login-password")).await.unwrap();
+    pw.send_keys(password(user)).await.unwrap();
+    client
+        .find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the console shows", || {
+        visible(client, "app")
+    })
+    .await;
+}
+
+async fn click(client: &Client, id: &str) {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click #{id}: {e}"));
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    match client.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn rows(client: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in client.find_all(Locator::Css("#rows tr")).await.unwrap() {
+        out.push(row.text().await.unwrap_or_default());
+    }
+    out
 }
 
 #[tokio::test]
@@ -387,4 +448,245 @@ rate_per_minute = 0
     for service in [enrich, dedup, ingest] {
         service.stop().await.unwrap();
     }
+}
+
+/// The alerts view: every alert listed with counts, a search, one alert
+/// opened with its links into Velociraptor, acknowledged, resolved with a
+/// verdict and noted, the audit trail showing each; a selection
+/// acknowledged at once; a reader sees no triage controls. Leaves
+/// `target/screenshots/console-alerts.png`.
+#[tokio::test]
+async fn alerts_are_found_opened_and_triaged_in_the_browser() {
+    let nats = NatsServer::start().await;
+    let (users, env) = console_users("127.0.0.1:0");
+    let config = format!(
+        "{users}\n[enrich]\nhttp_listen = \"127.0.0.1:0\"\n[velociraptor]\ngui_url = \"https://vr.example.org:8889\"\n"
+    );
+    let enrich = start_enrich(&nats, &config).await;
+    let console = start_console(&nats, &config, env).await;
+    let js = jetstream::new(nats.client().await);
+    let raised = [
+        ("b1", "Honey file opened", "High", "C.8e2f1a30b6d94c51", XSS),
+        (
+            "b2",
+            "Sigma: Mimikatz command line",
+            "Critical",
+            "C.77aa01b2c3d4e5f6",
+            "sekurlsa::logonpasswords",
+        ),
+        (
+            "b3",
+            "Honey file opened",
+            "Low",
+            "C.1f2e3d4c5b6a7988",
+            "/srv/share/payroll.xlsx",
+        ),
+    ];
+    for (i, (id, name, severity, client, file)) in raised.iter().enumerate() {
+        let mut a = accepted_alert(id, name, 1_790_000_000_000 + i as i64 * 60_000, 0);
+        a.client_id = Some((*client).into());
+        a.flow_id = Some(format!("F.CQ2R{i}"));
+        a.artifact = Some("Windows.Detection.Honeyfiles".into());
+        a.event_data = json!({"Severity": severity, "FileName": file, "User": "CORP\\jdoe"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        js.send_publish(
+            talon_proto::names::SUBJECT_UNIQUE,
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&a).unwrap().into())
+                .message_id(*id),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let (_driver, client) = browser().await;
+    log_in(&client, console.http_addr, "bob").await;
+    until(Duration::from_secs(20), "three alerts listed", || async {
+        rows(&client).await.len() == 3
+    })
+    .await;
+    let state_counts = text_of(&client, "#state-counts").await;
+    assert!(
+        state_counts.contains("Open") && state_counts.contains('3'),
+        "{state_counts}"
+    );
+
+    // Search.
+    client
+        .find(Locator::Id("f-q"))
+        .await
+        .unwrap()
+        .send_keys("mimikatz")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        Duration::from_secs(10),
+        "the search narrows to one",
+        || async {
+            let r = rows(&client).await;
+            r.len() == 1 && r[0].contains("Mimikatz")
+        },
+    )
+    .await;
+    click(&client, "f-reset").await;
+    until(Duration::from_secs(10), "all three again", || async {
+        rows(&client).await.len() == 3
+    })
+    .await;
+
+    // Open the oldest honey alert: links, context as text.
+    client
+        .find(Locator::Css("#rows tr[data-id=b1] td.name"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the alert opens", || {
+        visible(&client, "detail")
+    })
+    .await;
+    let hrefs = client
+        .execute(
+            "return [...document.querySelectorAll('#d-links a')].map(a => a.href);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hrefs,
+        json!([
+            "https://vr.example.org:8889/app/index.html?org_id=root#/host/C.8e2f1a30b6d94c51",
+            "https://vr.example.org:8889/app/index.html?org_id=root#/collected/C.8e2f1a30b6d94c51/F.CQ2R0"
+        ])
+    );
+    assert!(
+        text_of(&client, "#d-context").await.contains(XSS),
+        "the markup shows as text"
+    );
+    let images = client
+        .execute("return document.querySelectorAll('img').length;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(images, json!(0));
+
+    // Acknowledge, resolve as a false positive, note.
+    click(&client, "d-ack").await;
+    until(Duration::from_secs(10), "acknowledged", || async {
+        text_of(&client, "#d-triage")
+            .await
+            .starts_with("Acknowledged")
+    })
+    .await;
+    client
+        .find(Locator::Id("d-verdict"))
+        .await
+        .unwrap()
+        .select_by_value("false_positive")
+        .await
+        .unwrap();
+    click(&client, "d-resolve").await;
+    until(Duration::from_secs(10), "resolved", || async {
+        text_of(&client, "#d-triage")
+            .await
+            .starts_with("Resolved as false positive")
+    })
+    .await;
+    client
+        .find(Locator::Id("d-note"))
+        .await
+        .unwrap()
+        .send_keys("Backup job touching the share; excluded upstream.")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#d-note-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        Duration::from_secs(10),
+        "the note in the audit trail",
+        || async {
+            text_of(&client, "#d-audit")
+                .await
+                .contains("excluded upstream")
+        },
+    )
+    .await;
+    let audit = text_of(&client, "#d-audit").await;
+    assert!(
+        audit.contains("bob acknowledged") && audit.contains("resolved it as false positive"),
+        "{audit}"
+    );
+    until(Duration::from_secs(10), "the row says resolved", || async {
+        text_of(&client, "#rows tr[data-id=b1]")
+            .await
+            .contains("Resolved")
+    })
+    .await;
+    save_screenshot(&client, "console-alerts.png").await;
+
+    // A selection, acknowledged at once.
+    for id in ["b2", "b3"] {
+        client
+            .find(Locator::Css(&format!(
+                "#rows tr[data-id={id}] input[type=checkbox]"
+            )))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    until(Duration::from_secs(5), "the bulk bar", || {
+        visible(&client, "bulk")
+    })
+    .await;
+    click(&client, "bulk-ack").await;
+    until(Duration::from_secs(10), "both acknowledged", || async {
+        let r = rows(&client).await;
+        r.iter().filter(|t| t.contains("Acknowledged")).count() == 2
+    })
+    .await;
+
+    // A reader views, and has no triage controls.
+    click(&client, "logout").await;
+    log_in(&client, console.http_addr, "rita").await;
+    until(Duration::from_secs(20), "rita sees the alerts", || async {
+        rows(&client).await.len() == 3
+    })
+    .await;
+    client
+        .find(Locator::Css("#rows tr[data-id=b2] td.name"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the alert opens", || {
+        visible(&client, "detail")
+    })
+    .await;
+    assert!(
+        !visible(&client, "d-actions").await,
+        "no triage for a reader"
+    );
+    assert!(!visible(&client, "d-note-form").await);
+
+    client.close().await.unwrap();
+    console.stop().await.unwrap();
+    enrich.stop().await.unwrap();
 }

@@ -1,5 +1,6 @@
-// The talon inbox console. Every value from the server is inserted with
-// textContent, never as HTML.
+// The talon console: every alert with its triage, and the inbox bell.
+// Every value from the server is inserted with textContent, never as HTML;
+// a link's address is set only when it is http(s).
 'use strict';
 
 (function () {
@@ -7,6 +8,9 @@
   const PAGE = 50;
   const POLL_MS = 2000;
   const state = { user: null, unread: 0, open: false, source: null, poll: null, oldest: null, newest: null };
+  const view = { me: null, cursor: null, selected: null, picked: new Set(), users: [], refresh: null };
+  const ALERTS_PAGE = 50;
+  const ALERTS_REFRESH_MS = 10000;
 
   class LoggedOut extends Error {}
 
@@ -181,8 +185,255 @@
     });
   }
 
+
+  // ---- Alerts -------------------------------------------------------------
+
+  const STATE_LABEL = { open: 'Open', acknowledged: 'Acknowledged', resolved: 'Resolved' };
+  const VERDICT_LABEL = { true_positive: 'true positive', false_positive: 'false positive', benign: 'benign' };
+
+  function severityClass(severity) {
+    return 'badge severity-' + String(severity || 'none').toLowerCase().replace(/[^a-z0-9-]/g, '');
+  }
+
+  function safeHref(url) {
+    return typeof url === 'string' && /^https?:\/\//i.test(url) ? url : null;
+  }
+
+  function filterQuery() {
+    const params = new URLSearchParams();
+    const put = (key, value) => { if (value) params.set(key, value); };
+    put('q', $('f-q').value.trim());
+    put('state', $('f-state').value);
+    put('severity', $('f-severity').value);
+    const assignee = $('f-assignee').value;
+    put('assignee', assignee === 'me' ? view.me.name : assignee);
+    put('client', $('f-client').value.trim());
+    return params;
+  }
+
+  function countChips(target, counts, labels, onPick) {
+    const nav = $(target);
+    nav.replaceChildren();
+    for (const [key, n] of Object.entries(counts || {})) {
+      const chip = el('button', 'chip');
+      chip.type = 'button';
+      chip.append(el('span', null, labels[key] || key), el('b', null, n));
+      chip.addEventListener('click', () => onPick(key));
+      nav.append(chip);
+    }
+  }
+
+  // "21 Sep, 14:13": the day and minute an analyst scans for.
+  function shortTime(t) {
+    return new Date(t).toLocaleString(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+  }
+
+  function clientOf(a) {
+    if (a.hostname && a.client_id) return `${a.hostname} (${a.client_id})`;
+    return a.hostname || a.client_id || '';
+  }
+
+  function alertRow(a) {
+    const tr = el('tr', 'alert-row state-' + a.state);
+    tr.dataset.id = a.id;
+    if (a.id === view.selected) tr.classList.add('selected');
+    const pick = el('td', 'pick');
+    const box = el('input');
+    box.type = 'checkbox';
+    box.checked = view.picked.has(a.id);
+    box.setAttribute('aria-label', 'Select ' + a.name);
+    box.addEventListener('click', (e) => {
+      e.stopPropagation();
+      if (box.checked) view.picked.add(a.id); else view.picked.delete(a.id);
+      showBulk();
+    });
+    pick.append(box);
+    const sev = el('td');
+    sev.append(el('span', severityClass(a.severity), a.severity || 'none'));
+    const name = el('td', 'name');
+    name.append(el('span', null, a.name));
+    if (a.silenced_by && a.silenced_by.length) name.append(el('span', 'tag', 'silenced'));
+    if (a.suppressed_before) name.append(el('span', 'tag', `+${a.suppressed_before} suppressed`));
+    const st = el('td');
+    st.append(el('span', 'state state-' + a.state, STATE_LABEL[a.state] || a.state));
+    if (a.verdict) st.append(el('span', 'verdict', VERDICT_LABEL[a.verdict] || a.verdict));
+    const client = el('td', 'client', clientOf(a));
+    client.title = clientOf(a);
+    tr.append(pick, sev, name, client,
+      el('td', 'time', shortTime(a.received_at)), st, el('td', null, a.assignee || '—'));
+    tr.addEventListener('click', () => showDetail(a.id).catch((e) => status(e.message)));
+    return tr;
+  }
+
+  async function loadAlerts(append) {
+    const params = filterQuery();
+    params.set('limit', String(ALERTS_PAGE));
+    if (append && view.cursor) params.set('cursor', view.cursor);
+    const page = await api('GET', '/v1/alerts?' + params.toString());
+    const rows = $('rows');
+    if (!append) rows.replaceChildren();
+    for (const a of page.alerts) rows.append(alertRow(a));
+    view.cursor = page.next_cursor || null;
+    $('more-alerts').hidden = !view.cursor;
+    $('no-alerts').hidden = rows.children.length > 0;
+    countChips('state-counts', page.counts.state, STATE_LABEL, (key) => { $('f-state').value = key; loadAlerts(false).catch((e) => status(e.message)); });
+    countChips('severity-counts', page.counts.severity, {}, (key) => { $('f-severity').value = key; loadAlerts(false).catch((e) => status(e.message)); });
+  }
+
+  function showBulk() {
+    const n = view.picked.size;
+    $('bulk').hidden = n === 0 || !view.me.may_triage;
+    $('bulk-count').textContent = `${n} selected`;
+  }
+
+  async function bulk(body) {
+    const result = await api('POST', '/v1/alerts/triage', { ids: [...view.picked], ...body });
+    const failed = result.results.filter((r) => r.status !== 200);
+    status(failed.length ? `${failed.length} not changed: ${failed[0].error}` : `${result.results.length} changed`);
+    view.picked.clear();
+    $('pick-all').checked = false;
+    showBulk();
+    await loadAlerts(false);
+    if (view.selected) await showDetail(view.selected);
+  }
+
+  function fieldRow(table, label, value) {
+    if (value === undefined || value === null || value === '') return;
+    const tr = el('tr');
+    tr.append(el('th', null, label), el('td', null, value));
+    table.append(tr);
+  }
+
+  function renderLinks(links) {
+    const p = $('d-links');
+    p.replaceChildren();
+    const labels = { host: 'Host in Velociraptor', flow: 'Flow in Velociraptor', hunt: 'Hunt in Velociraptor' };
+    for (const key of ['host', 'flow', 'hunt']) {
+      const href = links && safeHref(links[key]);
+      if (!href) continue;
+      const a = el('a', 'link', labels[key]);
+      a.href = href;
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer';
+      p.append(a);
+    }
+    p.hidden = p.children.length === 0;
+  }
+
+  function renderTriage(t) {
+    const words = [STATE_LABEL[t.state] || t.state];
+    if (t.verdict) words.push('as ' + (VERDICT_LABEL[t.verdict] || t.verdict));
+    words.push(t.assignee ? '· assigned to ' + t.assignee : '· unassigned');
+    $('d-triage').textContent = words.join(' ');
+    $('d-triage').className = 'triage-state state-' + t.state;
+    const may = view.me.may_triage;
+    $('d-actions').hidden = !may;
+    $('d-note-form').hidden = !may;
+    $('d-ack').hidden = t.state !== 'open';
+    $('d-resolve').hidden = t.state === 'resolved';
+    $('d-verdict').hidden = t.state === 'resolved';
+    $('d-reopen').hidden = t.state !== 'resolved';
+    $('d-assign').hidden = t.state === 'resolved';
+    $('d-assignee').hidden = t.state === 'resolved';
+    $('d-assignee').value = t.assignee || '';
+  }
+
+  function renderAudit(events) {
+    const ol = $('d-audit');
+    ol.replaceChildren();
+    if (!events.length) ol.append(el('li', 'muted', 'Nothing done yet.'));
+    for (const e of events.slice().reverse()) {
+      const li = el('li');
+      const what = { ack: 'acknowledged', assign: e.after.assignee ? 'assigned it to ' + e.after.assignee : 'took the assignment back', resolve: 'resolved it as ' + (VERDICT_LABEL[e.after.verdict] || e.after.verdict), reopen: 'reopened it', note: 'noted' }[e.action] || e.action;
+      li.append(el('b', null, e.by), el('span', null, ' ' + what), el('time', 'muted', ' ' + new Date(e.at).toLocaleString()));
+      if (e.note) li.append(el('p', 'note-text', e.note));
+      ol.append(li);
+    }
+  }
+
+  async function showDetail(id) {
+    const d = await api('GET', '/v1/alerts/' + encodeURIComponent(id));
+    view.selected = id;
+    view.version = d.triage.version;
+    for (const row of $('rows').children) row.classList.toggle('selected', row.dataset.id === id);
+    const a = d.alert;
+    $('detail').hidden = false;
+    $('d-error').textContent = '';
+    $('d-name').textContent = a.name;
+    $('d-severity').className = severityClass(a.severity);
+    $('d-severity').textContent = a.severity || 'none';
+    renderLinks(a.links);
+    renderTriage(d.triage);
+    const fields = $('d-fields');
+    fields.replaceChildren();
+    const host = a.client && a.client.hostname;
+    fieldRow(fields, 'Client', host ? `${host} (${a.client_id})` : a.client_id);
+    if (a.client && a.client.os) fieldRow(fields, 'OS', a.client.os);
+    if (a.client && a.client.labels && a.client.labels.length) fieldRow(fields, 'Labels', a.client.labels.join(', '));
+    fieldRow(fields, 'Artifact', a.artifact);
+    fieldRow(fields, 'Flow', a.flow_id);
+    fieldRow(fields, 'Org', a.org_id);
+    fieldRow(fields, 'Source', a.source);
+    fieldRow(fields, 'Raised', new Date(a.timestamp).toLocaleString());
+    fieldRow(fields, 'Received', new Date(a.received_at).toLocaleString());
+    if (a.dedup && a.dedup.suppressed_before) fieldRow(fields, 'Suppressed before', `${a.dedup.suppressed_before} similar in the previous window`);
+    fieldRow(fields, 'Routed to', (a.routed_to || []).join(', ') || 'no channel');
+    if (a.silenced_by && a.silenced_by.length) fieldRow(fields, 'Silenced by', a.silenced_by.join(', '));
+    fieldRow(fields, 'Alert id', a.id);
+    const ctx = $('d-context');
+    ctx.replaceChildren();
+    for (const entry of a.context || []) fieldRow(ctx, entry.key, entry.value);
+    if (!ctx.children.length) ctx.append(el('tr', 'muted', 'No context.'));
+    renderAudit(d.audit);
+  }
+
+  async function triage(body) {
+    $('d-error').textContent = '';
+    try {
+      await api('POST', `/v1/alerts/${encodeURIComponent(view.selected)}/triage`, { ...body, expected_version: view.version });
+    } catch (e) {
+      if (e instanceof LoggedOut) throw e;
+      $('d-error').textContent = e.message;
+    }
+    await showDetail(view.selected);
+    await loadAlerts(false);
+  }
+
+  async function loadUsers() {
+    const { users } = await api('GET', '/v1/users');
+    const select = $('d-assignee');
+    select.replaceChildren(el('option', null, 'Nobody'));
+    select.firstChild.value = '';
+    for (const u of users) {
+      const option = el('option', null, u.name);
+      option.value = u.name;
+      select.append(option);
+    }
+  }
+
+  function startAlertRefresh() {
+    stopAlertRefresh();
+    view.refresh = setInterval(() => {
+      if (!view.picked.size) loadAlerts(false).catch(() => {});
+    }, ALERTS_REFRESH_MS);
+  }
+
+  function stopAlertRefresh() {
+    if (view.refresh) clearInterval(view.refresh);
+    view.refresh = null;
+  }
+
+  async function showAlerts(me) {
+    view.me = me;
+    $('whoami').textContent = me.name + (me.may_triage ? '' : ' (reader)');
+    await loadUsers();
+    await loadAlerts(false);
+    startAlertRefresh();
+  }
+
   function showLogin() {
     stopUpdates();
+    stopAlertRefresh();
     closePanel();
     state.user = null;
     $('app').hidden = true;
@@ -199,6 +450,7 @@
     $('whoami').textContent = user;
     startUpdates();
     await refresh();
+    await showAlerts(await api('GET', '/v1/me'));
   }
 
   async function login(event) {
@@ -234,6 +486,29 @@
     $('close').addEventListener('click', closePanel);
     $('clear').addEventListener('click', guard(clearAll));
     $('more').addEventListener('click', guard(older));
+    $('filters').addEventListener('submit', (e) => { e.preventDefault(); guard(() => loadAlerts(false))(); });
+    $('f-reset').addEventListener('click', guard(() => { $('filters').reset(); return loadAlerts(false); }));
+    $('more-alerts').addEventListener('click', guard(() => loadAlerts(true)));
+    $('pick-all').addEventListener('change', () => {
+      for (const box of $('rows').querySelectorAll('input[type=checkbox]')) {
+        box.checked = $('pick-all').checked;
+        const id = box.closest('tr').dataset.id;
+        if (box.checked) view.picked.add(id); else view.picked.delete(id);
+      }
+      showBulk();
+    });
+    $('bulk-ack').addEventListener('click', guard(() => bulk({ action: 'ack' })));
+    $('bulk-mine').addEventListener('click', guard(() => bulk({ action: 'assign', assignee: view.me.name })));
+    $('bulk-resolve').addEventListener('click', guard(() => bulk({ action: 'resolve', verdict: $('bulk-verdict').value })));
+    $('d-close').addEventListener('click', () => { $('detail').hidden = true; view.selected = null; });
+    $('d-ack').addEventListener('click', guard(() => triage({ action: 'ack' })));
+    $('d-assign').addEventListener('click', guard(() => triage({ action: 'assign', assignee: $('d-assignee').value })));
+    $('d-resolve').addEventListener('click', guard(() => triage({ action: 'resolve', verdict: $('d-verdict').value })));
+    $('d-reopen').addEventListener('click', guard(() => triage({ action: 'reopen' })));
+    $('d-note-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      guard(async () => { await triage({ action: 'note', note: $('d-note').value }); $('d-note').value = ''; })();
+    });
     api('GET', '/v1/me')
       .then((me) => showApp(me.name))
       .catch((e) => {
