@@ -6,6 +6,7 @@
 //! `tests/schemas.rs` check the types against them.
 
 pub mod alert;
+pub mod delivery;
 pub mod dlq;
 pub mod key;
 pub mod names;
@@ -13,6 +14,7 @@ pub mod raw;
 pub mod wire;
 
 pub use alert::{Alert, ClientInfo, ContextEntry, DedupInfo, DedupWindow, Links, OVERRIDE_KEYS};
+pub use delivery::{Delivery, Outcome as DeliveryOutcome};
 pub use dlq::DeadLetter;
 pub use key::{dedup_key, partition_of, DedupKeyField};
 pub use raw::{RawAlert, RawAlertError};

@@ -17,6 +17,8 @@ pub const SUBJECT_NOTIFY_PREFIX: &str = "Server.Monitor.Alerts";
 pub const SUBJECT_INBOX_PREFIX: &str = "talon.inbox";
 /// Every unique alert after enrichment, silenced ones too (`HISTORY`).
 pub const SUBJECT_HISTORY: &str = "talon.alerts.history";
+/// Prefix of delivery outcomes: `talon.deliveries.<alert-id>` (`DELIVERIES`).
+pub const SUBJECT_DELIVERIES_PREFIX: &str = "talon.deliveries";
 /// Prefix of triage events: `talon.triage.<alert-id>` (`TRIAGE`).
 pub const SUBJECT_TRIAGE_PREFIX: &str = "talon.triage";
 /// Prefix of dead letters: `talon.dlq.<stage>`.
@@ -31,6 +33,7 @@ pub const STREAM_INBOX: &str = "INBOX";
 pub const STREAM_DLQ: &str = "DLQ";
 pub const STREAM_HISTORY: &str = "HISTORY";
 pub const STREAM_TRIAGE: &str = "TRIAGE";
+pub const STREAM_DELIVERIES: &str = "DELIVERIES";
 
 /// Durable consumer of ingest on `ALERTS`.
 pub const CONSUMER_INGEST: &str = "ingest";

@@ -271,3 +271,83 @@ async fn alerts_are_listed_triaged_and_audited_and_survive_a_restart() {
     again.stop().await.unwrap();
     enrich.stop().await.unwrap();
 }
+
+/// Where an alert went: notify tells each attempt's end, the console's
+/// alert shows them — a failure being retried, then sent; a permanent
+/// refusal, dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_shows_each_delivery_attempt() {
+    use talon_tests::receiver::{Receiver, Reply};
+    let nats = NatsServer::start().await;
+    let flaky = Receiver::start(vec![Reply::status(503), Reply::status(200)]).await;
+    let refusing = Receiver::start(vec![Reply::status(400)]).await;
+    let (users, env) = console_users("127.0.0.1:0");
+    let text = format!(
+        r#"{users}
+[enrich]
+http_listen = "127.0.0.1:0"
+[[channels]]
+id = "flaky"
+kind = "webhook"
+url = "{}"
+rate_per_minute = 0
+[[channels]]
+id = "refusing"
+kind = "webhook"
+url = "{}"
+rate_per_minute = 0
+"#,
+        flaky.url("/in"),
+        refusing.url("/in")
+    );
+    let enrich = start_enrich(&nats, &text).await;
+    let both = start_notify_and_console(&nats, &text, env).await;
+    let js = jetstream::new(nats.client().await);
+    publish_unique(&js, &alert("d1", "Known bad host", "High", "C.1", 1)).await;
+    let alice = login(both.http_addr, "alice").await;
+    wait_list(&alice, 1).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deliveries = loop {
+        let (_, d) = alice.get("/v1/alerts/d1").await;
+        let list = d["deliveries"].as_array().cloned().unwrap_or_default();
+        let done = |c: &str, o: &str| list.iter().any(|x| x["channel"] == c && x["outcome"] == o);
+        if done("flaky", "sent") && done("refusing", "dead_lettered") {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let flaky_steps: Vec<(&str, u64)> = deliveries
+        .iter()
+        .filter(|d| d["channel"] == "flaky")
+        .map(|d| {
+            (
+                d["outcome"].as_str().unwrap(),
+                d["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flaky_steps,
+        [("retrying", 1), ("sent", 2)],
+        "{deliveries:?}"
+    );
+    let retry = deliveries
+        .iter()
+        .find(|d| d["outcome"] == "retrying")
+        .unwrap();
+    assert!(retry["reason"].as_str().unwrap().contains("503"), "{retry}");
+    let refused: Vec<&Value> = deliveries
+        .iter()
+        .filter(|d| d["channel"] == "refusing")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]["reason"].as_str().unwrap().contains("400"),
+        "{}",
+        refused[0]
+    );
+    both.stop().await.unwrap();
+    enrich.stop().await.unwrap();
+}

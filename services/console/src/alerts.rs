@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use futures::StreamExt;
-use talon_proto::names::{SUBJECT_HISTORY, SUBJECT_TRIAGE_PREFIX};
-use talon_proto::Alert;
+use talon_proto::names::{SUBJECT_DELIVERIES_PREFIX, SUBJECT_HISTORY, SUBJECT_TRIAGE_PREFIX};
+use talon_proto::{Alert, Delivery};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,8 @@ const BATCH: usize = 2000;
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// Tries of one triage write that loses races (without `expected_version`).
 const CAS_ATTEMPTS: usize = 5;
-/// An alert's audit trail shows at most this many events.
+/// An alert's audit trail (and its delivery outcomes) shows at most this
+/// many events.
 pub const AUDIT_MAX: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,7 @@ pub struct Alerts {
     js: jetstream::Context,
     history: stream::Stream,
     triage: stream::Stream,
+    deliveries: stream::Stream,
     catalog: Mutex<Catalog>,
     /// (HISTORY caught up, TRIAGE caught up).
     ready: watch::Sender<(bool, bool)>,
@@ -73,6 +75,8 @@ pub struct Detail {
     pub alert: Alert,
     pub triage: TriageView,
     pub audit: Vec<Event>,
+    /// Each delivery attempt's end, oldest first.
+    pub deliveries: Vec<Delivery>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,6 +93,7 @@ impl Alerts {
         js: jetstream::Context,
         history: stream::Stream,
         triage: stream::Stream,
+        deliveries: stream::Stream,
         shutdown: CancellationToken,
     ) -> Result<Arc<Alerts>, AlertsError> {
         let dir = tempfile::Builder::new()
@@ -102,6 +107,7 @@ impl Alerts {
             js,
             history,
             triage,
+            deliveries,
             catalog: Mutex::new(catalog),
             ready,
             _dir: dir,
@@ -156,7 +162,12 @@ impl Alerts {
             .ok_or_else(|| AlertsError::NotFound(id.to_owned()))?;
         let record = self.history.get_raw_message(seq).await.map_err(failed)?;
         let alert: Alert = serde_json::from_slice(&record.payload).map_err(failed)?;
-        let audit = self.audit(id).await?;
+        let audit: Vec<(u64, Event)> = read_subject(&self.triage, &triage_subject(id)).await?;
+        let deliveries: Vec<(u64, Delivery)> = read_subject(
+            &self.deliveries,
+            &format!("{SUBJECT_DELIVERIES_PREFIX}.{id}"),
+        )
+        .await?;
         let triage = match audit.last() {
             Some((version, e)) => TriageView {
                 triage: e.after.clone(),
@@ -171,37 +182,8 @@ impl Alerts {
             alert,
             triage,
             audit: audit.into_iter().map(|(_, e)| e).collect(),
+            deliveries: deliveries.into_iter().map(|(_, d)| d).collect(),
         })
-    }
-
-    /// The triage events of alert `id`, oldest first, with their sequences.
-    async fn audit(&self, id: &str) -> Result<Vec<(u64, Event)>, AlertsError> {
-        let consumer = self
-            .triage
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: triage_subject(id),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(failed)?;
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(Vec::new());
-        }
-        let mut messages = consumer.messages().await.map_err(failed)?;
-        let mut out = Vec::new();
-        while let Ok(Some(next)) = tokio::time::timeout(READY_WAIT, messages.next()).await {
-            let msg = next.map_err(failed)?;
-            let info = msg.info().map_err(failed)?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            if let Ok(event) = serde_json::from_slice::<Event>(&msg.payload) {
-                out.push((seq, event));
-            }
-            if pending == 0 || out.len() >= AUDIT_MAX {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     /// The current triage of alert `id` and its version (0: never triaged).
@@ -312,6 +294,39 @@ impl Alerts {
             Err(e) => Err(failed(e)),
         }
     }
+}
+
+/// The messages on `subject` of `stream` that read as `T`, oldest first,
+/// with their sequences; at most [`AUDIT_MAX`].
+async fn read_subject<T: serde::de::DeserializeOwned>(
+    stream: &stream::Stream,
+    subject: &str,
+) -> Result<Vec<(u64, T)>, AlertsError> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject.to_owned(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(failed)?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
+    }
+    let mut messages = consumer.messages().await.map_err(failed)?;
+    let mut out = Vec::new();
+    while let Ok(Some(next)) = tokio::time::timeout(READY_WAIT, messages.next()).await {
+        let msg = next.map_err(failed)?;
+        let info = msg.info().map_err(failed)?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        if let Ok(item) = serde_json::from_slice::<T>(&msg.payload) {
+            out.push((seq, item));
+        }
+        if pending == 0 || out.len() >= AUDIT_MAX {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

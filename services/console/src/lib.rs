@@ -165,7 +165,14 @@ impl Console {
         .await?;
         let history = streams::ensure_stream(js, Stream::History, topology).await?;
         let triage = streams::ensure_stream(js, Stream::Triage, topology).await?;
-        let alerts = Alerts::start(js.clone(), history, triage, self.shutdown.clone())?;
+        let deliveries = streams::ensure_stream(js, Stream::Deliveries, topology).await?;
+        let alerts = Alerts::start(
+            js.clone(),
+            history,
+            triage,
+            deliveries,
+            self.shutdown.clone(),
+        )?;
         let inbox = Inbox::start(stream, marks, self.shutdown.clone());
         let _ = self.backend.set(Backend {
             sessions: Sessions::new(sessions),

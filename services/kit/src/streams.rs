@@ -51,10 +51,11 @@ pub enum Stream {
     Dlq,
     History,
     Triage,
+    Deliveries,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 9] = [
+    pub const ALL: [Stream; 10] = [
         Stream::Alerts,
         Stream::Monitoring,
         Stream::Accepted,
@@ -64,6 +65,7 @@ impl Stream {
         Stream::Dlq,
         Stream::History,
         Stream::Triage,
+        Stream::Deliveries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +79,7 @@ impl Stream {
             Stream::Dlq => STREAM_DLQ,
             Stream::History => STREAM_HISTORY,
             Stream::Triage => STREAM_TRIAGE,
+            Stream::Deliveries => STREAM_DELIVERIES,
         }
     }
 
@@ -130,6 +133,11 @@ impl Stream {
             // As long as HISTORY: an alert's triage lives as long as it.
             Stream::Triage => (
                 format!("{SUBJECT_TRIAGE_PREFIX}.*"),
+                stream::RetentionPolicy::Limits,
+                topology.history,
+            ),
+            Stream::Deliveries => (
+                format!("{SUBJECT_DELIVERIES_PREFIX}.*"),
                 stream::RetentionPolicy::Limits,
                 topology.history,
             ),

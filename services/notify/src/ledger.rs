@@ -57,6 +57,13 @@ fn err(e: impl std::fmt::Display) -> LedgerError {
     LedgerError(e.to_string())
 }
 
+impl LedgerError {
+    /// An error of something the ledger needs (a stream it starts with).
+    pub fn from_display(e: &impl std::fmt::Display) -> LedgerError {
+        err(e)
+    }
+}
+
 #[derive(Clone)]
 pub struct Ledger {
     store: kv::Store,

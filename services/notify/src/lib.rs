@@ -132,7 +132,17 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
     );
     let shutdown = shutdown.clone();
     Ok(listening.run("notify", async move {
-        let open = || ledger::Ledger::open(&js, topology.replicas, keep, replica.clone());
+        let open = || async {
+            // Where each attempt's outcome is told (the console reads it).
+            talon_kit::streams::ensure_stream(
+                &js,
+                talon_kit::streams::Stream::Deliveries,
+                topology,
+            )
+            .await
+            .map_err(|e| ledger::LedgerError::from_display(&e))?;
+            ledger::Ledger::open(&js, topology.replicas, keep, replica.clone()).await
+        };
         let Some(ledger) = service::until_ready("delivery ledger", &shutdown, open).await else {
             return Ok(());
         };

@@ -13,8 +13,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::key::derived_msg_id;
-use talon_proto::names::{Stage, STREAM_NOTIFY};
-use talon_proto::{Alert, DeadLetter};
+use talon_proto::names::{Stage, STREAM_NOTIFY, SUBJECT_DELIVERIES_PREFIX};
+use talon_proto::{Alert, DeadLetter, Delivery, DeliveryOutcome};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +110,47 @@ pub struct Shared {
     pub ledger: Ledger,
     pub metrics: Metrics,
     pub topology: talon_kit::streams::Topology,
+}
+
+impl Shared {
+    /// Tells the console how an attempt ended, on
+    /// `talon.deliveries.<alert-id>`: in the background, never waited for
+    /// and never failing a delivery (the outcome is for people; the ledger
+    /// and the ack are what count).
+    fn tell(
+        &self,
+        alert_id: &str,
+        channel: &str,
+        outcome: DeliveryOutcome,
+        attempt: u64,
+        reason: Option<&str>,
+    ) {
+        if talon_proto::check_id(alert_id).is_err() {
+            return;
+        }
+        let delivery = Delivery {
+            alert_id: alert_id.to_owned(),
+            channel: channel.to_owned(),
+            outcome,
+            attempt,
+            at: chrono::Utc::now(),
+            reason: reason.map(str::to_owned),
+        };
+        let Ok(body) = serde_json::to_vec(&delivery) else {
+            return;
+        };
+        let js = self.js.clone();
+        let subject = format!("{SUBJECT_DELIVERIES_PREFIX}.{alert_id}");
+        tokio::spawn(async move {
+            let stored = match js.publish(subject, body.into()).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stored {
+                tracing::debug!(error = %e, "delivery outcome not recorded");
+            }
+        });
+    }
 }
 
 /// The end of a pause of `wait` from `now`, cut to `deadline`; `None` only
@@ -434,6 +475,13 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
     }
     match decide(&result, delivered, age(), channel.retry_deadline, jitter) {
         Action::Sent => {
+            shared.tell(
+                &alert.id,
+                &channel.id,
+                DeliveryOutcome::Sent,
+                delivered,
+                None,
+            );
             shared
                 .metrics
                 .delivery_seconds
@@ -449,10 +497,24 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
         }
         Action::Park(reason) => {
             tracing::warn!(channel = %channel.id, alert = %alert.id, ?reason, "delivery given up");
+            shared.tell(
+                &alert.id,
+                &channel.id,
+                DeliveryOutcome::DeadLettered,
+                delivered,
+                Some(&reason),
+            );
             park(shared, channel, msg, reason, Some(alert.id.clone())).await
         }
         Action::Retry(delay) => {
             tracing::info!(channel = %channel.id, alert = %alert.id, attempt = delivered, ?delay, reason = ?failed, "delivery failed; will retry");
+            shared.tell(
+                &alert.id,
+                &channel.id,
+                DeliveryOutcome::Retrying,
+                delivered,
+                failed.as_deref(),
+            );
             shared
                 .metrics
                 .retries

@@ -351,6 +351,28 @@
     }
   }
 
+  // The last outcome per channel, the earlier failures under it.
+  function renderDeliveries(deliveries, routed) {
+    const ul = $('d-deliveries');
+    ul.replaceChildren();
+    const byChannel = new Map();
+    for (const d of deliveries) {
+      if (!byChannel.has(d.channel)) byChannel.set(d.channel, []);
+      byChannel.get(d.channel).push(d);
+    }
+    for (const channel of routed || []) if (!byChannel.has(channel)) byChannel.set(channel, []);
+    if (!byChannel.size) ul.append(el('li', 'muted', 'Routed to no channel.'));
+    const words = { sent: 'sent', retrying: 'failed, retrying', dead_lettered: 'given up (dead letter)' };
+    for (const [channel, list] of byChannel) {
+      const li = el('li');
+      const last = list[list.length - 1];
+      li.append(el('b', null, channel), el('span', 'outcome outcome-' + (last ? last.outcome : 'pending'), last ? words[last.outcome] || last.outcome : 'pending'));
+      if (last) li.append(el('time', 'muted', ` attempt ${last.attempt}, ${new Date(last.at).toLocaleString()}`));
+      for (const d of list.filter((x) => x.reason)) li.append(el('p', 'muted reason', `attempt ${d.attempt}: ${d.reason}`));
+      ul.append(li);
+    }
+  }
+
   async function showDetail(id) {
     const d = await api('GET', '/v1/alerts/' + encodeURIComponent(id));
     view.selected = id;
@@ -385,6 +407,7 @@
     for (const entry of a.context || []) fieldRow(ctx, entry.key, entry.value);
     if (!ctx.children.length) ctx.append(el('tr', 'muted', 'No context.'));
     renderAudit(d.audit);
+    renderDeliveries(d.deliveries || [], a.routed_to);
   }
 
   async function triage(body) {
