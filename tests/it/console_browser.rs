@@ -215,6 +215,16 @@ async fn click(client: &Client, id: &str) {
         .unwrap_or_else(|e| panic!("click #{id}: {e}"));
 }
 
+async fn click_css(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
 async fn text_of(client: &Client, css: &str) -> String {
     match client.find(Locator::Css(css)).await {
         Ok(e) => e.text().await.unwrap_or_default(),
@@ -514,7 +524,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
         "{state_counts}"
     );
 
-    // Search.
+    // Search; a severity; a client. The filters go into the address.
     client
         .find(Locator::Id("f-q"))
         .await
@@ -522,13 +532,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
         .send_keys("mimikatz")
         .await
         .unwrap();
-    client
-        .find(Locator::Css("#filters button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_css(&client, "#filters button[type=submit]").await;
     until(
         Duration::from_secs(10),
         "the search narrows to one",
@@ -537,6 +541,46 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
             r.len() == 1 && r[0].contains("Mimikatz")
         },
     )
+    .await;
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("q=mimikatz"));
+    click(&client, "f-reset").await;
+    client
+        .find(Locator::Id("f-severity"))
+        .await
+        .unwrap()
+        .select_by_value("low")
+        .await
+        .unwrap();
+    click_css(&client, "#filters button[type=submit]").await;
+    until(Duration::from_secs(10), "low only", || async {
+        let r = rows(&client).await;
+        r.len() == 1 && r[0].contains("LOW")
+    })
+    .await;
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("severity=low"));
+    click(&client, "f-reset").await;
+    client
+        .find(Locator::Id("f-client"))
+        .await
+        .unwrap()
+        .send_keys("C.77aa01b2c3d4e5f6")
+        .await
+        .unwrap();
+    click_css(&client, "#filters button[type=submit]").await;
+    until(Duration::from_secs(10), "one client", || async {
+        let r = rows(&client).await;
+        r.len() == 1 && r[0].contains("Mimikatz")
+    })
     .await;
     click(&client, "f-reset").await;
     until(Duration::from_secs(10), "all three again", || async {
@@ -639,6 +683,47 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
     .await;
     save_screenshot(&client, "console-alerts.png").await;
 
+    // A new alert arrives live; the keyboard opens and acknowledges it.
+    let mut live = accepted_alert("b4", "Connection to known-bad host", 1_790_000_300_000, 0);
+    live.client_id = Some("C.8e2f1a30b6d94c51".into());
+    live.event_data = json!({"Severity": "High", "RemoteAddress": "203.0.113.9:443"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    js.send_publish(
+        talon_proto::names::SUBJECT_UNIQUE,
+        async_nats::jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(&live).unwrap().into())
+            .message_id("b4"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    until(
+        Duration::from_secs(10),
+        "the new alert shows without a reload",
+        || async {
+            let r = rows(&client).await;
+            r.len() == 4 && r[0].contains("known-bad host")
+        },
+    )
+    .await;
+    let body = client.find(Locator::Css("body")).await.unwrap();
+    body.send_keys("\u{E00C}").await.unwrap(); // Escape: close the alert
+    body.send_keys("j").await.unwrap();
+    until(Duration::from_secs(10), "j opens the newest", || async {
+        text_of(&client, "#d-name").await.contains("known-bad host")
+    })
+    .await;
+    body.send_keys("a").await.unwrap();
+    until(Duration::from_secs(10), "a acknowledges it", || async {
+        text_of(&client, "#d-triage")
+            .await
+            .starts_with("Acknowledged")
+    })
+    .await;
+
     // A selection, acknowledged at once.
     for id in ["b2", "b3"] {
         client
@@ -658,7 +743,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
     click(&client, "bulk-ack").await;
     until(Duration::from_secs(10), "both acknowledged", || async {
         let r = rows(&client).await;
-        r.iter().filter(|t| t.contains("Acknowledged")).count() == 2
+        r.iter().filter(|t| t.contains("Acknowledged")).count() == 3
     })
     .await;
 
@@ -666,7 +751,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
     click(&client, "logout").await;
     log_in(&client, console.http_addr, "rita").await;
     until(Duration::from_secs(20), "rita sees the alerts", || async {
-        rows(&client).await.len() == 3
+        rows(&client).await.len() == 4
     })
     .await;
     client

@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use futures::StreamExt;
 use talon_proto::names::{SUBJECT_DELIVERIES_PREFIX, SUBJECT_HISTORY, SUBJECT_TRIAGE_PREFIX};
 use talon_proto::{Alert, Delivery};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Filter, Page};
@@ -65,6 +65,8 @@ pub struct Alerts {
     catalog: Mutex<Catalog>,
     /// (HISTORY caught up, TRIAGE caught up).
     ready: watch::Sender<(bool, bool)>,
+    /// Ticks when an alert arrives or its triage changes.
+    changed: broadcast::Sender<()>,
     /// The catalog's file, removed when the console stops.
     _dir: Option<tempfile::TempDir>,
 }
@@ -103,6 +105,7 @@ impl Alerts {
         let path: Option<PathBuf> = dir.as_ref().map(|d| d.path().join("alerts.sqlite"));
         let catalog = Catalog::open(path.as_deref()).map_err(failed)?;
         let (ready, _) = watch::channel((false, false));
+        let (changed, _) = broadcast::channel(64);
         let alerts = Arc::new(Alerts {
             js,
             history,
@@ -110,6 +113,7 @@ impl Alerts {
             deliveries,
             catalog: Mutex::new(catalog),
             ready,
+            changed,
             _dir: dir,
         });
         tokio::spawn(follow(alerts.clone(), Source::History, shutdown.clone()));
@@ -119,6 +123,11 @@ impl Alerts {
 
     fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
         self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ticks as alerts arrive or change (for the page's live updates).
+    pub fn subscribe(&self) -> broadcast::Receiver<()> {
+        self.changed.subscribe()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -281,6 +290,7 @@ impl Alerts {
                     view.triage.clone(),
                     view.version,
                 )]);
+                let _ = self.changed.send(());
                 Ok(view)
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
@@ -457,5 +467,7 @@ async fn flush(
     })
     .await
     .map_err(failed)?
-    .map_err(failed)
+    .map_err(failed)?;
+    let _ = alerts.changed.send(());
+    Ok(())
 }

@@ -25,6 +25,8 @@ use super::{Backend, Console};
 /// Messages a page holds by default, and at most.
 pub const PAGE_DEFAULT: usize = 50;
 pub const PAGE_MAX: usize = 200;
+/// An `alerts` event stands for every change within this long.
+const ALERTS_COALESCE: Duration = Duration::from_millis(300);
 /// How often an open event stream checks that its session still lives.
 const SESSION_RECHECK: Duration = Duration::from_secs(30);
 
@@ -353,6 +355,7 @@ async fn events(
         inbox: backend.inbox.clone(),
         sessions: backend.sessions.clone(),
         changes: backend.inbox.subscribe(),
+        alerts: backend.alerts.subscribe(),
         shutdown: console.shutdown.clone(),
         user,
         token,
@@ -371,6 +374,8 @@ struct Watch {
     inbox: Arc<Inbox>,
     sessions: Sessions,
     changes: tokio::sync::broadcast::Receiver<String>,
+    /// Ticks of the alert list.
+    alerts: tokio::sync::broadcast::Receiver<()>,
     shutdown: tokio_util::sync::CancellationToken,
     user: String,
     token: String,
@@ -392,6 +397,15 @@ impl Watch {
                         return None;
                     }
                 }
+                tick = self.alerts.recv() => match tick {
+                    Ok(()) | Err(RecvError::Lagged(_)) => {
+                        // One event for a burst: the page reloads its list.
+                        tokio::time::sleep(ALERTS_COALESCE).await;
+                        while self.alerts.try_recv().is_ok() {}
+                        return Some(Event::default().event("alerts").data("{}"));
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
                 change = self.changes.recv() => match change {
                     Ok(user) if user == self.user => return Some(self.unread_event().await),
                     Ok(_) => {}

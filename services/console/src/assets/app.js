@@ -10,7 +10,8 @@
   const state = { user: null, unread: 0, open: false, source: null, poll: null, oldest: null, newest: null };
   const view = { me: null, cursor: null, selected: null, picked: new Set(), users: [], refresh: null };
   const ALERTS_PAGE = 50;
-  const ALERTS_REFRESH_MS = 10000;
+  // A safety net: server-sent events bring changes at once.
+  const ALERTS_REFRESH_MS = 30000;
 
   class LoggedOut extends Error {}
 
@@ -172,6 +173,9 @@
       if (state.open) refresh().catch(() => {});
       else setUnread(data.unread);
     });
+    source.addEventListener('alerts', () => {
+      if (view.me && !view.picked.size) liveReload();
+    });
     source.addEventListener('open', () => {
       if (state.poll) clearInterval(state.poll);
       state.poll = null;
@@ -265,8 +269,39 @@
     return tr;
   }
 
+  // The filters (and the open alert) live in the address, so a view can be
+  // shared or bookmarked.
+  function saveUrl() {
+    const params = filterQuery();
+    if (view.selected) params.set('alert', view.selected);
+    const query = params.toString();
+    history.replaceState(null, '', query ? '?' + query : location.pathname);
+  }
+
+  function restoreUrl() {
+    const params = new URLSearchParams(location.search);
+    $('f-q').value = params.get('q') || '';
+    $('f-state').value = params.get('state') || '';
+    $('f-severity').value = params.get('severity') || '';
+    const assignee = params.get('assignee') || '';
+    $('f-assignee').value = assignee === view.me.name ? 'me' : (assignee === 'none' ? 'none' : '');
+    $('f-client').value = params.get('client') || '';
+    return params.get('alert');
+  }
+
+  let reloading = null;
+  function liveReload() {
+    if (reloading) return;
+    reloading = setTimeout(() => {
+      reloading = null;
+      loadAlerts(false).catch(() => {});
+      if (view.selected && !$('detail').hidden) showDetail(view.selected).catch(() => {});
+    }, 200);
+  }
+
   async function loadAlerts(append) {
     const params = filterQuery();
+    if (!append) saveUrl();
     params.set('limit', String(ALERTS_PAGE));
     if (append && view.cursor) params.set('cursor', view.cursor);
     const page = await api('GET', '/v1/alerts?' + params.toString());
@@ -377,6 +412,7 @@
     const d = await api('GET', '/v1/alerts/' + encodeURIComponent(id));
     view.selected = id;
     view.version = d.triage.version;
+    saveUrl();
     for (const row of $('rows').children) row.classList.toggle('selected', row.dataset.id === id);
     const a = d.alert;
     $('detail').hidden = false;
@@ -449,9 +485,47 @@
   async function showAlerts(me) {
     view.me = me;
     $('whoami').textContent = me.name + (me.may_triage ? '' : ' (reader)');
+    const open = restoreUrl();
     await loadUsers();
     await loadAlerts(false);
+    if (open) await showDetail(open).catch((e) => status(e.message));
     startAlertRefresh();
+  }
+
+  function closeDetail() {
+    $('detail').hidden = true;
+    view.selected = null;
+    for (const row of $('rows').children) row.classList.remove('selected');
+    saveUrl();
+  }
+
+  // j / k: next / previous alert; a: acknowledge; r: resolve with the
+  // chosen verdict; /: search; Escape: close the alert. Not while typing.
+  function shortcut(event) {
+    const typing = event.target.closest && event.target.closest('input, textarea, select');
+    if (typing || event.ctrlKey || event.metaKey || event.altKey || !view.me || $('app').hidden) return;
+    const rows = [...$('rows').children];
+    const at = rows.findIndex((r) => r.dataset.id === view.selected);
+    const go = (i) => {
+      const row = rows[Math.max(0, Math.min(rows.length - 1, i))];
+      if (row) {
+        row.scrollIntoView({ block: 'nearest' });
+        showDetail(row.dataset.id).catch((e) => status(e.message));
+      }
+    };
+    const act = (body) => {
+      if (view.selected && view.me.may_triage) triage(body).catch((e) => status(e.message));
+    };
+    switch (event.key) {
+      case 'j': go(at + 1); break;
+      case 'k': go(at < 0 ? 0 : at - 1); break;
+      case 'a': if ($('d-ack').hidden) return; act({ action: 'ack' }); break;
+      case 'r': if ($('d-resolve').hidden) return; act({ action: 'resolve', verdict: $('d-verdict').value }); break;
+      case '/': $('f-q').focus(); break;
+      case 'Escape': closeDetail(); break;
+      default: return;
+    }
+    event.preventDefault();
   }
 
   function showLogin() {
@@ -523,7 +597,8 @@
     $('bulk-ack').addEventListener('click', guard(() => bulk({ action: 'ack' })));
     $('bulk-mine').addEventListener('click', guard(() => bulk({ action: 'assign', assignee: view.me.name })));
     $('bulk-resolve').addEventListener('click', guard(() => bulk({ action: 'resolve', verdict: $('bulk-verdict').value })));
-    $('d-close').addEventListener('click', () => { $('detail').hidden = true; view.selected = null; });
+    $('d-close').addEventListener('click', closeDetail);
+    document.addEventListener('keydown', shortcut);
     $('d-ack').addEventListener('click', guard(() => triage({ action: 'ack' })));
     $('d-assign').addEventListener('click', guard(() => triage({ action: 'assign', assignee: $('d-assignee').value })));
     $('d-resolve').addEventListener('click', guard(() => triage({ action: 'resolve', verdict: $('d-verdict').value })));
