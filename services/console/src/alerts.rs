@@ -383,14 +383,27 @@ async fn follow_once(
         })
         .await
         .map_err(failed)?;
-    let caught_up = |alerts: &Alerts| {
-        alerts.ready.send_modify(|r| match source {
-            Source::History => r.0 = true,
-            Source::Triage => r.1 = true,
-        })
+    let started = std::time::Instant::now();
+    let mut seen: u64 = 0;
+    let caught_up = |alerts: &Alerts, seen: u64| {
+        let first = alerts.ready.send_if_modified(|r| {
+            let flag = match source {
+                Source::History => &mut r.0,
+                Source::Triage => &mut r.1,
+            };
+            !std::mem::replace(flag, true)
+        });
+        if first {
+            tracing::info!(
+                ?source,
+                messages = seen,
+                seconds = started.elapsed().as_secs_f64(),
+                "alert catalog caught up"
+            );
+        }
     };
     if consumer.cached_info().num_pending == 0 {
-        caught_up(alerts);
+        caught_up(alerts, 0);
     }
     let mut messages = consumer.messages().await.map_err(failed)?;
     let mut records: Vec<(u64, Alert)> = Vec::new();
@@ -422,6 +435,7 @@ async fn follow_once(
         let Ok(info) = msg.info() else { continue };
         let (seq, pending) = (info.stream_sequence, info.pending);
         *next_seq = seq + 1;
+        seen += 1;
         match source {
             Source::History => match serde_json::from_slice::<Alert>(&msg.payload) {
                 Ok(alert) => records.push((seq, alert)),
@@ -440,7 +454,7 @@ async fn follow_once(
             flush(alerts, &mut records, &mut states).await?;
         }
         if pending == 0 {
-            caught_up(alerts);
+            caught_up(alerts, seen);
         }
     }
 }

@@ -105,7 +105,7 @@ impl Catalog {
                  seq INTEGER PRIMARY KEY,
                  id TEXT NOT NULL UNIQUE,
                  name TEXT NOT NULL,
-                 severity TEXT,
+                 severity TEXT NOT NULL,
                  client_id TEXT,
                  hostname TEXT COLLATE NOCASE,
                  source TEXT NOT NULL,
@@ -113,21 +113,46 @@ impl Catalog {
                  channels TEXT NOT NULL,
                  silenced INTEGER NOT NULL,
                  received_ms INTEGER NOT NULL,
+                 state TEXT NOT NULL DEFAULT 'open',
+                 assignee TEXT,
+                 verdict TEXT,
+                 version INTEGER NOT NULL DEFAULT 0,
                  row TEXT NOT NULL
              );
-             CREATE INDEX alerts_severity ON alerts (severity);
-             CREATE INDEX alerts_client ON alerts (client_id);
-             CREATE INDEX alerts_hostname ON alerts (hostname);
+             CREATE INDEX alerts_severity ON alerts (severity, seq);
+             CREATE INDEX alerts_state ON alerts (state, seq);
+             CREATE INDEX alerts_assignee ON alerts (assignee, seq);
+             CREATE INDEX alerts_client ON alerts (client_id, seq);
+             CREATE INDEX alerts_hostname ON alerts (hostname, seq);
              CREATE INDEX alerts_received ON alerts (received_ms);
-             CREATE TABLE triage (
+             -- Counts by severity and state, kept as rows come and change:
+             -- the unfiltered list (and one filtered on those two only)
+             -- counts without reading every alert.
+             CREATE TABLE tally (
+                 severity TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 n INTEGER NOT NULL,
+                 PRIMARY KEY (severity, state)
+             ) WITHOUT ROWID;
+             CREATE TRIGGER tally_insert AFTER INSERT ON alerts BEGIN
+                 INSERT INTO tally (severity, state, n) VALUES (new.severity, new.state, 1)
+                 ON CONFLICT (severity, state) DO UPDATE SET n = n + 1;
+             END;
+             CREATE TRIGGER tally_state AFTER UPDATE OF state ON alerts
+             WHEN old.state <> new.state BEGIN
+                 UPDATE tally SET n = n - 1 WHERE severity = old.severity AND state = old.state;
+                 INSERT INTO tally (severity, state, n) VALUES (new.severity, new.state, 1)
+                 ON CONFLICT (severity, state) DO UPDATE SET n = n + 1;
+             END;
+             -- Triage of an alert not in the catalog yet (its record comes
+             -- later): applied when it arrives.
+             CREATE TABLE early_triage (
                  id TEXT PRIMARY KEY,
                  state TEXT NOT NULL,
                  assignee TEXT,
                  verdict TEXT,
                  version INTEGER NOT NULL
              ) WITHOUT ROWID;
-             CREATE INDEX triage_state ON triage (state);
-             CREATE INDEX triage_assignee ON triage (assignee);
              CREATE VIRTUAL TABLE alerts_text USING fts5(name, context, content='');",
         )?;
         Ok(Catalog { conn })
@@ -172,7 +197,7 @@ impl Catalog {
                     seq,
                     a.id,
                     a.name,
-                    a.severity,
+                    a.severity.as_deref().unwrap_or("none"),
                     a.client_id,
                     hostname,
                     a.source,
@@ -193,6 +218,15 @@ impl Catalog {
                 }
             }
         }
+        let early: i64 = tx.query_row("SELECT count(*) FROM early_triage", [], |r| r.get(0))?;
+        if early > 0 {
+            tx.execute_batch(
+                "UPDATE alerts SET state = t.state, assignee = t.assignee, verdict = t.verdict,
+                        version = t.version
+                 FROM early_triage t WHERE alerts.id = t.id AND alerts.version < t.version;
+                 DELETE FROM early_triage WHERE id IN (SELECT id FROM alerts);",
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -202,21 +236,29 @@ impl Catalog {
     pub fn set_triage(&mut self, rows: &[(String, Triage, u64)]) -> Result<(), CatalogError> {
         let tx = self.conn.transaction()?;
         {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO triage (id, state, assignee, verdict, version)
+            let mut update = tx.prepare_cached(
+                "UPDATE alerts SET state = ?2, assignee = ?3, verdict = ?4, version = ?5
+                 WHERE id = ?1 AND version < ?5",
+            )?;
+            let mut known = tx.prepare_cached("SELECT 1 FROM alerts WHERE id = ?1")?;
+            let mut early = tx.prepare_cached(
+                "INSERT INTO early_triage (id, state, assignee, verdict, version)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id) DO UPDATE SET state = ?2, assignee = ?3, verdict = ?4, version = ?5
                  WHERE version < ?5",
             )?;
             for (id, t, version) in rows {
                 let version = i64::try_from(*version).map_err(|e| CatalogError(e.to_string()))?;
-                upsert.execute(params![
+                let values = params![
                     id,
                     t.state.as_str(),
                     t.assignee,
                     t.verdict.map(|v| v.as_str()),
                     version
-                ])?;
+                ];
+                if update.execute(values)? == 0 && !known.exists([id])? {
+                    early.execute(values)?;
+                }
             }
         }
         tx.commit()?;
@@ -255,8 +297,8 @@ impl Catalog {
         let limit = limit.clamp(1, PAGE_MAX);
         let (where_sql, args) = where_clause(filter);
         let mut page_sql = format!(
-            "SELECT a.seq, a.row, t.state, t.assignee, t.verdict, t.version
-             FROM alerts a LEFT JOIN triage t ON t.id = a.id WHERE {where_sql}"
+            "SELECT a.seq, a.row, a.state, a.assignee, a.verdict, a.version
+             FROM alerts a WHERE {where_sql}"
         );
         let mut page_args = args.clone();
         if let Some(c) = cursor.and_then(|c| i64::try_from(c).ok()) {
@@ -276,20 +318,17 @@ impl Catalog {
             }
             let seq: i64 = r.get(0)?;
             let row: String = r.get(1)?;
-            let state: Option<String> = r.get(2)?;
+            let state: String = r.get(2)?;
             let assignee: Option<String> = r.get(3)?;
             let verdict: Option<String> = r.get(4)?;
-            let version: Option<i64> = r.get(5)?;
+            let version: i64 = r.get(5)?;
             let mut v: Value =
                 serde_json::from_str(&row).map_err(|e| CatalogError(e.to_string()))?;
             if let Some(obj) = v.as_object_mut() {
-                obj.insert(
-                    "state".into(),
-                    json!(state.unwrap_or_else(|| "open".into())),
-                );
+                obj.insert("state".into(), json!(state));
                 obj.insert("assignee".into(), json!(assignee));
                 obj.insert("verdict".into(), json!(verdict));
-                obj.insert("version".into(), json!(version.unwrap_or(0)));
+                obj.insert("version".into(), json!(version));
             }
             alerts.push(v);
             last_seq = Some(seq);
@@ -302,20 +341,34 @@ impl Catalog {
         Ok(Page {
             alerts,
             next_cursor,
-            counts: self.counts(&where_sql, &args)?,
+            counts: self.counts(filter, &where_sql, &args)?,
         })
     }
 
+    /// Counts by severity and state of what `filter` matches: from the
+    /// tally when it filters on those two at most, else by reading the
+    /// matching alerts.
     fn counts(
         &self,
+        filter: &Filter,
         where_sql: &str,
         args: &[rusqlite::types::Value],
     ) -> Result<Counts, CatalogError> {
-        let sql = format!(
-            "SELECT coalesce(a.severity, 'none'), coalesce(t.state, 'open'), count(*)
-             FROM alerts a LEFT JOIN triage t ON t.id = a.id WHERE {where_sql}
-             GROUP BY 1, 2"
-        );
+        let only_tallied = Filter {
+            severity: Vec::new(),
+            state: Vec::new(),
+            ..filter.clone()
+        } == Filter::default();
+        let sql = if only_tallied {
+            format!(
+                "SELECT a.severity, a.state, a.n FROM tally a WHERE a.n > 0 AND {}",
+                where_sql
+            )
+        } else {
+            format!(
+                "SELECT a.severity, a.state, count(*) FROM alerts a WHERE {where_sql} GROUP BY 1, 2"
+            )
+        };
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(params_from_iter(args.iter()))?;
         let mut counts = Counts::default();
@@ -351,18 +404,18 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     }
     if !filter.severity.is_empty() {
         let marks = vec!["?"; filter.severity.len()].join(", ");
-        conds.push(format!("coalesce(a.severity, 'none') IN ({marks})"));
+        conds.push(format!("a.severity IN ({marks})"));
         args.extend(filter.severity.iter().map(|s| V::Text(s.clone())));
     }
     if !filter.state.is_empty() {
         let marks = vec!["?"; filter.state.len()].join(", ");
-        conds.push(format!("coalesce(t.state, 'open') IN ({marks})"));
+        conds.push(format!("a.state IN ({marks})"));
         args.extend(filter.state.iter().map(|s| V::Text(s.clone())));
     }
     match filter.assignee.as_deref() {
-        Some("none") => conds.push("t.assignee IS NULL".into()),
+        Some("none") => conds.push("a.assignee IS NULL".into()),
         Some(user) => {
-            conds.push("t.assignee = ?".into());
+            conds.push("a.assignee = ?".into());
             args.push(V::Text(user.to_owned()));
         }
         None => {}
@@ -667,6 +720,73 @@ mod tests {
         );
         assert_eq!(page.counts.state["resolved"], 1);
         assert_eq!(page.counts.state["open"], 2);
+    }
+
+    #[test]
+    fn triage_before_its_alert_applies_when_it_arrives_and_counts_follow() {
+        let mut c = catalog();
+        let resolved = Triage {
+            state: State::Resolved,
+            assignee: None,
+            verdict: Some(Verdict::Benign),
+        };
+        c.set_triage(&[("a9".into(), resolved, 4)]).unwrap();
+        c.add(&[(9, alert("a9", "Late record", Some("low"), "C.9", 9))])
+            .unwrap();
+        let page = c
+            .query(
+                &Filter {
+                    state: vec!["resolved".into()],
+                    ..Default::default()
+                },
+                10,
+                None,
+            )
+            .unwrap();
+        assert_eq!(ids(&page), ["a9"]);
+        assert_eq!(page.alerts[0]["version"], 4);
+        // Counts from the tally (no filter, or severity and state only)
+        // agree with counts read from the alerts (any other filter).
+        let all = c.query(&Filter::default(), 1, None).unwrap().counts;
+        assert_eq!(all.total, 5);
+        assert_eq!(all.state["resolved"], 1);
+        assert_eq!(all.state["open"], 4);
+        let low = c
+            .query(
+                &Filter {
+                    severity: vec!["low".into()],
+                    ..Default::default()
+                },
+                1,
+                None,
+            )
+            .unwrap()
+            .counts;
+        assert_eq!((low.total, low.state["resolved"].as_u64()), (1, Some(1)));
+        let read = c
+            .query(
+                &Filter {
+                    source: Some("nats".into()),
+                    ..Default::default()
+                },
+                1,
+                None,
+            )
+            .unwrap()
+            .counts;
+        assert_eq!(read.state["resolved"], 1);
+        assert_eq!(read.total, 4, "a4 is a rule's");
+        c.set_triage(&[("a9".into(), Triage::default(), 7)])
+            .unwrap();
+        let all = c.query(&Filter::default(), 1, None).unwrap().counts;
+        assert_eq!(
+            all.state
+                .get("resolved")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            0
+        );
+        assert_eq!(all.state["open"], 5);
     }
 
     #[test]
