@@ -77,14 +77,14 @@ fn alert(i: usize) -> Alert {
     let routed: Vec<String> = CHANNELS
         .iter()
         .enumerate()
-        .filter(|(c, _)| (i + c) % 3 != 0)
+        .filter(|(c, _)| !(i + c).is_multiple_of(3))
         .map(|(_, c)| (*c).to_owned())
         .collect();
     Alert {
         id: format!("{i:032x}"),
         received_at: at,
         timestamp: at,
-        source: if i % 10 == 0 {
+        source: if i.is_multiple_of(10) {
             "http".into()
         } else {
             "nats".into()
@@ -179,13 +179,13 @@ async fn main() -> anyhow::Result<()> {
     let mut acks = std::collections::VecDeque::new();
     for i in (0..n).step_by(20) {
         let id = format!("{i:032x}");
-        let after = if i % 40 == 0 {
+        let after = if i.is_multiple_of(40) {
             serde_json::json!({"state": "resolved", "assignee": "alice", "verdict": "false_positive"})
         } else {
             serde_json::json!({"state": "acknowledged", "assignee": "alice", "verdict": null})
         };
         let event = serde_json::json!({
-            "alert_id": id, "action": if i % 40 == 0 { "resolve" } else { "ack" }, "by": "alice",
+            "alert_id": id, "action": if i.is_multiple_of(40) { "resolve" } else { "ack" }, "by": "alice",
             "at": "2026-12-05T00:00:00Z", "before": {"state": "open", "assignee": null, "verdict": null},
             "after": after,
         });
