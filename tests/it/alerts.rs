@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use talon_proto::names::SUBJECT_UNIQUE;
 use talon_proto::Alert;
 use talon_tests::console::{console_users, password, Console};
 use talon_tests::*;
@@ -30,19 +29,6 @@ require_severity = true
 "#
     );
     (text, env)
-}
-
-async fn publish_unique(js: &jetstream::Context, alert: &Alert) {
-    js.send_publish(
-        SUBJECT_UNIQUE,
-        PublishMessage::build()
-            .payload(serde_json::to_vec(alert).unwrap().into())
-            .message_id(alert.id.clone()),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
 }
 
 fn alert(id: &str, name: &str, severity: &str, client: &str, i: i64) -> Alert {
@@ -91,9 +77,24 @@ async fn alerts_are_listed_triaged_and_audited_and_survive_a_restart() {
     let enrich = start_enrich(&nats, &text).await;
     let console = start_console(&nats, &text, env.clone()).await;
     let js = jetstream::new(nats.client().await);
-    publish_unique(&js, &alert("a1", "Honey file opened", "High", "C.1", 1)).await;
-    publish_unique(&js, &alert("a2", "Sigma: Mimikatz", "Critical", "C.2", 2)).await;
-    publish_unique(&js, &alert("a3", "Honey file opened", "Low", "C.2", 3)).await;
+    publish_unique(
+        &js,
+        &alert("a1", "Honey file opened", "High", "C.1", 1),
+        "a1",
+    )
+    .await;
+    publish_unique(
+        &js,
+        &alert("a2", "Sigma: Mimikatz", "Critical", "C.2", 2),
+        "a2",
+    )
+    .await;
+    publish_unique(
+        &js,
+        &alert("a3", "Honey file opened", "Low", "C.2", 3),
+        "a3",
+    )
+    .await;
 
     let alice = login(console.http_addr, "alice").await;
     let bob = login(console.http_addr, "bob").await;
@@ -303,7 +304,7 @@ rate_per_minute = 0
     let enrich = start_enrich(&nats, &text).await;
     let both = start_notify_and_console(&nats, &text, env).await;
     let js = jetstream::new(nats.client().await);
-    publish_unique(&js, &alert("d1", "Known bad host", "High", "C.1", 1)).await;
+    publish_unique(&js, &alert("d1", "Known bad host", "High", "C.1", 1), "d1").await;
     let alice = login(both.http_addr, "alice").await;
     wait_list(&alice, 1).await;
 

@@ -138,9 +138,18 @@ where
 }
 
 async fn bell_is_red(client: &Client) -> bool {
-    let bell = client.find(Locator::Id("bell")).await.expect("the bell");
-    let class = bell.attr("class").await.unwrap().unwrap_or_default();
-    let colour = bell.css_value("background-color").await.unwrap();
+    // Class and colour read in one script, so a refresh between two reads
+    // cannot make them disagree.
+    let seen = client
+        .execute(
+            "const b = document.getElementById('bell'); \
+             return [b.className, getComputedStyle(b).backgroundColor];",
+            vec![],
+        )
+        .await
+        .expect("the bell");
+    let class = seen[0].as_str().unwrap_or_default().to_owned();
+    let colour = seen[1].as_str().unwrap_or_default().to_owned();
     let red = colour.replace(' ', "").starts_with("rgb(211,47,47")
         || colour.replace(' ', "").starts_with("rgba(211,47,47");
     assert_eq!(
@@ -501,16 +510,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
             .as_object()
             .cloned()
             .unwrap();
-        js.send_publish(
-            talon_proto::names::SUBJECT_UNIQUE,
-            async_nats::jetstream::message::PublishMessage::build()
-                .payload(serde_json::to_vec(&a).unwrap().into())
-                .message_id(*id),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_unique(&js, &a, id).await;
     }
     let (_driver, client) = browser().await;
     log_in(&client, console.http_addr, "bob").await;
@@ -589,13 +589,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
     .await;
 
     // Open the oldest honey alert: links, context as text.
-    client
-        .find(Locator::Css("#rows tr[data-id=b1] td.name"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_css(&client, "#rows tr[data-id=b1] td.name").await;
     until(Duration::from_secs(10), "the alert opens", || {
         visible(&client, "detail")
     })
@@ -653,13 +647,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
         .send_keys("Backup job touching the share; excluded upstream.")
         .await
         .unwrap();
-    client
-        .find(Locator::Css("#d-note-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_css(&client, "#d-note-form button").await;
     until(
         Duration::from_secs(10),
         "the note in the audit trail",
@@ -690,16 +678,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
         .as_object()
         .cloned()
         .unwrap();
-    js.send_publish(
-        talon_proto::names::SUBJECT_UNIQUE,
-        async_nats::jetstream::message::PublishMessage::build()
-            .payload(serde_json::to_vec(&live).unwrap().into())
-            .message_id("b4"),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_unique(&js, &live, "b4").await;
     until(
         Duration::from_secs(10),
         "the new alert shows without a reload",
@@ -754,13 +733,7 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
         rows(&client).await.len() == 4
     })
     .await;
-    client
-        .find(Locator::Css("#rows tr[data-id=b2] td.name"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_css(&client, "#rows tr[data-id=b2] td.name").await;
     until(Duration::from_secs(10), "the alert opens", || {
         visible(&client, "detail")
     })

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use serde_json::{json, Value};
-use talon_proto::names::{STREAM_NOTIFY, SUBJECT_ALERTS, SUBJECT_UNIQUE};
+use talon_proto::names::{STREAM_NOTIFY, SUBJECT_ALERTS};
 use talon_proto::Alert;
 use talon_tests::*;
 
@@ -63,19 +63,6 @@ async fn on_channel(js: &jetstream::Context, channel: &str, at_most: usize) -> V
     .iter()
     .map(|m| serde_json::from_slice(&m.payload).unwrap())
     .collect()
-}
-
-async fn publish_unique(js: &jetstream::Context, alert: &Alert, msg_id: &str) {
-    js.send_publish(
-        SUBJECT_UNIQUE,
-        PublishMessage::build()
-            .payload(serde_json::to_vec(alert).unwrap().into())
-            .message_id(msg_id),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
 }
 
 #[tokio::test]

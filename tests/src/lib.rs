@@ -88,6 +88,21 @@ pub async fn publish_accepted(
     .sequence
 }
 
+/// Publishes `alert` on `talon.alerts.unique` as dedup would, with
+/// `msg_id` as its `Nats-Msg-Id`, and waits for the ack.
+pub async fn publish_unique(js: &jetstream::Context, alert: &talon_proto::Alert, msg_id: &str) {
+    js.send_publish(
+        talon_proto::names::SUBJECT_UNIQUE,
+        jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(alert).expect("serializes").into())
+            .message_id(msg_id),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+}
+
 /// Publishes `alert` as enrich would for `channel`.
 pub async fn publish_routed(js: &jetstream::Context, channel: &str, alert: &talon_proto::Alert) {
     let mut alert = alert.clone();
