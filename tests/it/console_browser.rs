@@ -224,14 +224,22 @@ async fn click(client: &Client, id: &str) {
         .unwrap_or_else(|e| panic!("click #{id}: {e}"));
 }
 
+/// Finds and clicks, finding again when a live refresh replaced the element
+/// between the two steps (the list re-renders on every `alerts` event).
 async fn click_css(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    for attempt in 0.. {
+        let found = client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match found.click().await {
+            Ok(()) => return,
+            Err(e) if attempt < 20 && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
 }
 
 async fn text_of(client: &Client, css: &str) -> String {
@@ -705,19 +713,19 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
 
     // A selection, acknowledged at once.
     for id in ["b2", "b3"] {
-        client
-            .find(Locator::Css(&format!(
-                "#rows tr[data-id={id}] input[type=checkbox]"
-            )))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_css(
+            &client,
+            &format!("#rows tr[data-id={id}] input[type=checkbox]"),
+        )
+        .await;
     }
-    until(Duration::from_secs(5), "the bulk bar", || {
-        visible(&client, "bulk")
-    })
+    until(
+        Duration::from_secs(5),
+        "the bulk bar with two picked",
+        || async {
+            visible(&client, "bulk").await && text_of(&client, "#bulk-count").await == "2 selected"
+        },
+    )
     .await;
     click(&client, "bulk-ack").await;
     until(Duration::from_secs(10), "both acknowledged", || async {
