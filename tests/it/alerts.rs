@@ -1,7 +1,9 @@
 //! The console's alerts and triage, end to end through a real nats-server,
 //! enrich and console replicas: every alert listed with filters and counts,
 //! one alert whole with its links and audit trail, triage with its roles,
-//! transitions and compare-and-set, and a rebuild after a restart.
+//! transitions and compare-and-set, a repeat that links back to the
+//! resolved alert before it, one session on two replicas, and a rebuild
+//! after a SIGKILL.
 
 use std::time::Duration;
 
@@ -34,6 +36,12 @@ require_severity = true
 fn alert(id: &str, name: &str, severity: &str, client: &str, i: i64) -> Alert {
     let mut a = accepted_alert(id, name, 1_790_000_000_000 + i * 1000, 0);
     a.client_id = Some(client.into());
+    a.dedup = Some(talon_proto::DedupInfo {
+        key: format!("{name}|{client}"),
+        window_start: a.received_at,
+        window_end: a.received_at,
+        suppressed_before: 0,
+    });
     a.flow_id = Some(format!("F.{i}"));
     a.event_data = json!({"Severity": severity, "FileName": format!("/home/{id}/doc.txt")})
         .as_object()
@@ -71,7 +79,7 @@ fn ids(page: &Value) -> Vec<&str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_are_listed_triaged_and_audited_and_survive_a_restart() {
+async fn alerts_are_listed_triaged_audited_served_by_two_replicas_and_survive_a_kill() {
     let nats = NatsServer::start().await;
     let (text, env) = config();
     let enrich = start_enrich(&nats, &text).await;
@@ -261,15 +269,83 @@ async fn alerts_are_listed_triaged_and_audited_and_survive_a_restart() {
     let (_, mine) = alice.get("/v1/alerts?assignee=bob").await;
     assert_eq!(ids(&mine), ["a2"]);
 
-    // A new console replica rebuilds everything from NATS.
+    // A repeat of a1's dedup key after a1 was resolved is a new alert that
+    // links back to a1 and its verdict.
+    publish_unique(
+        &js,
+        &alert("a4", "Honey file opened", "High", "C.1", 4),
+        "a4",
+    )
+    .await;
+    let page = wait_list(&alice, 4).await;
+    assert_eq!(page["alerts"][0]["state"], "open", "{page}");
+    let (_, a4) = alice.get("/v1/alerts/a4").await;
+    assert_eq!(
+        (
+            a4["repeat_of"]["id"].as_str(),
+            a4["repeat_of"]["state"].as_str(),
+            a4["repeat_of"]["verdict"].as_str()
+        ),
+        (Some("a1"), Some("resolved"), Some("false_positive")),
+        "{a4}"
+    );
+    let (_, a3) = alice.get("/v1/alerts/a3").await;
+    assert_eq!(a3["repeat_of"], Value::Null, "another client's key");
+
+    // Two replicas serve one session: a console process of its own, started
+    // now, rebuilds from NATS, takes alice's cookie, and each replica sees
+    // the other's triage.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("talon.toml");
+    std::fs::write(&config, test_config_text(&nats, &text)).unwrap();
+    let vars: Vec<(&str, &str)> = env
+        .0
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut process = ServiceProcess::spawn("talon-console", &config, &vars);
+    let second = process.ready_addr(Duration::from_secs(60)).await;
+    let alice2 = alice.at(&second);
+    let rebuilt = wait_list(&alice2, 4).await;
+    let (_, before) = alice.get("/v1/alerts").await;
+    assert_eq!(rebuilt, before, "the same list on both replicas");
+    let (status, acked) = alice2.post("/v1/alerts/a4/triage", Some(ack.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, a4) = alice.get("/v1/alerts/a4").await;
+        if a4["triage"]["state"] == "acknowledged" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{a4}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGKILL of a replica loses nothing: a new one rebuilds the same
+    // list and the same triage and audit of every alert.
+    let mut seen = Vec::new();
+    for id in ["a1", "a2", "a3", "a4"] {
+        seen.push(alice2.get(&format!("/v1/alerts/{id}")).await.1);
+    }
+    let (_, list) = alice2.get("/v1/alerts").await;
+    process.kill9();
     console.stop().await.unwrap();
-    let again = start_console(&nats, &text, env).await;
-    let alice = alice.at(again.http_addr);
-    let page = wait_list(&alice, 3).await;
+    let mut process = ServiceProcess::spawn("talon-console", &config, &vars);
+    let third = process.ready_addr(Duration::from_secs(60)).await;
+    let alice3 = alice.at(&third);
+    let page = wait_list(&alice3, 4).await;
+    assert_eq!(page, list, "the list as it was");
     assert_eq!(page["counts"]["state"]["resolved"], 3, "{page}");
-    let (_, a1) = alice.get("/v1/alerts/a1").await;
-    assert_eq!(a1["triage"]["verdict"], "false_positive");
-    again.stop().await.unwrap();
+    assert_eq!(page["counts"]["state"]["acknowledged"], 1, "{page}");
+    for (id, before) in ["a1", "a2", "a3", "a4"].into_iter().zip(seen) {
+        let (_, rebuilt) = alice3.get(&format!("/v1/alerts/{id}")).await;
+        assert_eq!(rebuilt, before, "{id} as it was");
+    }
+    assert_eq!(
+        page["alerts"][0]["state"], "acknowledged",
+        "a4's ack, made on the killed replica"
+    );
+    process.kill9();
     enrich.stop().await.unwrap();
 }
 

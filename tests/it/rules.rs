@@ -430,3 +430,143 @@ async fn rows_by_http_and_by_talonctl_reach_the_rules() {
     assert_eq!(letters[0].raw.as_deref(), Some("7"));
     s.stop().await;
 }
+
+/// The example rules' alerts (a honey file, a Sigma hit, every column of a
+/// detection) as a SOC analyst finds them in the console: the client by
+/// name, the severity, the rule, and the links into the Velociraptor GUI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_rules_alerts_reach_the_console_with_client_severity_and_links() {
+    let s = Suite::start().await;
+    let (users, env) = talon_tests::console::console_users("127.0.0.1:0");
+    // The example's [enrich] as shipped (its severity rows read Level).
+    let example = include_str!("../../deploy/talon.example.toml");
+    let start = example
+        .find("\n[enrich]\n")
+        .expect("the example has [enrich]");
+    let end = example
+        .find("\n[notify]\n")
+        .expect("the example has [notify]");
+    let enrich_table = example[start..end].replace("127.0.0.1:8472", "127.0.0.1:0");
+    let text = format!(
+        "{users}{enrich_table}\n[velociraptor]\ngui_url = \"https://vr.example.org:8889/\"\n"
+    );
+    let enrich = start_enrich(&s.nats, &text).await;
+    let console = start_console(&s.nats, &text, env).await;
+    s.row(
+        HONEY,
+        json!({"FileName": "/home/a/honey.docx", "Pid": 4120, "ProcessName": "cat",
+               "Uid": 1000, "ClientId": "C.1", "_ts": 1_790_000_000}),
+    )
+    .await;
+    s.row(
+        SIGMA,
+        json!({"Timestamp": "2026-01-01T00:00:00Z", "Computer": "dc1.example.org",
+               "Channel": "Security", "EID": 4688, "Level": "critical",
+               "Title": "Mimikatz Use", "RecordID": 1,
+               "Details": {"User": "alice", "Proc": "mimikatz.exe"}, "ClientId": "C.2"}),
+    )
+    .await;
+    s.row(
+        ALL,
+        json!({"Rule": "r-17", "Severity": "low", "ClientId": "C.1", "foo": 1}),
+    )
+    .await;
+
+    let alice = talon_tests::console::Console::login(
+        console.http_addr,
+        "alice",
+        talon_tests::console::password("alice"),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let (_, page) = alice.get("/v1/alerts").await;
+        if page["counts"]["total"] == 3 {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let shown: Vec<(&str, &str, &str, &str, &str)> = page["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap(),
+                a["severity"].as_str().unwrap_or("none"),
+                a["client_id"].as_str().unwrap(),
+                a["hostname"].as_str().unwrap(),
+                a["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "Detection on web-1",
+                "medium",
+                "C.1",
+                "web-1",
+                "rule:Server.Monitor.AllColumns"
+            ),
+            (
+                "Mimikatz Use",
+                "critical",
+                "C.2",
+                "db-1",
+                "rule:Server.Monitor.SigmaHits"
+            ),
+            (
+                r#"Honey file "/home/a/honey.docx" accessed on web-1"#,
+                "high",
+                "C.1",
+                "web-1",
+                "rule:Server.Monitor.HoneyfileAccess"
+            ),
+        ]
+    );
+    assert_eq!(
+        page["alerts"][2]["links"]["host"],
+        "https://vr.example.org:8889/app/index.html?org_id=root#/host/C.1"
+    );
+    assert_eq!(
+        page["alerts"][1]["links"]["host"],
+        "https://vr.example.org:8889/app/index.html?org_id=root#/host/C.2"
+    );
+    assert_eq!(
+        page["counts"]["severity"],
+        json!({"critical": 1, "high": 1, "medium": 1})
+    );
+
+    // One alert whole: the context table and the client's details.
+    let id = page["alerts"][1]["id"].as_str().unwrap();
+    let (_, sigma) = alice.get(&format!("/v1/alerts/{id}")).await;
+    let context: Vec<(&str, &str)> = sigma["alert"]["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    for wanted in [
+        ("EID", "4688"),
+        ("Channel", "Security"),
+        ("Details.User", "alice"),
+    ] {
+        assert!(context.contains(&wanted), "{wanted:?} in {context:?}");
+    }
+    assert!(
+        context
+            .iter()
+            .any(|(k, v)| k.starts_with("Details") && v.contains("mimikatz.exe")),
+        "{context:?}"
+    );
+    assert_eq!(sigma["alert"]["client"]["hostname"], "db-1");
+    assert_eq!(sigma["alert"]["artifact"], SIGMA);
+
+    console.stop().await.unwrap();
+    enrich.stop().await.unwrap();
+    s.stop().await;
+}

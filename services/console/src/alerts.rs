@@ -16,7 +16,7 @@ use talon_proto::{Alert, Delivery};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, Filter, Page};
+use crate::catalog::{Catalog, Filter, Page, Previous};
 use crate::triage::{self, Event, Request, Triage};
 
 /// Records applied to the catalog in one transaction, at most.
@@ -79,6 +79,9 @@ pub struct Detail {
     pub audit: Vec<Event>,
     /// Each delivery attempt's end, oldest first.
     pub deliveries: Vec<Delivery>,
+    /// The alert before it with the same dedup key, when there is one (a
+    /// repeat of a resolved alert links back to it and its verdict).
+    pub repeat_of: Option<Previous>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -169,6 +172,7 @@ impl Alerts {
             .seq_of(id)
             .map_err(failed)?
             .ok_or_else(|| AlertsError::NotFound(id.to_owned()))?;
+        let repeat_of = self.catalog().previous(id).map_err(failed)?;
         let record = self.history.get_raw_message(seq).await.map_err(failed)?;
         let alert: Alert = serde_json::from_slice(&record.payload).map_err(failed)?;
         let audit: Vec<(u64, Event)> = read_subject(&self.triage, &triage_subject(id)).await?;
@@ -192,6 +196,7 @@ impl Alerts {
             triage,
             audit: audit.into_iter().map(|(_, e)| e).collect(),
             deliveries: deliveries.into_iter().map(|(_, d)| d).collect(),
+            repeat_of,
         })
     }
 

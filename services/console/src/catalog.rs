@@ -80,6 +80,17 @@ pub struct Catalog {
     conn: Connection,
 }
 
+/// An earlier alert of the same dedup key, as [`Catalog::previous`] finds it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Previous {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub verdict: Option<String>,
+    pub assignee: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -117,6 +128,7 @@ impl Catalog {
                  assignee TEXT,
                  verdict TEXT,
                  version INTEGER NOT NULL DEFAULT 0,
+                 dedup_key TEXT,
                  row TEXT NOT NULL
              );
              CREATE INDEX alerts_severity ON alerts (severity, seq);
@@ -125,6 +137,7 @@ impl Catalog {
              CREATE INDEX alerts_client ON alerts (client_id, seq);
              CREATE INDEX alerts_hostname ON alerts (hostname, seq);
              CREATE INDEX alerts_received ON alerts (received_ms);
+             CREATE INDEX alerts_dedup_key ON alerts (dedup_key, seq);
              -- Counts by severity and state, kept as rows come and change:
              -- the unfiltered list (and one filtered on those two only)
              -- counts without reading every alert.
@@ -167,8 +180,8 @@ impl Catalog {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO alerts
                  (seq, id, name, severity, client_id, hostname, source, artifact,
-                  channels, silenced, received_ms, row)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                  channels, silenced, received_ms, dedup_key, row)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             let mut text = tx.prepare_cached(
                 "INSERT INTO alerts_text (rowid, name, context) VALUES (?1, ?2, ?3)",
@@ -205,6 +218,7 @@ impl Catalog {
                     channels,
                     !a.silenced_by.is_empty(),
                     ms(a.received_at),
+                    a.dedup.as_ref().map(|d| d.key.as_str()),
                     row.to_string(),
                 ])?;
                 if added == 1 {
@@ -272,6 +286,33 @@ impl Catalog {
             .query_row("SELECT seq FROM alerts WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;
         Ok(seq.and_then(|s| u64::try_from(s).ok()))
+    }
+
+    /// The alert before `id` with the same dedup key (the window that
+    /// raised it ended and the key fired again), with its triage: so a
+    /// repeat of a resolved alert links back to it and its verdict.
+    pub fn previous(&self, id: &str) -> Result<Option<Previous>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT p.id, p.name, p.state, p.verdict, p.assignee, p.received_ms
+                 FROM alerts a JOIN alerts p ON p.dedup_key = a.dedup_key AND p.seq < a.seq
+                 WHERE a.id = ?1
+                 ORDER BY p.seq DESC LIMIT 1",
+                [id],
+                |r| {
+                    Ok(Previous {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        state: r.get(2)?,
+                        verdict: r.get(3)?,
+                        assignee: r.get(4)?,
+                        received_at: DateTime::<Utc>::from_timestamp_millis(r.get(5)?)
+                            .unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// How many alerts it holds.
@@ -720,6 +761,48 @@ mod tests {
         );
         assert_eq!(page.counts.state["resolved"], 1);
         assert_eq!(page.counts.state["open"], 2);
+    }
+
+    #[test]
+    fn a_repeat_of_a_key_links_back_to_the_alert_before_it() {
+        let mut c = Catalog::open(None).unwrap();
+        let keyed = |id: &str, key: Option<&str>, minute: i64| {
+            let mut a = alert(id, "Honey file opened", Some("high"), "C.1", minute);
+            a.dedup = key.map(|k| talon_proto::DedupInfo {
+                key: k.into(),
+                window_start: a.received_at,
+                window_end: a.received_at,
+                suppressed_before: 0,
+            });
+            a
+        };
+        c.add(&[
+            (1, keyed("k1", Some("Honey|C.1"), 1)),
+            (2, keyed("other", Some("Honey|C.2"), 2)),
+            (3, keyed("k2", Some("Honey|C.1"), 3)),
+            (4, keyed("k3", Some("Honey|C.1"), 4)),
+            (5, keyed("keyless", None, 5)),
+        ])
+        .unwrap();
+        let resolved = Triage {
+            state: State::Resolved,
+            assignee: Some("bob".into()),
+            verdict: Some(Verdict::FalsePositive),
+        };
+        c.set_triage(&[("k2".into(), resolved, 7)]).unwrap();
+        let before = |id: &str| c.previous(id).unwrap();
+        assert_eq!(before("k1"), None, "the first of its key");
+        assert_eq!(before("other"), None);
+        assert_eq!(before("keyless"), None, "no key: no repeat");
+        assert_eq!(before("nope"), None);
+        assert_eq!(before("k2").unwrap().id, "k1");
+        let k3 = before("k3").unwrap();
+        assert_eq!(
+            (k3.id.as_str(), k3.state.as_str(), k3.verdict.as_deref()),
+            ("k2", "resolved", Some("false_positive")),
+            "the nearest before it, with its triage"
+        );
+        assert_eq!(k3.assignee.as_deref(), Some("bob"));
     }
 
     #[test]

@@ -339,6 +339,28 @@
     table.append(tr);
   }
 
+  // A repeat of a dedup key that fired before: a link to the earlier alert
+  // and what became of it (a resolved one's verdict above all).
+  function renderRepeat(table, p) {
+    if (!p) return;
+    const tr = el('tr', 'repeat');
+    const td = el('td');
+    const a = el('a', 'link', p.name);
+    a.id = 'd-repeat';
+    a.href = '?alert=' + encodeURIComponent(p.id);
+    a.dataset.id = p.id;
+    a.addEventListener('click', (e) => {
+      e.preventDefault();
+      showDetail(p.id).catch((err) => status(err.message));
+    });
+    let how = p.state;
+    if (p.state === 'resolved') how = 'resolved as ' + (p.verdict || 'no verdict').replace('_', ' ');
+    if (p.assignee) how += ' by ' + p.assignee;
+    td.append(a, el('span', 'muted', ` (${how}, ${new Date(p.received_at).toLocaleString()})`));
+    tr.append(el('th', null, 'Repeat of'), td);
+    table.append(tr);
+  }
+
   function renderLinks(links) {
     const p = $('d-links');
     p.replaceChildren();
@@ -438,6 +460,7 @@
     fieldRow(fields, 'Routed to', (a.routed_to || []).join(', ') || 'no channel');
     if (a.silenced_by && a.silenced_by.length) fieldRow(fields, 'Silenced by', a.silenced_by.join(', '));
     fieldRow(fields, 'Alert id', a.id);
+    renderRepeat(fields, d.repeat_of);
     const ctx = $('d-context');
     ctx.replaceChildren();
     for (const entry of a.context || []) fieldRow(ctx, entry.key, entry.value);
