@@ -428,3 +428,188 @@ rate_per_minute = 0
     both.stop().await.unwrap();
     enrich.stop().await.unwrap();
 }
+
+const BOT_TOKEN: &str = "bot-token-0123456789abcdef0123";
+const VIEWER_TOKEN: &str = "viewer-token-0123456789abcdef01";
+
+/// `talonctl alerts …` in its own process, as `args` say.
+async fn talonctl(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_binary("talonctl", &args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+/// Scripted triage: `talonctl alerts` lists, shows and triages with a
+/// user's API token or a login, and says why when it may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn talonctl_alerts_triage_with_an_api_token_or_a_login() {
+    let nats = NatsServer::start().await;
+    let (text, env) = config();
+    let text = format!(
+        "{text}\n[[console.users]]\nname = \"triage-bot\"\nroles = [\"analyst\"]\ntokens_env = \"BOT_TOKENS\"\n\
+         [[console.users]]\nname = \"viewer\"\nroles = [\"reader\"]\ntokens_env = \"VIEWER_TOKENS\"\n"
+    );
+    let env = env
+        .with(
+            "BOT_TOKENS",
+            &format!("old-token-0123456789abcdef012, {BOT_TOKEN}"),
+        )
+        .with("VIEWER_TOKENS", VIEWER_TOKEN);
+    let enrich = start_enrich(&nats, &text).await;
+    let console = start_console(&nats, &text, env).await;
+    let js = jetstream::new(nats.client().await);
+    for (i, (id, name, severity, client)) in [
+        ("t1", "Honey file opened", "High", "C.1"),
+        ("t2", "Sigma: Mimikatz", "Critical", "C.2"),
+        ("t3", "Known bad host", "Low", "C.1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        publish_unique(&js, &alert(id, name, severity, client, i as i64), id).await;
+    }
+    let alice = login(console.http_addr, "alice").await;
+    wait_list(&alice, 3).await;
+
+    let url = console.http_addr.to_string();
+    let ctl = |args: &[&str], env: Vec<(&'static str, String)>| {
+        let mut all: Vec<String> = vec!["alerts".into(), "--url".into(), url.clone()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        talonctl(all, env)
+    };
+    let bot = || vec![("TALON_CONSOLE_TOKEN", BOT_TOKEN.to_owned())];
+
+    // The bearer token reads what a session reads.
+    let http = talon_kit::outbound::client();
+    let me: Value = http
+        .get(format!("http://{url}/v1/me"))
+        .bearer_auth(BOT_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "triage-bot");
+    assert_eq!(me["may_triage"], true);
+    let wrong = http
+        .get(format!("http://{url}/v1/alerts"))
+        .bearer_auth("not-a-token-0123456789abcdef")
+        .header("cookie", alice.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong.status(),
+        401,
+        "a wrong token is refused, cookie or not"
+    );
+
+    let (code, out, err) = ctl(&["list", "--severity", "high,critical"], bot()).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(
+        (rows[0][0], rows[0][2], rows[0][3], rows[0][6]),
+        ("t2", "critical", "open", "Sigma: Mimikatz")
+    );
+    assert_eq!(rows[1][0], "t1");
+    let (code, out, _) = ctl(&["list", "--limit", "1", "--json"], bot()).await;
+    assert_eq!(code, 0);
+    let first: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(first["id"], "t3", "newest first, one line");
+
+    let (code, out, err) = ctl(&["ack", "t1"], bot()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("t1\tacknowledged"), "{out}");
+    let (code, out, err) = ctl(&["assign", "t1", "bob"], bot()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("assignee=bob"), "{out}");
+    let (code, out, err) = ctl(&["note", "t1", "looked at the share"], bot()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("t1\tacknowledged"), "{out}");
+    let (code, out, err) = ctl(
+        &[
+            "resolve",
+            "t1",
+            "t2",
+            "--verdict",
+            "false_positive",
+            "--note",
+            "backup job",
+        ],
+        bot(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.lines()
+            .all(|l| l.contains("resolved") && l.contains("verdict=false_positive")),
+        "{out}"
+    );
+    let (code, _, err) = ctl(&["resolve", "t1", "--verdict", "benign"], bot()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("422"), "resolving a resolved alert: {err}");
+    let (code, _, err) = ctl(&["ack", "t3", "../v1/login"], bot()).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("1 of 2 not changed") || err.contains("not an alert id"),
+        "{err}"
+    );
+
+    // Every change is in the audit trail, as the token's user.
+    let (code, out, err) = ctl(&["show", "t1"], bot()).await;
+    assert_eq!(code, 0, "{err}");
+    let audit: Vec<&str> = out.lines().filter(|l| l.starts_with("audit")).collect();
+    assert_eq!(audit.len(), 4, "{out}");
+    assert!(audit.iter().all(|l| l.contains(" triage-bot ")), "{out}");
+    assert!(audit[2].ends_with("note: looked at the share"), "{out}");
+    assert!(
+        out.contains(
+            "host        https://vr.example.org:8889/app/index.html?org_id=root#/host/C.1"
+        ),
+        "{out}"
+    );
+    let (_, detail) = alice.get("/v1/alerts/t1").await;
+    assert_eq!(detail["triage"]["verdict"], "false_positive");
+    assert_eq!(detail["audit"][3]["note"], "backup job");
+
+    // A login instead of a token; a reader's token views but cannot triage.
+    let login_env = || {
+        vec![
+            ("TALON_CONSOLE_USER", "carol".to_owned()),
+            ("TALON_CONSOLE_PASSWORD", password("carol").to_owned()),
+        ]
+    };
+    let (code, out, err) = ctl(&["reopen", "t1"], login_env()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("t1\topen"), "{out}");
+    let (code, _, err) = ctl(
+        &["list"],
+        vec![
+            ("TALON_CONSOLE_USER", "carol".to_owned()),
+            ("TALON_CONSOLE_PASSWORD", "wrong".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    let viewer = || vec![("TALON_CONSOLE_TOKEN", VIEWER_TOKEN.to_owned())];
+    let (code, out, _) = ctl(&["list", "--state", "resolved"], viewer()).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "t2: {out}");
+    let (code, _, err) = ctl(&["ack", "t3"], viewer()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("403"), "{err}");
+    let (code, _, err) = ctl(&["list"], vec![]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--token"), "says who must act: {err}");
+
+    console.stop().await.unwrap();
+    enrich.stop().await.unwrap();
+}

@@ -83,8 +83,21 @@ pub(crate) fn backend(console: &Console) -> Result<&Backend, ApiError> {
     })
 }
 
-/// The session's user, or 401.
+/// The user of the request's API token (`Authorization: Bearer`) or else
+/// of its session cookie, or 401. A bearer token that is not one of the
+/// users' is refused, whatever cookie comes with it.
 pub(crate) async fn user_of(console: &Console, headers: &HeaderMap) -> Result<String, ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return talon_kit::http::bearer(headers)
+            .and_then(|given| console.token_user(given))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "Authorization: Bearer <a user's console API token> is wrong".into(),
+                )
+            });
+    }
     let token = session::token(headers).ok_or_else(unauthorized)?;
     let backend = backend(console)?;
     let user = backend.sessions.user(&token).await.map_err(|e| {
@@ -348,7 +361,13 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let user = user_of(&console, &headers).await?;
-    let token = session::token(&headers).unwrap_or_default();
+    // A bearer token's stream needs no recheck (tokens are the config's);
+    // a session's ends with the session.
+    let token = if headers.contains_key(header::AUTHORIZATION) {
+        None
+    } else {
+        session::token(&headers)
+    };
     let backend = backend(&console)?;
     let watch = Watch {
         console: console.clone(),
@@ -378,7 +397,8 @@ struct Watch {
     alerts: tokio::sync::broadcast::Receiver<()>,
     shutdown: tokio_util::sync::CancellationToken,
     user: String,
-    token: String,
+    /// The session's token; `None` for an API token.
+    token: Option<String>,
     first: bool,
 }
 
@@ -392,9 +412,11 @@ impl Watch {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(SESSION_RECHECK) => {
-                    let live = self.sessions.user(&self.token).await;
-                    if !matches!(live, Ok(Some(ref s)) if self.console.honours(s)) {
-                        return None;
+                    if let Some(token) = &self.token {
+                        let live = self.sessions.user(token).await;
+                        if !matches!(live, Ok(Some(ref s)) if self.console.honours(s)) {
+                            return None;
+                        }
                     }
                 }
                 tick = self.alerts.recv() => match tick {

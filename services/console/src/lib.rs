@@ -44,6 +44,8 @@ pub struct Console {
     users: HashMap<String, Option<String>>,
     /// User name → roles.
     roles: HashMap<String, Vec<String>>,
+    /// API tokens and the user each acts as (`tokens_env` of a user).
+    tokens: Vec<(String, String)>,
     backend: OnceLock<Backend>,
     shutdown: CancellationToken,
     logins: IntCounterVec,
@@ -88,6 +90,19 @@ impl Console {
     pub fn is_user(&self, name: &str) -> bool {
         self.users.contains_key(name)
     }
+
+    /// The user API token `given` acts as. Every token is compared, each
+    /// in constant time, so timing says nothing of which nearly matched.
+    pub fn token_user(&self, given: &str) -> Option<&str> {
+        self.tokens.iter().fold(None, |found, (token, user)| {
+            let same = talon_kit::http::token_matches(std::slice::from_ref(token), given);
+            if same {
+                Some(user.as_str())
+            } else {
+                found
+            }
+        })
+    }
 }
 
 /// Password checks (argon2) one replica runs at once.
@@ -104,6 +119,7 @@ impl Console {
     ) -> anyhow::Result<Arc<Console>> {
         let mut users = HashMap::new();
         let mut roles = HashMap::new();
+        let mut tokens: Vec<(String, String)> = Vec::new();
         for u in &config.console.users {
             roles.insert(u.name.clone(), u.roles.clone());
             let hash = u.password_hash(env)?;
@@ -118,6 +134,16 @@ impl Console {
                 })?;
             }
             users.insert(u.name.clone(), hash.map(|h| h.trim().to_owned()));
+            for (i, token) in u.checked_tokens(env)?.into_iter().enumerate() {
+                if let Some((_, other)) = tokens.iter().find(|(t, _)| *t == token) {
+                    anyhow::bail!(
+                        "console.users[name={}].tokens_env: token {} is also a token of {other}",
+                        u.name,
+                        i + 1
+                    );
+                }
+                tokens.push((token, u.name.clone()));
+            }
         }
         let logins = IntCounterVec::new(
             Opts::new(CONSOLE_LOGINS_TOTAL, "Console logins by outcome"),
@@ -127,6 +153,7 @@ impl Console {
         Ok(Arc::new(Console {
             users,
             roles,
+            tokens,
             backend: OnceLock::new(),
             shutdown,
             logins,
@@ -233,4 +260,48 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
         shutdown.cancelled().await;
         Ok(())
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(text: &str, env: &Env) -> anyhow::Result<Arc<Console>> {
+        let config = Config::parse(text, env).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Console::new(&config, env, &Registry::new(), CancellationToken::new())
+    }
+
+    #[test]
+    fn api_tokens_act_as_their_user_and_one_token_has_one_user() {
+        let users = "[[console.users]]\nname = \"bot\"\nroles = [\"analyst\"]\ntokens_env = \"BOT\"\n\
+                     [[console.users]]\nname = \"eve\"\nroles = [\"reader\"]\ntokens_env = \"EVE\"\n";
+        let a = "a".repeat(24);
+        let b = "b".repeat(24);
+        let env = Env::default()
+            .with("BOT", &format!("{a},{b}"))
+            .with("EVE", &"e".repeat(30));
+        let c = console(users, &env).unwrap();
+        assert_eq!(c.token_user(&a), Some("bot"));
+        assert_eq!(c.token_user(&b), Some("bot"), "either of a user's tokens");
+        assert_eq!(c.token_user(&"e".repeat(30)), Some("eve"));
+        assert_eq!(
+            c.token_user(&"a".repeat(23)),
+            None,
+            "a prefix is not the token"
+        );
+        assert_eq!(c.token_user(""), None);
+
+        let shared = Env::default().with("BOT", &a).with("EVE", &a);
+        let e = console(users, &shared).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "console.users[name=eve].tokens_env: token 1 is also a token of bot"
+        );
+        let short = Env::default().with("BOT", "short");
+        let e = console(users, &short).err().unwrap().to_string();
+        assert!(
+            e.starts_with("console.users[name=bot].tokens_env: token 1 of $BOT is shorter"),
+            "{e}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use talon_kit::config::{Config, Env};
 
-use crate::cmd::{alert, clients, dedup, dlq, event, health, tail};
+use crate::cmd::{alert, alerts, clients, dedup, dlq, event, health, tail};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "talon's command-line tool")]
@@ -66,6 +66,9 @@ pub enum Command {
     Clients(clients::Args),
     /// Dedup windows, through a dedup replica's HTTP API.
     Dedup(dedup::Args),
+    /// The console's alerts and their triage (list, show, ack, assign,
+    /// resolve, reopen, note), through its HTTP API as a console user.
+    Alerts(alerts::Args),
     /// GET a URL (a service's /readyz) and exit 0 on a 2xx answer: the
     /// image's health check, with no curl in it.
     Health(health::Args),

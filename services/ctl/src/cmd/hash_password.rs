@@ -29,7 +29,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// Reads one line from the terminal without echoing it.
-fn prompt(label: &str) -> anyhow::Result<String> {
+pub(crate) fn prompt(label: &str) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     eprint!("{label}");
     std::io::stderr().flush().ok();

@@ -2,6 +2,7 @@
 //! connection, `KEY=VALUE` fields and publishing a row.
 
 pub mod alert;
+pub mod alerts;
 pub mod check_config;
 pub mod clients;
 pub mod dedup;

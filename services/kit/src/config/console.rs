@@ -88,6 +88,11 @@ pub struct UserConfig {
     /// File holding the argon2 password hash.
     #[serde(default)]
     pub password_hash_file: Option<PathBuf>,
+    /// Environment variable holding the user's console API tokens
+    /// (comma-separated, each at least 24 characters): `Authorization:
+    /// Bearer <token>` acts as this user, for scripts and `talonctl alerts`.
+    #[serde(default)]
+    pub tokens_env: Option<String>,
 }
 
 impl UserConfig {
@@ -102,6 +107,19 @@ impl UserConfig {
             env,
         )
         .map_err(|e| e.within(&format!("console.users[name={}]", self.name)))
+    }
+
+    /// The API tokens of `tokens_env` (none when unset), checked as
+    /// ingest's are: at least 24 characters, no example value.
+    pub fn checked_tokens(&self, env: &Env) -> Result<Vec<String>, ConfigError> {
+        let Some(var) = &self.tokens_env else {
+            return Ok(Vec::new());
+        };
+        super::tokens::check_tokens(
+            &format!("console.users[name={}].tokens_env", self.name),
+            var,
+            super::tokens::split_tokens(env, var),
+        )
     }
 }
 

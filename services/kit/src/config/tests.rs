@@ -682,7 +682,31 @@ fn secrets_resolve_from_env_or_file() {
         roles: vec![],
         password_hash_env: Some("TALON_ALICE_HASH".to_owned()),
         password_hash_file: None,
+        tokens_env: None,
     };
+    assert_eq!(
+        alice.checked_tokens(&env),
+        Ok(vec![]),
+        "no tokens_env: none"
+    );
+    alice.tokens_env = Some("ALICE_TOKENS".to_owned());
+    assert_eq!(alice.checked_tokens(&env), Ok(vec![]), "unset: none");
+    let tokens = env.clone().with(
+        "ALICE_TOKENS",
+        "0123456789abcdef01234567, ffeeddccbbaa998877665544",
+    );
+    assert_eq!(
+        alice.checked_tokens(&tokens).map(|t| t.len()),
+        Ok(2),
+        "comma-separated"
+    );
+    let short = env
+        .clone()
+        .with("ALICE_TOKENS", "0123456789abcdef01234567,short");
+    assert_eq!(
+        alice.checked_tokens(&short).expect_err("short").to_string(),
+        "console.users[name=alice].tokens_env: token 2 of $ALICE_TOKENS is shorter than 24 characters: make one with `openssl rand -hex 24`"
+    );
     assert_eq!(
         alice.password_hash(&env).expect_err("unset").to_string(),
         "console.users[name=alice].password_hash_env: environment variable TALON_ALICE_HASH is not set"
