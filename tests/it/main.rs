@@ -13,6 +13,7 @@ mod chaos;
 mod chat;
 #[cfg(feature = "slow")]
 mod cluster;
+mod console_api;
 #[cfg(feature = "slow")]
 mod console_browser;
 mod dedup;

@@ -120,10 +120,13 @@ pub fn parse_query(raw: &str) -> Result<(Filter, usize, Option<u64>), ApiError> 
                     .clamp(1, catalog::PAGE_MAX)
             }
             "cursor" => {
+                // A `HISTORY` sequence, which SQLite holds as an i64.
                 cursor = Some(
                     value
                         .parse::<u64>()
-                        .map_err(|_| bad("cursor: not one this API gave"))?,
+                        .ok()
+                        .filter(|c| i64::try_from(*c).is_ok())
+                        .ok_or_else(|| bad("cursor: not one this API gave"))?,
                 )
             }
             other => return Err(bad(format!("unknown parameter {other:?}"))),
@@ -307,6 +310,8 @@ mod tests {
             "to=99999999999999999",
             "limit=-1",
             "cursor=abc",
+            "cursor=9223372036854775808",
+            "cursor=-1",
             "silenced=yes",
         ] {
             let e = parse_query(bad).unwrap_err();
