@@ -756,3 +756,209 @@ async fn alerts_are_found_opened_and_triaged_in_the_browser() {
     console.stop().await.unwrap();
     enrich.stop().await.unwrap();
 }
+
+/// A morning's alerts as a SOC sees them (the README's picture): hosts by
+/// name from the inventory, every severity, some owned, some resolved; a
+/// repeat of a resolved honey-file alert says so and links back to it.
+/// Leaves `target/screenshots/console-alerts-overview.png`.
+#[tokio::test]
+async fn a_repeat_links_back_and_the_overview_reads_like_a_morning_queue() {
+    let nats = NatsServer::start().await;
+    import_clients(
+        &nats,
+        "{\"client_id\":\"C.8e2f1a30b6d94c51\",\"hostname\":\"fin-ws-042\",\"os\":\"windows\",\"labels\":[\"finance\"]}\n\
+         {\"client_id\":\"C.77aa01b2c3d4e5f6\",\"hostname\":\"dc-01\",\"os\":\"windows\",\"labels\":[\"tier0\"]}\n\
+         {\"client_id\":\"C.1f2e3d4c5b6a7988\",\"hostname\":\"build-07\",\"os\":\"linux\"}\n\
+         {\"client_id\":\"C.5d6e7f8091a2b3c4\",\"hostname\":\"web-prod-3\",\"os\":\"linux\",\"labels\":[\"dmz\"]}\n\
+         {\"client_id\":\"C.0a1b2c3d4e5f6071\",\"hostname\":\"hr-lt-118\",\"os\":\"windows\"}\n",
+    )
+    .await;
+    let (users, env) = console_users("127.0.0.1:0");
+    let config = format!(
+        "{users}\n[enrich]\nhttp_listen = \"127.0.0.1:0\"\n[velociraptor]\ngui_url = \"https://vr.example.org:8889\"\n"
+    );
+    let enrich = start_enrich(&nats, &config).await;
+    let console = start_console(&nats, &config, env).await;
+    let js = jetstream::new(nats.client().await);
+    let queue = [
+        (
+            "q01",
+            "Honey file \"payroll.xlsx\" accessed on fin-ws-042",
+            "High",
+            "C.8e2f1a30b6d94c51",
+            "Windows.Detection.Honeyfiles",
+        ),
+        (
+            "q02",
+            "Sigma: LSASS memory dump via comsvcs.dll",
+            "Critical",
+            "C.77aa01b2c3d4e5f6",
+            "Sigma.Windows.Hayabusa.Monitoring",
+        ),
+        (
+            "q03",
+            "Connection to known-bad host 203.0.113.77",
+            "High",
+            "C.5d6e7f8091a2b3c4",
+            "Linux.Network.Netstat",
+        ),
+        (
+            "q04",
+            "Sigma: Suspicious scheduled task created",
+            "Medium",
+            "C.0a1b2c3d4e5f6071",
+            "Sigma.Windows.Hayabusa.Monitoring",
+        ),
+        (
+            "q05",
+            "New executable hash seen: 7zr.exe",
+            "Low",
+            "C.1f2e3d4c5b6a7988",
+            "Generic.Detection.HashHunter",
+        ),
+        (
+            "q06",
+            "Client event query error",
+            "Medium",
+            "C.1f2e3d4c5b6a7988",
+            "Server.Internal.ClientEvents",
+        ),
+        (
+            "q07",
+            "Sigma: Mimikatz command line",
+            "Critical",
+            "C.77aa01b2c3d4e5f6",
+            "Sigma.Windows.Hayabusa.Monitoring",
+        ),
+        (
+            "q08",
+            "More than 20 failed logons in 5 minutes",
+            "High",
+            "C.0a1b2c3d4e5f6071",
+            "Windows.Events.FailedLogons",
+        ),
+        (
+            "q09",
+            "Sigma: PowerShell download cradle",
+            "High",
+            "C.8e2f1a30b6d94c51",
+            "Sigma.Windows.Hayabusa.Monitoring",
+        ),
+        (
+            "q10",
+            "Flow failed: Windows.KapeFiles.Targets",
+            "Info",
+            "C.5d6e7f8091a2b3c4",
+            "System.Flow.Completion",
+        ),
+        (
+            "q11",
+            "Honey file \"payroll.xlsx\" accessed on fin-ws-042",
+            "High",
+            "C.8e2f1a30b6d94c51",
+            "Windows.Detection.Honeyfiles",
+        ),
+    ];
+    let t0 = 1_790_000_000_000i64;
+    for (i, (id, name, severity, client, artifact)) in queue.iter().enumerate() {
+        let mut a = accepted_alert(id, name, t0 + i as i64 * 97_000, 0);
+        a.client_id = Some((*client).into());
+        a.flow_id = Some(format!("F.D{}", 1000 + i));
+        a.artifact = Some((*artifact).into());
+        a.event_data = json!({"Severity": severity, "User": "CORP\\jdoe", "Rule": name})
+            .as_object()
+            .cloned()
+            .unwrap();
+        a.dedup = Some(talon_proto::DedupInfo {
+            key: format!("{name}|{client}"),
+            window_start: a.received_at,
+            window_end: a.received_at,
+            suppressed_before: if *id == "q11" { 4 } else { 0 },
+        });
+        publish_unique(&js, &a, id).await;
+    }
+    // Some triage done already, through the API.
+    let api = |user: &'static str| {
+        talon_tests::console::Console::login(console.http_addr, user, password(user))
+    };
+    let alice = api("alice").await.unwrap();
+    let bob = api("bob").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alice.get("/v1/alerts").await.1["counts"]["total"] != queue.len() {
+        assert!(Instant::now() < deadline, "the queue listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let triage = |who: &talon_tests::console::Console, id: &str, body: serde_json::Value| {
+        let who = who.clone();
+        let path = format!("/v1/alerts/{id}/triage");
+        async move {
+            let (status, answer) = who.post(&path, Some(body)).await;
+            assert_eq!(status, 200, "{path}: {answer}");
+        }
+    };
+    triage(&alice, "q01", json!({"action": "resolve", "verdict": "false_positive", "note": "backup agent reads the share nightly"})).await;
+    triage(&bob, "q02", json!({"action": "assign", "assignee": "bob"})).await;
+    triage(&bob, "q02", json!({"action": "ack"})).await;
+    triage(
+        &alice,
+        "q07",
+        json!({"action": "assign", "assignee": "carol"}),
+    )
+    .await;
+    triage(
+        &bob,
+        "q05",
+        json!({"action": "resolve", "verdict": "benign"}),
+    )
+    .await;
+    triage(
+        &bob,
+        "q10",
+        json!({"action": "resolve", "verdict": "true_positive", "note": "collection re-run"}),
+    )
+    .await;
+    triage(&alice, "q08", json!({"action": "ack"})).await;
+
+    let (_driver, client) = browser().await;
+    log_in(&client, console.http_addr, "bob").await;
+    until(Duration::from_secs(20), "the queue listed", || async {
+        rows(&client).await.len() == queue.len()
+    })
+    .await;
+    let first = rows(&client).await.remove(0);
+    assert!(
+        first.contains("fin-ws-042"),
+        "hostnames from the inventory: {first}"
+    );
+    click_css(&client, "#rows tr[data-id=q11] td.name").await;
+    until(
+        Duration::from_secs(10),
+        "the repeat says what it repeats",
+        || async {
+            let note = text_of(&client, "#d-repeat-note").await;
+            note.starts_with("Repeat of Honey file")
+                && note.contains("(resolved as false positive,")
+        },
+    )
+    .await;
+    save_screenshot(&client, "console-alerts-overview.png").await;
+    click_css(&client, "#d-repeat").await;
+    until(
+        Duration::from_secs(10),
+        "the link opens the resolved alert",
+        || async {
+            text_of(&client, "#d-triage")
+                .await
+                .starts_with("Resolved as false positive")
+                && client
+                    .current_url()
+                    .await
+                    .is_ok_and(|u| u.as_str().contains("alert=q01"))
+        },
+    )
+    .await;
+
+    client.close().await.unwrap();
+    console.stop().await.unwrap();
+    enrich.stop().await.unwrap();
+}

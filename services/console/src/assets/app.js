@@ -261,7 +261,8 @@
     const st = el('td');
     st.append(el('span', 'state state-' + a.state, STATE_LABEL[a.state] || a.state));
     if (a.verdict) st.append(el('span', 'verdict', VERDICT_LABEL[a.verdict] || a.verdict));
-    const client = el('td', 'client', clientOf(a));
+    // The hostname when the inventory knows it (the id on hover), else the id.
+    const client = el('td', 'client', a.hostname || a.client_id || '');
     client.title = clientOf(a);
     tr.append(pick, sev, name, client,
       el('td', 'time', shortTime(a.received_at)), st, el('td', null, a.assignee || '—'));
@@ -340,25 +341,24 @@
   }
 
   // A repeat of a dedup key that fired before: a link to the earlier alert
-  // and what became of it (a resolved one's verdict above all).
-  function renderRepeat(table, p) {
+  // and what became of it (a resolved one's verdict above all), under the
+  // title where the analyst looks first.
+  function renderRepeat(p) {
+    const note = $('d-repeat-note');
+    note.replaceChildren();
+    note.hidden = !p;
     if (!p) return;
-    const tr = el('tr', 'repeat');
-    const td = el('td');
-    const a = el('a', 'link', p.name);
+    const a = el('a', null, p.name);
     a.id = 'd-repeat';
     a.href = '?alert=' + encodeURIComponent(p.id);
-    a.dataset.id = p.id;
     a.addEventListener('click', (e) => {
       e.preventDefault();
       showDetail(p.id).catch((err) => status(err.message));
     });
-    let how = p.state;
-    if (p.state === 'resolved') how = 'resolved as ' + (p.verdict || 'no verdict').replace('_', ' ');
-    if (p.assignee) how += ' by ' + p.assignee;
-    td.append(a, el('span', 'muted', ` (${how}, ${new Date(p.received_at).toLocaleString()})`));
-    tr.append(el('th', null, 'Repeat of'), td);
-    table.append(tr);
+    let how = STATE_LABEL[p.state] || p.state;
+    if (p.state === 'resolved') how = 'resolved as ' + (VERDICT_LABEL[p.verdict] || 'no verdict').toLowerCase();
+    if (p.assignee) how += ', assigned to ' + p.assignee;
+    note.append(el('span', 'repeat-label', 'Repeat of '), a, el('span', null, ` (${how}, ${shortTime(p.received_at)})`));
   }
 
   function renderLinks(links) {
@@ -460,7 +460,7 @@
     fieldRow(fields, 'Routed to', (a.routed_to || []).join(', ') || 'no channel');
     if (a.silenced_by && a.silenced_by.length) fieldRow(fields, 'Silenced by', a.silenced_by.join(', '));
     fieldRow(fields, 'Alert id', a.id);
-    renderRepeat(fields, d.repeat_of);
+    renderRepeat(d.repeat_of);
     const ctx = $('d-context');
     ctx.replaceChildren();
     for (const entry of a.context || []) fieldRow(ctx, entry.key, entry.value);
