@@ -7,6 +7,7 @@
 //! Leaves a screenshot of the open panel in
 //! `target/screenshots/console-inbox-panel.png`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,8 +28,12 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends chromedriver and the browser it started (its own process
+    /// group), also when a test fails before closing its session.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        use nix::sys::signal::{killpg, Signal};
+        use nix::unistd::Pid;
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -61,6 +66,7 @@ async fn browser() -> (Driver, Client) {
     // ("ChromeDriver was started successfully on port N.").
     let mut child = Command::new(&chromedriver)
         .arg("--port=0")
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
