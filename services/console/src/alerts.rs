@@ -408,14 +408,19 @@ async fn follow_once(
         }
     };
     if consumer.cached_info().num_pending == 0 {
+        if source == Source::History {
+            alerts.catalog().finish_rebuild().map_err(failed)?;
+        }
         caught_up(alerts, 0);
     }
     let mut messages = consumer.messages().await.map_err(failed)?;
     let mut records: Vec<(u64, Alert)> = Vec::new();
     let mut states: Vec<(String, Triage, u64)> = Vec::new();
+    let mut writing: Writing = None;
     loop {
         // Whatever is already here goes in one transaction; then wait.
         let next = if records.is_empty() && states.is_empty() {
+            settle(&mut writing).await?;
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 n = messages.next() => n,
@@ -424,7 +429,8 @@ async fn follow_once(
             match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
                 Ok(n) => n,
                 Err(_) => {
-                    flush(alerts, &mut records, &mut states).await?;
+                    flush(alerts, &mut records, &mut states, &mut writing).await?;
+                    settle(&mut writing).await?;
                     continue;
                 }
             }
@@ -432,7 +438,8 @@ async fn follow_once(
         let msg = match next {
             Some(Ok(m)) => m,
             Some(Err(e)) => {
-                flush(alerts, &mut records, &mut states).await?;
+                flush(alerts, &mut records, &mut states, &mut writing).await?;
+                settle(&mut writing).await?;
                 return Err(failed(e));
             }
             None => return Err(failed("the stream ended")),
@@ -456,37 +463,60 @@ async fn follow_once(
             },
         }
         if records.len() + states.len() >= BATCH || pending == 0 {
-            flush(alerts, &mut records, &mut states).await?;
+            flush(alerts, &mut records, &mut states, &mut writing).await?;
         }
         if pending == 0 {
+            settle(&mut writing).await?;
+            if source == Source::History {
+                let me = alerts.clone();
+                tokio::task::spawn_blocking(move || me.catalog().finish_rebuild())
+                    .await
+                    .map_err(failed)?
+                    .map_err(failed)?;
+            }
             caught_up(alerts, seen);
         }
     }
 }
 
+/// A batch being written to the catalog on a blocking thread, while the
+/// next one is read from NATS.
+type Writing = Option<tokio::task::JoinHandle<Result<(), crate::catalog::CatalogError>>>;
+
+/// Waits for the batch being written, if any.
+async fn settle(writing: &mut Writing) -> Result<(), AlertsError> {
+    if let Some(handle) = writing.take() {
+        handle.await.map_err(failed)?.map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Hands what was read to the catalog: waits for the batch before it, then
+/// writes this one in the background.
 async fn flush(
     alerts: &Arc<Alerts>,
     records: &mut Vec<(u64, Alert)>,
     states: &mut Vec<(String, Triage, u64)>,
+    writing: &mut Writing,
 ) -> Result<(), AlertsError> {
+    settle(writing).await?;
     if records.is_empty() && states.is_empty() {
         return Ok(());
     }
     let (r, s) = (std::mem::take(records), std::mem::take(states));
     let me = alerts.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut catalog = me.catalog();
-        if !r.is_empty() {
-            catalog.add(&r)?;
+    *writing = Some(tokio::task::spawn_blocking(move || {
+        {
+            let mut catalog = me.catalog();
+            if !r.is_empty() {
+                catalog.add(&r)?;
+            }
+            if !s.is_empty() {
+                catalog.set_triage(&s)?;
+            }
         }
-        if !s.is_empty() {
-            catalog.set_triage(&s)?;
-        }
-        Ok::<_, crate::catalog::CatalogError>(())
-    })
-    .await
-    .map_err(failed)?
-    .map_err(failed)?;
-    let _ = alerts.changed.send(());
+        let _ = me.changed.send(());
+        Ok(())
+    }));
     Ok(())
 }

@@ -78,6 +78,8 @@ pub struct Counts {
 
 pub struct Catalog {
     conn: Connection,
+    /// The indexes, tallies and their triggers are there.
+    built: bool,
 }
 
 /// An earlier alert of the same dedup key, as [`Catalog::previous`] finds it.
@@ -107,11 +109,14 @@ impl Catalog {
             None => Connection::open_in_memory()?,
         };
         // A cache rebuilt at every start: durability buys nothing here.
+        // The indexes and the tallies come after the first read of the
+        // history ([`Catalog::finish_rebuild`]): building them once over a
+        // million rows is much faster than keeping them row by row.
         conn.execute_batch(
             "PRAGMA journal_mode = OFF;
              PRAGMA synchronous = OFF;
              PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -65536;
+             PRAGMA cache_size = -131072;
              CREATE TABLE alerts (
                  seq INTEGER PRIMARY KEY,
                  id TEXT NOT NULL UNIQUE,
@@ -121,7 +126,6 @@ impl Catalog {
                  hostname TEXT COLLATE NOCASE,
                  source TEXT NOT NULL,
                  artifact TEXT,
-                 channels TEXT NOT NULL,
                  silenced INTEGER NOT NULL,
                  received_ms INTEGER NOT NULL,
                  state TEXT NOT NULL DEFAULT 'open',
@@ -131,32 +135,28 @@ impl Catalog {
                  dedup_key TEXT,
                  row TEXT NOT NULL
              );
-             CREATE INDEX alerts_severity ON alerts (severity, seq);
-             CREATE INDEX alerts_state ON alerts (state, seq);
-             CREATE INDEX alerts_assignee ON alerts (assignee, seq);
-             CREATE INDEX alerts_client ON alerts (client_id, seq);
-             CREATE INDEX alerts_hostname ON alerts (hostname, seq);
-             CREATE INDEX alerts_received ON alerts (received_ms);
-             CREATE INDEX alerts_dedup_key ON alerts (dedup_key, seq);
-             -- Counts by severity and state, kept as rows come and change:
-             -- the unfiltered list (and one filtered on those two only)
-             -- counts without reading every alert.
+             -- Where each alert was routed: one row per channel.
+             CREATE TABLE routes (
+                 channel TEXT NOT NULL,
+                 seq INTEGER NOT NULL,
+                 PRIMARY KEY (channel, seq)
+             ) WITHOUT ROWID;
+             -- Counts by severity and state, overall and per channel: the
+             -- unfiltered list, and one filtered on channel, severity and
+             -- state only, count without reading the alerts.
              CREATE TABLE tally (
                  severity TEXT NOT NULL,
                  state TEXT NOT NULL,
                  n INTEGER NOT NULL,
                  PRIMARY KEY (severity, state)
              ) WITHOUT ROWID;
-             CREATE TRIGGER tally_insert AFTER INSERT ON alerts BEGIN
-                 INSERT INTO tally (severity, state, n) VALUES (new.severity, new.state, 1)
-                 ON CONFLICT (severity, state) DO UPDATE SET n = n + 1;
-             END;
-             CREATE TRIGGER tally_state AFTER UPDATE OF state ON alerts
-             WHEN old.state <> new.state BEGIN
-                 UPDATE tally SET n = n - 1 WHERE severity = old.severity AND state = old.state;
-                 INSERT INTO tally (severity, state, n) VALUES (new.severity, new.state, 1)
-                 ON CONFLICT (severity, state) DO UPDATE SET n = n + 1;
-             END;
+             CREATE TABLE tally_channel (
+                 channel TEXT NOT NULL,
+                 severity TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 n INTEGER NOT NULL,
+                 PRIMARY KEY (channel, severity, state)
+             ) WITHOUT ROWID;
              -- Triage of an alert not in the catalog yet (its record comes
              -- later): applied when it arrives.
              CREATE TABLE early_triage (
@@ -166,9 +166,11 @@ impl Catalog {
                  verdict TEXT,
                  version INTEGER NOT NULL
              ) WITHOUT ROWID;
-             CREATE VIRTUAL TABLE alerts_text USING fts5(name, context, content='');",
+             CREATE VIRTUAL TABLE alerts_text USING fts5(
+                 name, context, content='', detail='none', tokenize=\"unicode61 tokenchars '_'\"
+             );",
         )?;
-        Ok(Catalog { conn })
+        Ok(Catalog { conn, built: false })
     }
 
     /// Adds the alerts of `HISTORY` (its sequence with each), in one
@@ -180,9 +182,11 @@ impl Catalog {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO alerts
                  (seq, id, name, severity, client_id, hostname, source, artifact,
-                  channels, silenced, received_ms, dedup_key, row)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                  silenced, received_ms, dedup_key, row)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
+            let mut route =
+                tx.prepare_cached("INSERT OR IGNORE INTO routes (channel, seq) VALUES (?1, ?2)")?;
             let mut text = tx.prepare_cached(
                 "INSERT INTO alerts_text (rowid, name, context) VALUES (?1, ?2, ?3)",
             )?;
@@ -190,7 +194,6 @@ impl Catalog {
                 let seq = i64::try_from(*seq).map_err(|e| CatalogError(e.to_string()))?;
                 let hostname = a.client.as_ref().and_then(|c| c.hostname.clone());
                 let routed = a.routed_to.clone().unwrap_or_default();
-                let channels = format!(",{},", routed.join(","));
                 let row = json!({
                     "id": a.id,
                     "name": a.name,
@@ -215,7 +218,6 @@ impl Catalog {
                     hostname,
                     a.source,
                     a.effective_artifact(),
-                    channels,
                     !a.silenced_by.is_empty(),
                     ms(a.received_at),
                     a.dedup.as_ref().map(|d| d.key.as_str()),
@@ -229,6 +231,9 @@ impl Catalog {
                         .map(|e| format!("{} {}\n", e.key, e.value))
                         .collect();
                     text.execute(params![seq, a.name, context])?;
+                    for channel in &routed {
+                        route.execute(params![channel, seq])?;
+                    }
                 }
             }
         }
@@ -276,6 +281,63 @@ impl Catalog {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Builds the indexes and tallies over what the history held, and the
+    /// triggers that keep the tallies from then on; called once the first
+    /// read of `HISTORY` is done (later calls do nothing). Queries before
+    /// it are right, only slow.
+    pub fn finish_rebuild(&mut self) -> Result<(), CatalogError> {
+        if self.built {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(
+            "-- Each index carries severity and state after the filtered
+             -- column and the sequence: a page walks it newest first, and
+             -- the counts of a filter read the index alone.
+             CREATE INDEX alerts_severity ON alerts (severity, seq);
+             CREATE INDEX alerts_state ON alerts (state, seq);
+             CREATE INDEX alerts_assignee ON alerts (assignee, seq, severity, state);
+             CREATE INDEX alerts_client ON alerts (client_id, seq, severity, state);
+             CREATE INDEX alerts_hostname ON alerts (hostname, seq, severity, state);
+             CREATE INDEX alerts_source ON alerts (source, seq, severity, state);
+             CREATE INDEX alerts_artifact ON alerts (artifact, seq, severity, state);
+             CREATE INDEX alerts_received ON alerts (received_ms, severity, state);
+             CREATE INDEX alerts_dedup_key ON alerts (dedup_key, seq);
+             DELETE FROM tally;
+             INSERT INTO tally (severity, state, n)
+                 SELECT severity, state, count(*) FROM alerts GROUP BY 1, 2;
+             DELETE FROM tally_channel;
+             INSERT INTO tally_channel (channel, severity, state, n)
+                 SELECT r.channel, a.severity, a.state, count(*)
+                 FROM routes r JOIN alerts a ON a.seq = r.seq GROUP BY 1, 2, 3;
+             CREATE TRIGGER tally_insert AFTER INSERT ON alerts BEGIN
+                 INSERT INTO tally (severity, state, n) VALUES (new.severity, new.state, 1)
+                 ON CONFLICT (severity, state) DO UPDATE SET n = n + 1;
+             END;
+             CREATE TRIGGER tally_state AFTER UPDATE OF state ON alerts
+             WHEN old.state <> new.state BEGIN
+                 UPDATE tally SET n = n - 1 WHERE severity = old.severity AND state = old.state;
+                 INSERT INTO tally (severity, state, n) VALUES (new.severity, new.state, 1)
+                 ON CONFLICT (severity, state) DO UPDATE SET n = n + 1;
+                 UPDATE tally_channel SET n = n - 1
+                 WHERE severity = old.severity AND state = old.state
+                   AND channel IN (SELECT channel FROM routes WHERE seq = new.seq);
+                 INSERT INTO tally_channel (channel, severity, state, n)
+                     SELECT channel, new.severity, new.state, 1 FROM routes WHERE seq = new.seq
+                     ON CONFLICT (channel, severity, state) DO UPDATE SET n = n + 1;
+             END;
+             CREATE TRIGGER tally_route AFTER INSERT ON routes BEGIN
+                 INSERT INTO tally_channel (channel, severity, state, n)
+                     SELECT new.channel, a.severity, a.state, 1 FROM alerts a WHERE a.seq = new.seq
+                     ON CONFLICT (channel, severity, state) DO UPDATE SET n = n + 1;
+             END;
+             CREATE INDEX routes_seq ON routes (seq);",
+        )?;
+        tx.commit()?;
+        self.built = true;
         Ok(())
     }
 
@@ -395,23 +457,44 @@ impl Catalog {
         where_sql: &str,
         args: &[rusqlite::types::Value],
     ) -> Result<Counts, CatalogError> {
-        let only_tallied = Filter {
+        // A filter on severity and state only (and a channel) counts from
+        // the tallies, with the same conditions on their columns.
+        let rest = Filter {
             severity: Vec::new(),
             state: Vec::new(),
+            channel: None,
             ..filter.clone()
-        } == Filter::default();
-        let sql = if only_tallied {
-            format!(
-                "SELECT a.severity, a.state, a.n FROM tally a WHERE a.n > 0 AND {}",
-                where_sql
-            )
-        } else {
-            format!(
-                "SELECT a.severity, a.state, count(*) FROM alerts a WHERE {where_sql} GROUP BY 1, 2"
-            )
+        };
+        let tallied = self.built && rest == Filter::default();
+        let mut tally_args;
+        let sql = match (&filter.channel, tallied) {
+            (None, true) => {
+                tally_args = args.to_vec();
+                format!(
+                    "SELECT a.severity, a.state, a.n FROM tally a WHERE a.n > 0 AND {where_sql}"
+                )
+            }
+            (Some(channel), true) => {
+                let (tally_where, more) = where_clause(&Filter {
+                    channel: None,
+                    ..filter.clone()
+                });
+                tally_args = vec![rusqlite::types::Value::Text(channel.clone())];
+                tally_args.extend(more);
+                format!(
+                    "SELECT a.severity, a.state, a.n FROM tally_channel a
+                     WHERE a.channel = ? AND a.n > 0 AND {tally_where}"
+                )
+            }
+            (_, false) => {
+                tally_args = args.to_vec();
+                format!(
+                    "SELECT a.severity, a.state, count(*) FROM alerts a WHERE {where_sql} GROUP BY 1, 2"
+                )
+            }
         };
         let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(args.iter()))?;
+        let mut rows = stmt.query(params_from_iter(tally_args.iter()))?;
         let mut counts = Counts::default();
         let bump = |map: &mut serde_json::Map<String, Value>, key: String, n: u64| {
             let before = map.get(&key).and_then(Value::as_u64).unwrap_or(0);
@@ -475,9 +558,8 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         args.push(V::Text(artifact.clone()));
     }
     if let Some(channel) = &filter.channel {
-        // `,a,b,`: a channel id holds no comma (it is a subject token).
-        conds.push("instr(a.channels, ?) > 0".into());
-        args.push(V::Text(format!(",{channel},")));
+        conds.push("a.seq IN (SELECT seq FROM routes WHERE channel = ?)".into());
+        args.push(V::Text(channel.clone()));
     }
     if let Some(silenced) = filter.silenced {
         conds.push("a.silenced = ?".into());
@@ -554,6 +636,7 @@ mod tests {
             (4, quiet),
         ])
         .unwrap();
+        c.finish_rebuild().unwrap();
         c
     }
 
@@ -761,6 +844,73 @@ mod tests {
         );
         assert_eq!(page.counts.state["resolved"], 1);
         assert_eq!(page.counts.state["open"], 2);
+    }
+
+    /// The tallies (built after a first load, then kept by triggers) count
+    /// what reading every alert counts, through inserts before and after
+    /// the build, triage that changes states, and channel filters.
+    #[test]
+    fn tallies_count_what_a_full_read_counts() {
+        let channels = ["email-soc", "inbox", "pd"];
+        let severities = [Some("high"), Some("low"), None];
+        let make = |i: usize| {
+            let mut a = alert(&format!("t{i}"), "Name", severities[i % 3], "C.1", i as i64);
+            a.routed_to = Some(
+                channels
+                    .iter()
+                    .enumerate()
+                    .filter(|(c, _)| (i >> c) & 1 == 1)
+                    .map(|(_, c)| (*c).to_owned())
+                    .collect(),
+            );
+            (i as u64 + 1, a)
+        };
+        let mut built = Catalog::open(None).unwrap();
+        let mut plain = Catalog::open(None).unwrap();
+        let first: Vec<_> = (0..40).map(make).collect();
+        built.add(&first).unwrap();
+        plain.add(&first).unwrap();
+        built.finish_rebuild().unwrap();
+        built.finish_rebuild().unwrap();
+        let later: Vec<_> = (40..80).map(make).collect();
+        built.add(&later).unwrap();
+        plain.add(&later).unwrap();
+        let states = [State::Acknowledged, State::Resolved, State::Open];
+        for step in 0..120usize {
+            let id = format!("t{}", (step * 37) % 80);
+            let t = Triage {
+                state: states[step % 3],
+                assignee: None,
+                verdict: (states[step % 3] == State::Resolved).then_some(Verdict::Benign),
+            };
+            let row = [(id, t, step as u64 + 1)];
+            built.set_triage(&row).unwrap();
+            plain.set_triage(&row).unwrap();
+        }
+        let mut filters = vec![Filter::default()];
+        for c in channels.iter().chain(&["nowhere"]) {
+            filters.push(Filter {
+                channel: Some((*c).into()),
+                ..Default::default()
+            });
+            filters.push(Filter {
+                channel: Some((*c).into()),
+                state: vec!["resolved".into(), "open".into()],
+                severity: vec!["high".into()],
+                ..Default::default()
+            });
+        }
+        filters.push(Filter {
+            state: vec!["acknowledged".into()],
+            ..Default::default()
+        });
+        for f in filters {
+            let a = built.query(&f, 500, None).unwrap();
+            let b = plain.query(&f, 500, None).unwrap();
+            assert_eq!(a.counts, b.counts, "{f:?}");
+            assert_eq!(a.counts.total, a.alerts.len() as u64, "{f:?}");
+            assert_eq!(a.alerts, b.alerts, "{f:?}");
+        }
     }
 
     #[test]
