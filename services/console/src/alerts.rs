@@ -21,6 +21,8 @@ use crate::triage::{self, Event, Request, Triage};
 
 /// Records applied to the catalog in one transaction, at most.
 const BATCH: usize = 2000;
+/// Messages asked of NATS at once while following a stream.
+const FETCH_BATCH: usize = 5000;
 /// How long a request waits for the catalog to catch up after a start.
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// Tries of one triage write that loses races (without `expected_version`).
@@ -378,19 +380,31 @@ async fn follow_once(
         Source::History => (&alerts.history, SUBJECT_HISTORY.to_owned()),
         Source::Triage => (&alerts.triage, format!("{SUBJECT_TRIAGE_PREFIX}.*")),
     };
+    // A plain ephemeral pull consumer without acks, read in large batches
+    // (an ordered consumer's 500-message batches made a million-alert
+    // rebuild wait on NATS round trips); a gap in its consumer sequence
+    // ends this pass, and `follow` starts again after the last record read.
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
+        .create_consumer(consumer::pull::Config {
             filter_subject: filter,
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: *next_seq,
             },
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(60),
+            memory_storage: true,
             ..Default::default()
         })
         .await
         .map_err(failed)?;
+    let mut last_delivery: u64 = 0;
     let started = std::time::Instant::now();
     let mut seen: u64 = 0;
-    let caught_up = |alerts: &Alerts, seen: u64| {
+    // Where a rebuild's time goes: waiting for the catalog to write a batch,
+    // and building its indexes at the end.
+    let mut write_wait = Duration::ZERO;
+    let mut indexing = Duration::ZERO;
+    let caught_up = |alerts: &Alerts, seen: u64, write_wait: Duration, indexing: Duration| {
         let first = alerts.ready.send_if_modified(|r| {
             let flag = match source {
                 Source::History => &mut r.0,
@@ -403,6 +417,8 @@ async fn follow_once(
                 ?source,
                 messages = seen,
                 seconds = started.elapsed().as_secs_f64(),
+                write_wait_seconds = write_wait.as_secs_f64(),
+                indexing_seconds = indexing.as_secs_f64(),
                 "alert catalog caught up"
             );
         }
@@ -411,9 +427,14 @@ async fn follow_once(
         if source == Source::History {
             alerts.catalog().finish_rebuild().map_err(failed)?;
         }
-        caught_up(alerts, 0);
+        caught_up(alerts, 0, write_wait, indexing);
     }
-    let mut messages = consumer.messages().await.map_err(failed)?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(FETCH_BATCH)
+        .messages()
+        .await
+        .map_err(failed)?;
     let mut records: Vec<(u64, Alert)> = Vec::new();
     let mut states: Vec<(String, Triage, u64)> = Vec::new();
     let mut writing: Writing = None;
@@ -445,6 +466,15 @@ async fn follow_once(
             None => return Err(failed("the stream ended")),
         };
         let Ok(info) = msg.info() else { continue };
+        if info.consumer_sequence != last_delivery + 1 {
+            flush(alerts, &mut records, &mut states, &mut writing).await?;
+            settle(&mut writing).await?;
+            return Err(failed(format!(
+                "a gap in the consumer's deliveries ({} after {last_delivery})",
+                info.consumer_sequence
+            )));
+        }
+        last_delivery = info.consumer_sequence;
         let (seq, pending) = (info.stream_sequence, info.pending);
         *next_seq = seq + 1;
         seen += 1;
@@ -463,18 +493,24 @@ async fn follow_once(
             },
         }
         if records.len() + states.len() >= BATCH || pending == 0 {
+            let t = std::time::Instant::now();
             flush(alerts, &mut records, &mut states, &mut writing).await?;
+            write_wait += t.elapsed();
         }
         if pending == 0 {
+            let t = std::time::Instant::now();
             settle(&mut writing).await?;
+            write_wait += t.elapsed();
             if source == Source::History {
+                let t = std::time::Instant::now();
                 let me = alerts.clone();
                 tokio::task::spawn_blocking(move || me.catalog().finish_rebuild())
                     .await
                     .map_err(failed)?
                     .map_err(failed)?;
+                indexing += t.elapsed();
             }
-            caught_up(alerts, seen);
+            caught_up(alerts, seen, write_wait, indexing);
         }
     }
 }
