@@ -191,6 +191,18 @@ impl Catalog {
             let mut text = tx.prepare_cached(
                 "INSERT INTO alerts_text (rowid, name, context) VALUES (?1, ?2, ?3)",
             )?;
+            // Triage that came before its alert: looked up by the new
+            // alert's id, so a batch costs what it holds, not what waits.
+            let waiting: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM early_triage)", [], |r| {
+                    r.get(0)
+                })?;
+            let mut early = tx.prepare_cached(
+                "UPDATE alerts SET state = t.state, assignee = t.assignee, verdict = t.verdict,
+                        version = t.version
+                 FROM early_triage t WHERE t.id = ?1 AND alerts.seq = ?2 AND alerts.version < t.version",
+            )?;
+            let mut applied = tx.prepare_cached("DELETE FROM early_triage WHERE id = ?1")?;
             for (seq, a) in alerts {
                 let seq = i64::try_from(*seq).map_err(|e| CatalogError(e.to_string()))?;
                 let hostname = a.client.as_ref().and_then(|c| c.hostname.clone());
@@ -235,17 +247,11 @@ impl Catalog {
                     for channel in &routed {
                         route.execute(params![channel, seq])?;
                     }
+                    if waiting && early.execute(params![a.id, seq])? > 0 {
+                        applied.execute([&a.id])?;
+                    }
                 }
             }
-        }
-        let early: i64 = tx.query_row("SELECT count(*) FROM early_triage", [], |r| r.get(0))?;
-        if early > 0 {
-            tx.execute_batch(
-                "UPDATE alerts SET state = t.state, assignee = t.assignee, verdict = t.verdict,
-                        version = t.version
-                 FROM early_triage t WHERE alerts.id = t.id AND alerts.version < t.version;
-                 DELETE FROM early_triage WHERE id IN (SELECT id FROM alerts);",
-            )?;
         }
         tx.commit()?;
         Ok(())
