@@ -255,6 +255,18 @@ async fn text_of(client: &Client, css: &str) -> String {
     }
 }
 
+/// enrich (links to a Velociraptor GUI) and a console with the test users,
+/// for the alerts views.
+async fn start_enrich_and_console(nats: &NatsServer) -> (InProcess, InProcess) {
+    let (users, env) = console_users("127.0.0.1:0");
+    let config = format!(
+        "{users}\n[enrich]\nhttp_listen = \"127.0.0.1:0\"\n[velociraptor]\ngui_url = \"https://vr.example.org:8889\"\n"
+    );
+    let enrich = start_enrich(nats, &config).await;
+    let console = start_console(nats, &config, env).await;
+    (enrich, console)
+}
+
 async fn rows(client: &Client) -> Vec<String> {
     let mut out = Vec::new();
     for row in client.find_all(Locator::Css("#rows tr")).await.unwrap() {
@@ -491,12 +503,7 @@ rate_per_minute = 0
 #[tokio::test]
 async fn alerts_are_found_opened_and_triaged_in_the_browser() {
     let nats = NatsServer::start().await;
-    let (users, env) = console_users("127.0.0.1:0");
-    let config = format!(
-        "{users}\n[enrich]\nhttp_listen = \"127.0.0.1:0\"\n[velociraptor]\ngui_url = \"https://vr.example.org:8889\"\n"
-    );
-    let enrich = start_enrich(&nats, &config).await;
-    let console = start_console(&nats, &config, env).await;
+    let (enrich, console) = start_enrich_and_console(&nats).await;
     let js = jetstream::new(nats.client().await);
     let raised = [
         ("b1", "Honey file opened", "High", "C.8e2f1a30b6d94c51", XSS),
@@ -779,12 +786,7 @@ async fn a_repeat_links_back_and_the_overview_reads_like_a_morning_queue() {
          {\"client_id\":\"C.0a1b2c3d4e5f6071\",\"hostname\":\"hr-lt-118\",\"os\":\"windows\"}\n",
     )
     .await;
-    let (users, env) = console_users("127.0.0.1:0");
-    let config = format!(
-        "{users}\n[enrich]\nhttp_listen = \"127.0.0.1:0\"\n[velociraptor]\ngui_url = \"https://vr.example.org:8889\"\n"
-    );
-    let enrich = start_enrich(&nats, &config).await;
-    let console = start_console(&nats, &config, env).await;
+    let (enrich, console) = start_enrich_and_console(&nats).await;
     let js = jetstream::new(nats.client().await);
     let queue = [
         (
