@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod key;
 pub mod names;
 pub mod raw;
+pub mod silence;
 pub mod wire;
 
 pub use alert::{Alert, ClientInfo, ContextEntry, DedupInfo, DedupWindow, Links, OVERRIDE_KEYS};
@@ -18,4 +19,5 @@ pub use delivery::{Delivery, Outcome as DeliveryOutcome};
 pub use dlq::DeadLetter;
 pub use key::{dedup_key, partition_of, DedupKeyField};
 pub use raw::{RawAlert, RawAlertError};
+pub use silence::{MatchOp, Matcher, Silence, SilenceState, SilenceSync};
 pub use wire::{check_id, decode_alert, DecodeError};

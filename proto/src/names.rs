@@ -50,6 +50,9 @@ pub const BUCKET_DELIVERIES: &str = "talon_deliveries";
 pub const BUCKET_SESSIONS: &str = "talon_sessions";
 /// KV bucket of each user's inbox state (read up to, cleared up to).
 pub const BUCKET_INBOX_STATE: &str = "talon_inbox_state";
+/// Silences (`silence.<id>`, every revision kept) and enrich replicas' sync
+/// reports (`sync.<replica>`).
+pub const BUCKET_SILENCES: &str = "talon_silences";
 
 /// The subject dead letters of HTTP monitoring rows record:
 /// `http:/v1/events/<ArtifactName>` (replayed to `Monitoring.<ArtifactName>`).
@@ -209,10 +212,16 @@ pub mod metrics {
     /// Histogram of inputs per batch.
     pub const DEDUP_BATCH_SIZE: &str = "talon_dedup_batch_size";
 
-    /// Counter of alerts by `outcome`: routed, unrouted, rejected.
+    /// Counter of alerts by `outcome`: routed, unrouted, silenced,
+    /// rejected.
     pub const ENRICH_ALERTS_TOTAL: &str = "talon_enrich_alerts_total";
     /// Counter of messages published per `channel`.
     pub const ENRICH_ROUTED_TOTAL: &str = "talon_enrich_routed_total";
+    /// Counter of alerts each `silence` hid (from every channel, or from
+    /// the channels it names).
+    pub const ENRICH_SILENCED_TOTAL: &str = "talon_enrich_silenced_total";
+    /// Gauge of the silences active now, as this replica holds them.
+    pub const ENRICH_SILENCES_ACTIVE: &str = "talon_enrich_silences_active";
     /// Histogram of the time from pulling a batch to acking it.
     pub const ENRICH_BATCH_SECONDS: &str = "talon_enrich_batch_seconds";
     /// Histogram of inputs per batch.

@@ -282,7 +282,184 @@ recipient_roles = ".+"
     let under_limit = json!({"ids": bulk_ids, "action": "ack"}).to_string();
     assert!(under_limit.len() < 16 * 1024);
     let too_many: Vec<String> = (0..501).map(|i| i.to_string()).collect();
+    // Two silences: one changed, one expired below.
+    let ends = chrono::Utc::now() + chrono::Duration::hours(2);
+    let silence = |comment: &str| {
+        json!({"matchers": [{"field": "hostname", "op": "=", "value": "scanner-01"}],
+               "ends_at": ends, "comment": comment})
+    };
+    let (status, kept) = alice.post("/v1/silences", Some(silence("kept"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{kept}");
+    let (_, ended) = alice.post("/v1/silences", Some(silence("ended"))).await;
+    let kept_id = kept["id"].as_str().unwrap().to_owned();
+    let ended_id = ended["id"].as_str().unwrap().to_owned();
+    let mut edit = silence("kept, longer");
+    edit["id"] = kept["id"].clone();
+    edit["expected_revision"] = kept["revision"].clone();
+    let preview = json!({"matchers": [{"field": "name", "op": "=~", "value": "Honey.*"}]});
     let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&r),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/silences",
+            "/v1/silences?state=active,expired".into(),
+            Some(&r),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/silences",
+            "/v1/silences?state=gone".into(),
+            Some(&r),
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/silences",
+            "/v1/silences".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&a),
+            json_body(silence("new")),
+            201,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&a),
+            json_body(edit.clone()),
+            200,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&a),
+            json_body(edit),
+            409,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&a),
+            json_body(
+                json!({"matchers": [{"field": "name", "op": "=~", "value": ".*"}], "ends_at": ends, "comment": "all"}),
+            ),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&a),
+            json_body(json!({"matchers": []})),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&r),
+            json_body(silence("reader")),
+            403,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&a),
+            Some(("text/plain", "{}".into())),
+            415,
+        ),
+        (
+            Method::POST,
+            "/v1/silences",
+            "/v1/silences".into(),
+            Some(&a),
+            Some(("application/json", big.clone())),
+            413,
+        ),
+        (
+            Method::POST,
+            "/v1/silences/preview",
+            "/v1/silences/preview".into(),
+            Some(&r),
+            json_body(preview),
+            200,
+        ),
+        (
+            Method::POST,
+            "/v1/silences/preview",
+            "/v1/silences/preview".into(),
+            Some(&r),
+            json_body(json!({"matchers": [{"field": "nope", "op": "=", "value": "x"}]})),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/silences/preview",
+            "/v1/silences/preview".into(),
+            Some(&r),
+            json_body(json!({})),
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/silences/{id}",
+            format!("/v1/silences/{kept_id}"),
+            Some(&r),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/silences/{id}",
+            format!("/v1/silences/{}", "0".repeat(32)),
+            Some(&r),
+            None,
+            404,
+        ),
+        (
+            Method::POST,
+            "/v1/silences/{id}/expire",
+            format!("/v1/silences/{ended_id}/expire"),
+            Some(&r),
+            json_body(json!({})),
+            403,
+        ),
+        (
+            Method::POST,
+            "/v1/silences/{id}/expire",
+            format!("/v1/silences/{ended_id}/expire"),
+            Some(&a),
+            json_body(json!({})),
+            200,
+        ),
+        (
+            Method::POST,
+            "/v1/silences/{id}/expire",
+            "/v1/silences/x/expire".into(),
+            Some(&a),
+            json_body(json!({})),
+            404,
+        ),
         (Method::GET, "/", "/".into(), None, None, 200),
         (Method::GET, "/app.js", "/app.js".into(), None, None, 200),
         (Method::GET, "/app.css", "/app.css".into(), None, None, 200),

@@ -28,6 +28,7 @@ mod ingest_nats;
 mod notify;
 mod poison;
 mod rules;
+mod silences;
 mod startup;
 mod talonctl;
 mod topology;

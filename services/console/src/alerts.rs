@@ -166,6 +166,34 @@ impl Alerts {
             .map_err(failed)
     }
 
+    /// How many alerts each of `silences` hid (0 before the catalog has
+    /// caught up).
+    pub async fn hidden_counts(self: &Arc<Self>, silences: Vec<String>) -> Vec<u64> {
+        let me = self.clone();
+        let n = silences.len();
+        tokio::task::spawn_blocking(move || me.catalog().hidden_counts(&silences))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| vec![0; n])
+    }
+
+    /// The `HISTORY` sequence of the first alert received at or after
+    /// `since_ms`, as far as the catalog knows.
+    pub async fn first_since(self: &Arc<Self>, since_ms: i64) -> Result<Option<u64>, AlertsError> {
+        self.wait_ready().await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.catalog().first_since(since_ms))
+            .await
+            .map_err(failed)?
+            .map_err(failed)
+    }
+
+    /// The `HISTORY` stream (a look back over recent alerts).
+    pub fn history(&self) -> &stream::Stream {
+        &self.history
+    }
+
     /// Alert `id` whole.
     pub async fn get(&self, id: &str) -> Result<Detail, AlertsError> {
         self.wait_ready().await?;

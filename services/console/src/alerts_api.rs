@@ -112,6 +112,12 @@ pub fn parse_query(raw: &str) -> Result<(Filter, usize, Option<u64>), ApiError> 
                     _ => return Err(bad("silenced: true or false")),
                 })
             }
+            "silence" => {
+                if talon_proto::check_id(value).is_err() || value.len() > 64 {
+                    return Err(bad("silence: a silence id"));
+                }
+                f.silence = Some(value.to_owned());
+            }
             "q" => f.text = catalog::words(value),
             "limit" => {
                 limit = value
@@ -290,7 +296,7 @@ mod tests {
     #[test]
     fn queries_parse_and_unknown_or_bad_parameters_are_refused() {
         let (f, limit, cursor) = parse_query(
-            "severity=high,critical&state=open&client=C.1&q=honey%20file&limit=9000&cursor=42&from=2026-12-01T00:00:00Z&to=1790000000&silenced=false",
+            "severity=high,critical&state=open&client=C.1&q=honey%20file&limit=9000&cursor=42&from=2026-12-01T00:00:00Z&to=1790000000&silenced=false&silence=0a1b",
         )
         .unwrap();
         assert_eq!(f.severity, ["high", "critical"]);
@@ -302,6 +308,7 @@ mod tests {
         assert_eq!(f.to_ms, Some(1_790_000_000_000));
         assert!(f.from_ms.is_some());
         assert_eq!(f.silenced, Some(false));
+        assert_eq!(f.silence.as_deref(), Some("0a1b"));
         assert_eq!(parse_query("").unwrap().1, catalog::PAGE_DEFAULT);
         for bad in [
             "sevrity=high",
@@ -313,6 +320,7 @@ mod tests {
             "cursor=9223372036854775808",
             "cursor=-1",
             "silenced=yes",
+            "silence=a.b",
         ] {
             let e = parse_query(bad).unwrap_err();
             assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad}");

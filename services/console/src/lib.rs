@@ -12,6 +12,7 @@ pub mod index;
 pub mod limits;
 pub mod page;
 pub mod session;
+pub mod silences_api;
 pub mod store;
 pub mod triage;
 pub mod view;
@@ -24,6 +25,7 @@ use axum::Router;
 use prometheus::{IntCounterVec, Opts, Registry};
 use talon_kit::config::{Config, Env};
 use talon_kit::service::{self, Context, Running};
+use talon_kit::silences::Silences;
 use talon_kit::streams::{self, Stream};
 use talon_proto::names::{metrics::CONSOLE_LOGINS_TOTAL, BUCKET_INBOX_STATE, BUCKET_SESSIONS};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,10 @@ pub struct Backend {
     pub sessions: Sessions,
     pub inbox: Arc<Inbox>,
     pub alerts: Arc<Alerts>,
+    /// `talon_silences`, watched.
+    pub silences: Silences,
+    /// `talon_silences`, for writes and a silence's revisions.
+    pub silence_store: jetstream::kv::Store,
 }
 
 pub struct Console {
@@ -55,6 +61,8 @@ pub struct Console {
     login_limits: limits::LoginLimits,
     /// The session cookie is `Secure`.
     cookie_secure: bool,
+    /// `[console].silence_max_days`.
+    pub silence_max: std::time::Duration,
 }
 
 impl Console {
@@ -160,6 +168,7 @@ impl Console {
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
             login_limits: limits::LoginLimits::default(),
             cookie_secure: config.console.cookie_secure(),
+            silence_max: config.console.silence_max(),
         }))
     }
 
@@ -201,10 +210,20 @@ impl Console {
             self.shutdown.clone(),
         )?;
         let inbox = Inbox::start(stream, marks, self.shutdown.clone());
+        let silence_store = streams::ensure_silences_bucket(js, replicas).await?;
+        let silences = Silences::default();
+        let (loaded, _) = tokio::sync::watch::channel(false);
+        tokio::spawn(
+            silences
+                .clone()
+                .follow(js.clone(), replicas, loaded, self.shutdown.clone()),
+        );
         let _ = self.backend.set(Backend {
             sessions: Sessions::new(sessions),
             inbox,
             alerts,
+            silences,
+            silence_store,
         });
         Ok(())
     }
@@ -218,7 +237,8 @@ impl Console {
 pub fn routes(console: Arc<Console>) -> Router {
     page::routes()
         .merge(api::routes(console.clone()))
-        .merge(alerts_api::routes(console))
+        .merge(alerts_api::routes(console.clone()))
+        .merge(silences_api::routes(console))
         .layer(axum::middleware::map_response(page::secure))
 }
 

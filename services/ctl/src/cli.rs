@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use talon_kit::config::{Config, Env};
 
-use crate::cmd::{alert, alerts, clients, dedup, dlq, event, health, tail};
+use crate::cmd::{alert, alerts, clients, dedup, dlq, event, health, silence, tail};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "talon's command-line tool")]
@@ -69,6 +69,9 @@ pub enum Command {
     /// The console's alerts and their triage (list, show, ack, assign,
     /// resolve, reopen, note), through its HTTP API as a console user.
     Alerts(alerts::Args),
+    /// Silences (add, list, expire), through the console's HTTP API as a
+    /// console user.
+    Silence(silence::Args),
     /// GET a URL (a service's /readyz) and exit 0 on a 2xx answer: the
     /// image's health check, with no curl in it.
     Health(health::Args),

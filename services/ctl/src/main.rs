@@ -20,7 +20,7 @@ async fn main() {
 }
 
 /// Runs one subcommand with what it needs: hash-password and health nothing,
-/// check-config the file alone, dedup and alerts the config (they talk HTTP), every
+/// check-config the file alone, dedup, alerts and silence the config (they talk HTTP), every
 /// other the config and a NATS connection, made before the subcommand looks
 /// at its own arguments.
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -33,6 +33,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => cmd::check_config::run(&global, &env),
         Command::Dedup(args) => cmd::dedup::run(args, &global.load_config(&env)?, &env).await,
         Command::Alerts(args) => cmd::alerts::run(args, &global.load_config(&env)?, &env).await,
+        Command::Silence(args) => cmd::silence::run(args, &global.load_config(&env)?, &env).await,
         Command::Init => cmd::init::run(&nats().await?).await,
         Command::Alert(args) => cmd::alert::run(args, &nats().await?).await,
         Command::Event(args) => cmd::event::run(args, &nats().await?).await,

@@ -1,7 +1,7 @@
 //! talon-enrich: what Velociraptor's `Server.Monitor.Alerts` does to an
 //! alert before it is sent, done once for every channel: overrides,
 //! severity, flattened context, client details, links into the
-//! Velociraptor GUI, routing. Consumes `talon.alerts.unique`; publishes
+//! Velociraptor GUI, routing, silences. Consumes `talon.alerts.unique`; publishes
 //! every alert to `talon.alerts.history` (the console's record) and one
 //! message per routed channel to `Server.Monitor.Alerts.<channel-id>`.
 
@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod overrides;
 pub mod route;
 pub mod severity;
+pub mod silencing;
 pub mod transform;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use talon_kit::inventory::Inventory;
 use talon_kit::pipeline::{self, Outcome, StageError};
 use talon_kit::service::{self, Context, Running};
+use talon_kit::silences::Silences;
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::names::{notify_subject, Stage, SUBJECT_HISTORY};
 use talon_proto::Alert;
@@ -62,6 +64,14 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
         loaded_tx,
         shutdown.clone(),
     ));
+    let silences = Silences::default();
+    let (silences_tx, mut silences_loaded) = watch::channel(false);
+    tokio::spawn(silences.clone().follow(
+        js.clone(),
+        topology.replicas,
+        silences_tx,
+        shutdown.clone(),
+    ));
 
     Ok(listening.run("enrich", async move {
         let prepare = || async {
@@ -75,13 +85,30 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
         };
         // Alerts wait until the inventory's current contents are in, so a
         // known client is never reported unknown for a start-up race.
+        // Likewise the silences: one in the bucket before this replica
+        // started is in force for its first alert.
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = async { loaded.wait_for(|l| *l).await.map(|_| ()) } => {}
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = async { silences_loaded.wait_for(|l| *l).await.map(|_| ()) } => {}
+        }
+        let replica = talon_kit::silences::replica_name("enrich");
+        tokio::spawn(silencing::report(
+            js.clone(),
+            topology.replicas,
+            replica.clone(),
+            silences.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         health.set_streams_ready(true);
         tracing::info!(
             clients = inventory.len(),
+            silences = silences.list().len(),
+            %replica,
             "enrich consuming talon.alerts.unique"
         );
         let dead = pipeline::DeadLetters::new(js.clone(), Stage::Enrich);
@@ -93,9 +120,9 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
             dead,
             shutdown,
             |msg| {
-                let (js, letters, rules, inventory, metrics) =
-                    (&js, &letters, &rules, &inventory, &metrics);
-                async move { handle(js, letters, &msg, rules, inventory, metrics).await }
+                let (js, letters, rules, inventory, silences, metrics) =
+                    (&js, &letters, &rules, &inventory, &silences, &metrics);
+                async move { handle(js, letters, &msg, rules, inventory, silences, metrics).await }
             },
         )
         .await;
@@ -103,14 +130,16 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
     }))
 }
 
-/// Enriches one alert and starts its publishes: one per routed channel, or
-/// a dead letter when it is not an Alert.
+/// Enriches one alert, applies the silences and starts its publishes: the
+/// record, and one per channel it still goes to; or a dead letter when it
+/// is not an Alert.
 async fn handle(
     js: &jetstream::Context,
     dead: &pipeline::DeadLetters,
     msg: &jetstream::Message,
     rules: &Rules,
     inventory: &Inventory,
+    silences: &Silences,
     metrics: &metrics::Metrics,
 ) -> Result<Outcome, StageError> {
     let alert: Alert = match talon_proto::decode_alert(&msg.payload) {
@@ -120,7 +149,14 @@ async fn handle(
             return Ok(Outcome::new("rejected").with(ack));
         }
     };
-    let (mut alert, channels) = enrich(alert, rules, |id| inventory.get(id));
+    let (mut alert, routed) = enrich(alert, rules, |id| inventory.get(id));
+    let verdict = silences.apply(&alert, &routed, chrono::Utc::now());
+    for id in &verdict.silenced_by {
+        metrics.silenced.with_label_values(&[id]).inc();
+    }
+    let channels = verdict.channels;
+    alert.silenced_by = verdict.silenced_by;
+    alert.routed_to = Some(channels.clone());
     // The record first, routed or not: the console shows every alert.
     let history = js
         .send_publish(
@@ -131,6 +167,10 @@ async fn handle(
         )
         .await?;
     if channels.is_empty() {
+        if !alert.silenced_by.is_empty() {
+            tracing::debug!(alert = %alert.id, silences = ?alert.silenced_by, "silenced");
+            return Ok(Outcome::new("silenced").with(history));
+        }
         tracing::debug!(alert = %alert.id, name = ?alert.name, "routed to no channel");
         return Ok(Outcome::new("unrouted").with(history));
     }

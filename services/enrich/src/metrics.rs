@@ -1,6 +1,6 @@
 //! enrich's metrics, registered in the service's own registry.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use talon_kit::pipeline::{LoopMetricNames, LoopMetrics};
 use talon_proto::names::metrics::*;
 
@@ -10,6 +10,10 @@ pub struct Metrics {
     pub consume: LoopMetrics,
     /// Messages published per channel.
     pub routed: IntCounterVec,
+    /// Alerts hidden per silence.
+    pub silenced: IntCounterVec,
+    /// Silences active now.
+    pub silences_active: IntGauge,
 }
 
 impl Metrics {
@@ -19,7 +23,7 @@ impl Metrics {
             LoopMetricNames {
                 inputs: (
                     ENRICH_ALERTS_TOTAL,
-                    "Alerts by outcome: routed, unrouted, rejected",
+                    "Alerts by outcome: routed, unrouted, silenced, rejected",
                 ),
                 batch_seconds: ENRICH_BATCH_SECONDS,
                 batch_size: ENRICH_BATCH_SIZE,
@@ -33,6 +37,21 @@ impl Metrics {
             &["channel"],
         )?;
         registry.register(Box::new(routed.clone()))?;
-        Ok(Metrics { consume, routed })
+        let silenced = IntCounterVec::new(
+            Opts::new(ENRICH_SILENCED_TOTAL, "Alerts each silence hid"),
+            &["silence"],
+        )?;
+        registry.register(Box::new(silenced.clone()))?;
+        let silences_active = IntGauge::new(
+            ENRICH_SILENCES_ACTIVE,
+            "Silences active now on this replica",
+        )?;
+        registry.register(Box::new(silences_active.clone()))?;
+        Ok(Metrics {
+            consume,
+            routed,
+            silenced,
+            silences_active,
+        })
     }
 }

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod registry;
 pub mod service;
 pub mod shutdown;
+pub mod silences;
 pub mod streams;
 pub mod template;
 

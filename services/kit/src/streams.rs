@@ -234,6 +234,23 @@ pub async fn ensure_clients_bucket(
     .await
 }
 
+/// The silences bucket `talon_silences` (`silence.<id>`: a `Silence`, its
+/// last 64 revisions kept; `sync.<replica>`: an enrich replica's
+/// `SilenceSync`), created when missing.
+pub async fn ensure_silences_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, StreamError> {
+    ensure_bucket_with_history(
+        js,
+        BUCKET_SILENCES,
+        "talon silences: silence.<id> -> Silence (every revision kept), sync.<enrich replica> -> what it applied",
+        64,
+        replicas,
+    )
+    .await
+}
+
 /// Opens the key-value bucket `bucket`, creating it when missing (one value
 /// a key, file storage, `replicas` copies, entries kept for `max_age`; zero
 /// keeps them for ever).
@@ -244,13 +261,36 @@ pub async fn ensure_bucket(
     max_age: Duration,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, StreamError> {
+    create_bucket(js, bucket, description, max_age, 1, replicas).await
+}
+
+/// [`ensure_bucket`] keeping the last `history` values of each key, for
+/// ever.
+pub async fn ensure_bucket_with_history(
+    js: &jetstream::Context,
+    bucket: &'static str,
+    description: &str,
+    history: i64,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, StreamError> {
+    create_bucket(js, bucket, description, Duration::ZERO, history, replicas).await
+}
+
+async fn create_bucket(
+    js: &jetstream::Context,
+    bucket: &'static str,
+    description: &str,
+    max_age: Duration,
+    history: i64,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, StreamError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     js.create_key_value(jetstream::kv::Config {
         bucket: bucket.to_owned(),
         description: description.to_owned(),
-        history: 1,
+        history,
         max_age,
         storage: stream::StorageType::File,
         num_replicas: replicas.max(1),

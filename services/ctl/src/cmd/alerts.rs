@@ -15,6 +15,16 @@ use talon_kit::config::{Config, Env};
 /// Arguments of `talonctl alerts`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which console, and who acts there (`talonctl alerts`, `talonctl
+/// silence`).
+#[derive(Debug, clap::Args)]
+pub struct ConsoleArgs {
     /// The console's address; default: `[console].http_listen` of the config.
     #[arg(long, global = true)]
     url: Option<String>,
@@ -30,8 +40,6 @@ pub struct Args {
     /// asked on a terminal).
     #[arg(long, global = true, env = "TALON_CONSOLE_USER")]
     user: Option<String>,
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,20 +145,7 @@ struct NoteArgs {
 /// Runs the `alerts` subcommand against the console of `--url` (or the
 /// config) as the user of `--token` or `--user`.
 pub async fn run(args: Args, config: &Config, env: &Env) -> anyhow::Result<()> {
-    let base = console_url(args.url.as_deref(), config);
-    let http = talon_kit::outbound::client();
-    let api = match (args.token, args.user) {
-        (Some(token), _) if !token.is_empty() => Api {
-            base,
-            http,
-            auth: Auth::Token(token),
-        },
-        (_, Some(user)) => Api::login(base, http, &user, &password(env)?).await?,
-        _ => bail!(
-            "say who acts: --token (or TALON_CONSOLE_TOKEN), or --user (or TALON_CONSOLE_USER) \
-             with TALON_CONSOLE_PASSWORD"
-        ),
-    };
+    let api = Api::open(args.console, config, env).await?;
     let result = api.command(args.command).await;
     api.logout().await;
     result
@@ -187,13 +182,32 @@ enum Auth {
 }
 
 /// The console's API as one user.
-struct Api {
+pub(crate) struct Api {
     base: String,
     http: reqwest::Client,
     auth: Auth,
 }
 
 impl Api {
+    /// The console of `--url` (or the config) as the user of `--token` or
+    /// `--user`; [`Api::logout`] ends a login.
+    pub(crate) async fn open(args: ConsoleArgs, config: &Config, env: &Env) -> anyhow::Result<Api> {
+        let base = console_url(args.url.as_deref(), config);
+        let http = talon_kit::outbound::client();
+        match (args.token, args.user) {
+            (Some(token), _) if !token.is_empty() => Ok(Api {
+                base,
+                http,
+                auth: Auth::Token(token),
+            }),
+            (_, Some(user)) => Api::login(base, http, &user, &password(env)?).await,
+            _ => bail!(
+                "say who acts: --token (or TALON_CONSOLE_TOKEN), or --user (or TALON_CONSOLE_USER) \
+                 with TALON_CONSOLE_PASSWORD"
+            ),
+        }
+    }
+
     /// Logs in as `user`.
     async fn login(
         base: String,
@@ -225,7 +239,7 @@ impl Api {
     }
 
     /// Ends a login's session (an API token has none).
-    async fn logout(&self) {
+    pub(crate) async fn logout(&self) {
         if let Auth::Cookie(_) = self.auth {
             let _ = self
                 .request(Method::POST, "/v1/logout")
@@ -268,7 +282,7 @@ impl Api {
         }
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
         match &self.auth {
             Auth::Token(t) => r.bearer_auth(t),
@@ -278,7 +292,7 @@ impl Api {
 
     /// Sends `request`: the JSON body of a successful answer, or the status
     /// with the body's `error` (and, for a conflict, the state that won).
-    async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
         let resp = request
             .send()
             .await
@@ -387,7 +401,7 @@ impl Api {
 }
 
 /// `v`'s field `key`, or null (a missing field or a `v` that is no object).
-fn at<'v>(v: &'v Value, key: &str) -> &'v Value {
+pub(crate) fn at<'v>(v: &'v Value, key: &str) -> &'v Value {
     v.get(key).unwrap_or(&Value::Null)
 }
 
@@ -412,7 +426,7 @@ fn answer(status: StatusCode, body: Value) -> anyhow::Result<Value> {
         return Ok(body);
     }
     let reason = at(&body, "error").as_str().unwrap_or("(no reason)");
-    if status == StatusCode::CONFLICT {
+    if status == StatusCode::CONFLICT && at(&body, "triage").is_object() {
         bail!(
             "{status}: {reason}; now {}",
             triage_text(at(&body, "triage"))

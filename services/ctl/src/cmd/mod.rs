@@ -11,6 +11,7 @@ pub mod event;
 pub mod hash_password;
 pub mod health;
 pub mod init;
+pub mod silence;
 pub mod tail;
 
 use anyhow::Context as _;

@@ -25,10 +25,14 @@ pub struct ConsoleConfig {
     /// when `http_listen` is not a loopback address (the console is then
     /// reached through a TLS proxy), off on loopback.
     pub cookie_secure: Option<bool>,
+    /// How long a silence may last, in days.
+    pub silence_max_days: u32,
 }
 
 /// `history_days` at most: ten years.
 pub const MAX_HISTORY_DAYS: u32 = 3650;
+/// `silence_max_days` at most: a year.
+pub const MAX_SILENCE_DAYS: u32 = 366;
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
@@ -37,6 +41,7 @@ impl Default for ConsoleConfig {
             history_days: 90,
             users: Vec::new(),
             cookie_secure: None,
+            silence_max_days: 30,
         }
     }
 }
@@ -67,7 +72,21 @@ impl ConsoleConfig {
                 format!("must be 1 to {MAX_HISTORY_DAYS}, not {}", self.history_days),
             ));
         }
+        if !(1..=MAX_SILENCE_DAYS).contains(&self.silence_max_days) {
+            return Err(src.error(
+                &here.key("silence_max_days"),
+                format!(
+                    "must be 1 to {MAX_SILENCE_DAYS}, not {}",
+                    self.silence_max_days
+                ),
+            ));
+        }
         validate_users(src, &here.key("users"), &self.users)
+    }
+
+    /// `silence_max_days` as a duration.
+    pub fn silence_max(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.silence_max_days) * 86_400)
     }
 }
 

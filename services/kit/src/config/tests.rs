@@ -76,6 +76,7 @@ fn the_empty_file_gives_every_default() {
     assert!(c.notify.users.is_empty());
     assert_eq!(c.console.http_listen, "127.0.0.1:8475");
     assert_eq!(c.console.history_days, 90);
+    assert_eq!(c.console.silence_max_days, 30);
     assert!(c.console.users.is_empty());
     assert_eq!(c.velociraptor.gui_url, None);
     assert_eq!(c.velociraptor.default_org_id, "root");
@@ -432,6 +433,8 @@ fn validation_names_the_key_and_its_line() {
         ("[console]\nhistory_days = 0\n".into(), "<config>:2: console.history_days: must be 1 to 3650, not 0"),
         ("[console]\nhistory_days = 3651\n".into(), "<config>:2: console.history_days: must be 1 to 3650"),
         ("[console]\nhistory_days = 3650\n".into(), "ok"),
+        ("[console]\nsilence_max_days = 0\n".into(), "<config>:2: console.silence_max_days: must be 1 to 366, not 0"),
+        ("[console]\nsilence_max_days = 367\n".into(), "<config>:2: console.silence_max_days: must be 1 to 366"),
         ("[velociraptor]\ngui_url = 'velociraptor.example.org'\n".into(), "<config>:2: velociraptor.gui_url: not a URL"),
         ("[velociraptor]\ngui_url = 'ftp://v.example.org'\n".into(), "<config>:2: velociraptor.gui_url: must start with https://"),
         ("[velociraptor]\ngui_url = 'https://v.example.org/#/host'\n".into(), "<config>:2: velociraptor.gui_url: must not have a query"),
