@@ -970,3 +970,194 @@ async fn a_repeat_links_back_and_the_overview_reads_like_a_morning_queue() {
     console.stop().await.unwrap();
     enrich.stop().await.unwrap();
 }
+
+/// A silence made from an alert in the browser: "Silence alerts like
+/// this" pre-fills the matchers, the preview counts what they would have
+/// hidden, the next matching alert is hidden (and found behind the
+/// silence's count), and "Expire now" ends it.
+#[tokio::test]
+async fn a_silence_is_made_from_an_alert_previewed_hides_the_next_and_is_expired() {
+    let nats = NatsServer::start().await;
+    import_clients(
+        &nats,
+        "{\"client_id\":\"C.5ca9e7\",\"hostname\":\"scanner-01\",\"os\":\"linux\",\"labels\":[\"scanners\"]}\n\
+         {\"client_id\":\"C.fin042\",\"hostname\":\"fin-ws-042\",\"os\":\"windows\"}\n",
+    )
+    .await;
+    let (enrich, console) = start_enrich_and_console(&nats).await;
+    let js = jetstream::new(nats.client().await);
+    let raise = |id: &str, name: &str, client: &str| {
+        let mut a = accepted_alert(id, name, chrono::Utc::now().timestamp_millis(), 0);
+        a.client_id = Some(client.into());
+        a.artifact = Some("Linux.Sigma.Network".into());
+        a.event_data = json!({"Severity": "Medium", "DestinationPort": 445})
+            .as_object()
+            .cloned()
+            .unwrap();
+        a
+    };
+    let scan = "Sigma: Network scan detected";
+    for (i, (name, client)) in [
+        (scan, "C.5ca9e7"),
+        ("Honey file \"payroll.xlsx\" accessed", "C.fin042"),
+        (scan, "C.5ca9e7"),
+        (scan, "C.fin042"),
+        (scan, "C.5ca9e7"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("p{i}");
+        publish_unique(&js, &raise(&id, name, client), &id).await;
+    }
+    let bob = talon_tests::console::Console::login(console.http_addr, "bob", password("bob"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bob.get("/v1/alerts").await.1["counts"]["total"] != 5 {
+        assert!(Instant::now() < deadline, "the alerts listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (_driver, client) = browser().await;
+    log_in(&client, console.http_addr, "bob").await;
+    until(Duration::from_secs(10), "five rows", || async {
+        rows(&client).await.len() == 5
+    })
+    .await;
+    click_css(&client, "#rows tr[data-id='p4']").await;
+    until(Duration::from_secs(10), "the alert opens", || {
+        visible(&client, "d-silence")
+    })
+    .await;
+    click(&client, "d-silence").await;
+    until(Duration::from_secs(10), "the silence editor opens", || {
+        visible(&client, "s-editor")
+    })
+    .await;
+    let prefilled: Vec<String> = client
+        .execute(
+            "return [...document.querySelectorAll('#s-matchers .matcher')].map(r => \
+             r.querySelector('.m-field').value + ' ' + r.querySelector('.m-op').value + ' ' + r.querySelector('.m-value').value);",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        prefilled,
+        [
+            format!("name = {scan}"),
+            "hostname = scanner-01".to_owned(),
+            "artifact = Linux.Sigma.Network".to_owned()
+        ]
+    );
+    until(Duration::from_secs(10), "the preview counts", || async {
+        text_of(&client, "#s-preview").await
+            == "Would have hidden 3 of the 5 alerts of the last 24 hours."
+    })
+    .await;
+    // Loosened: without the host, the preview counts the fourth too.
+    client
+        .execute(
+            "document.querySelectorAll('#s-matchers .matcher')[1].querySelector('button').click();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    until(
+        Duration::from_secs(10),
+        "the preview follows the edit",
+        || async {
+            text_of(&client, "#s-preview").await
+                == "Would have hidden 4 of the 5 alerts of the last 24 hours."
+        },
+    )
+    .await;
+    client
+        .find(Locator::Id("s-comment"))
+        .await
+        .unwrap()
+        .send_keys("Weekly network scan by the vulnerability team, CHG-2291")
+        .await
+        .unwrap();
+    save_screenshot(&client, "console-silence-editor.png").await;
+    click_css(&client, "#s-save").await;
+    until(Duration::from_secs(10), "the silence is listed", || async {
+        client
+            .find_all(Locator::Css("#s-rows tr.state-active"))
+            .await
+            .map(|r| r.len() == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    let (_, listed) = bob.get("/v1/silences").await;
+    let sid = listed["silences"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed["silences"][0]["created_by"], "bob");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bob.get(&format!("/v1/silences/{sid}")).await.1["applied_by"]["replicas"] != 1 {
+        assert!(Instant::now() < deadline, "enrich applies it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The next scan is hidden; the silence's count leads to it.
+    publish_unique(&js, &raise("p5", scan, "C.fin042"), "p5").await;
+    until(
+        Duration::from_secs(20),
+        "the silence counts one hidden alert",
+        || async {
+            click(&client, "v-silences").await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            text_of(&client, "#s-rows tr.state-active .hidden-link").await == "1 alert"
+        },
+    )
+    .await;
+    save_screenshot(&client, "console-silences.png").await;
+    click_css(&client, "#s-rows tr.state-active .hidden-link").await;
+    until(Duration::from_secs(10), "the alerts it hid", || async {
+        let r = rows(&client).await;
+        r.len() == 1 && r[0].contains(scan) && r[0].contains("silenced")
+    })
+    .await;
+    assert!(text_of(&client, "#f-silence")
+        .await
+        .starts_with("Hidden by silence"));
+
+    // Expire now: it leaves the active list and hides nothing more.
+    click(&client, "v-silences").await;
+    click_css(&client, "#s-rows tr.state-active button:not(.hidden-link)").await;
+    until(Duration::from_secs(10), "no active silence", || async {
+        visible(&client, "no-silences").await
+    })
+    .await;
+    click_css(&client, "#silence-states button:nth-child(3)").await;
+    until(Duration::from_secs(10), "listed as expired", || async {
+        text_of(&client, "#s-rows tr.state-expired .silence-state")
+            .await
+            .eq_ignore_ascii_case("expired")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bob.get(&format!("/v1/silences/{sid}")).await.1["applied_by"]["replicas"] != 1 {
+        assert!(Instant::now() < deadline, "enrich applies the expiry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish_unique(&js, &raise("p6", scan, "C.fin042"), "p6").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, one) = bob.get("/v1/alerts/p6").await;
+        if status == reqwest::StatusCode::OK {
+            assert_eq!(one["alert"]["silenced_by"], json!(null), "{one}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "p6 recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client.close().await.unwrap();
+    console.stop().await.unwrap();
+    enrich.stop().await.unwrap();
+}

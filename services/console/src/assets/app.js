@@ -8,7 +8,11 @@
   const PAGE = 50;
   const POLL_MS = 2000;
   const state = { user: null, unread: 0, open: false, source: null, poll: null, oldest: null, newest: null };
-  const view = { me: null, cursor: null, selected: null, picked: new Set(), users: [], refresh: null };
+  const view = { me: null, cursor: null, selected: null, picked: new Set(), users: [], refresh: null, current: 'alerts', silence: null, alert: null };
+  // The silences view: which state is shown, its refresh, the preview's timer.
+  const sview = { state: 'active', timer: null, previewing: null, seq: 0 };
+  const SILENCES_REFRESH_MS = 10000;
+  const PREVIEW_DELAY_MS = 400;
   const ALERTS_PAGE = 50;
   // A safety net: server-sent events bring changes at once.
   const ALERTS_REFRESH_MS = 30000;
@@ -212,6 +216,7 @@
     const assignee = $('f-assignee').value;
     put('assignee', assignee === 'me' ? view.me.name : assignee);
     put('client', $('f-client').value.trim());
+    put('silence', view.silence);
     return params;
   }
 
@@ -275,6 +280,7 @@
   function saveUrl() {
     const params = filterQuery();
     if (view.selected) params.set('alert', view.selected);
+    if (view.current === 'silences') params.set('view', 'silences');
     const query = params.toString();
     history.replaceState(null, '', query ? '?' + query : location.pathname);
   }
@@ -287,6 +293,8 @@
     const assignee = params.get('assignee') || '';
     $('f-assignee').value = assignee === view.me.name ? 'me' : (assignee === 'none' ? 'none' : '');
     $('f-client').value = params.get('client') || '';
+    view.silence = /^[0-9a-f]{32}$/.test(params.get('silence') || '') ? params.get('silence') : null;
+    view.current = params.get('view') === 'silences' ? 'silences' : 'alerts';
     return params.get('alert');
   }
 
@@ -305,6 +313,9 @@
     if (!append) saveUrl();
     params.set('limit', String(ALERTS_PAGE));
     if (append && view.cursor) params.set('cursor', view.cursor);
+    const chip = $('f-silence');
+    chip.hidden = !view.silence;
+    chip.textContent = view.silence ? `Hidden by silence ${view.silence.slice(0, 8)} ×` : '';
     const page = await api('GET', '/v1/alerts?' + params.toString());
     const rows = $('rows');
     if (!append) rows.replaceChildren();
@@ -437,6 +448,7 @@
     saveUrl();
     for (const row of $('rows').children) row.classList.toggle('selected', row.dataset.id === id);
     const a = d.alert;
+    view.alert = a;
     $('detail').hidden = false;
     $('d-error').textContent = '';
     $('d-name').textContent = a.name;
@@ -444,6 +456,7 @@
     $('d-severity').textContent = a.severity || 'none';
     renderLinks(a.links);
     renderTriage(d.triage);
+    $('d-silence').hidden = !view.me.may_triage;
     const fields = $('d-fields');
     fields.replaceChildren();
     const host = a.client && a.client.hostname;
@@ -510,9 +523,226 @@
     $('whoami').textContent = me.name + (me.may_triage ? '' : ' (reader)');
     const open = restoreUrl();
     await loadUsers();
-    await loadAlerts(false);
-    if (open) await showDetail(open).catch((e) => status(e.message));
+    $('s-new').hidden = !me.may_triage;
+    if (view.current === 'silences') {
+      await showView('silences');
+    } else {
+      await loadAlerts(false);
+      if (open) await showDetail(open).catch((e) => status(e.message));
+    }
     startAlertRefresh();
+  }
+
+  // --- Silences -----------------------------------------------------------
+
+  async function showView(name) {
+    const silences = name === 'silences';
+    view.current = silences ? 'silences' : 'alerts';
+    $('alerts-view').hidden = silences;
+    $('silences-view').hidden = !silences;
+    $('state-counts').hidden = silences;
+    $('v-alerts').setAttribute('aria-pressed', String(!silences));
+    $('v-silences').setAttribute('aria-pressed', String(silences));
+    if (sview.timer) clearInterval(sview.timer);
+    sview.timer = null;
+    if (silences) {
+      saveUrl();
+      sview.timer = setInterval(() => loadSilences().catch(() => {}), SILENCES_REFRESH_MS);
+      await loadSilences();
+    } else {
+      await loadAlerts(false);
+    }
+  }
+
+  function matcherText(m) {
+    return `${m.field} ${m.op} "${m.value}"`;
+  }
+
+  function silenceRow(s) {
+    const tr = el('tr', 'silence-row state-' + s.state);
+    tr.dataset.id = s.id;
+    const state = el('td');
+    state.append(el('span', 'silence-state ' + s.state, s.state));
+    const matchers = el('td');
+    for (const m of s.matchers) matchers.append(el('span', 'matcher-chip', matcherText(m)));
+    const by = el('td', null, s.created_by);
+    if (s.updated_by && s.state === 'expired') by.append(el('span', 'verdict', `ended by ${s.updated_by}`));
+    const hidden = el('td');
+    const link = el('button', 'hidden-link', `${s.hidden} alert${s.hidden === 1 ? '' : 's'}`);
+    link.type = 'button';
+    link.title = 'Show the alerts it hid';
+    link.addEventListener('click', guard(() => {
+      $('filters').reset();
+      view.silence = s.id;
+      return showView('alerts');
+    }));
+    hidden.append(link);
+    const inForce = el('td', 'force', s.state === 'expired' ? '—'
+      : (s.applied_by.of ? `${s.applied_by.replicas} of ${s.applied_by.of} enrich` : 'no enrich running'));
+    const actions = el('td', 'row-actions');
+    if (view.me.may_triage && s.state !== 'expired') {
+      const expire = el('button', null, 'Expire now');
+      expire.type = 'button';
+      expire.addEventListener('click', guard(async () => {
+        await api('POST', `/v1/silences/${encodeURIComponent(s.id)}/expire`, {});
+        status(`Silence ended: ${s.matchers.map(matcherText).join(', ')}`);
+        await loadSilences();
+      }));
+      actions.append(expire);
+    }
+    tr.append(state, matchers, el('td', 'why', s.comment), by,
+      el('td', 'time', shortTime(s.starts_at)), el('td', 'time', shortTime(s.ends_at)), hidden, inForce, actions);
+    return tr;
+  }
+
+  async function loadSilences() {
+    const data = await api('GET', '/v1/silences');
+    const counts = { active: 0, pending: 0, expired: 0, all: data.silences.length };
+    for (const s of data.silences) counts[s.state] += 1;
+    const nav = $('silence-states');
+    nav.replaceChildren();
+    for (const key of ['active', 'pending', 'expired', 'all']) {
+      const chip = el('button', 'chip');
+      chip.type = 'button';
+      chip.setAttribute('aria-pressed', String(key === sview.state));
+      chip.append(el('span', null, key), el('b', null, counts[key]));
+      chip.addEventListener('click', () => { sview.state = key; loadSilences().catch((e) => status(e.message)); });
+      nav.append(chip);
+    }
+    const live = data.replicas.filter((r) => r.live);
+    $('s-replicas').textContent = live.length
+      ? `In force from the moment enrich has seen it: ${live.length} enrich replica${live.length === 1 ? '' : 's'} reporting, last at ${new Date(Math.max(...live.map((r) => Date.parse(r.at)))).toLocaleTimeString()}.`
+      : 'No enrich replica has reported in the last 90 seconds: a new silence applies once one runs.';
+    const rows = $('s-rows');
+    rows.replaceChildren();
+    for (const s of data.silences) {
+      if (sview.state === 'all' || s.state === sview.state) rows.append(silenceRow(s));
+    }
+    $('no-silences').hidden = rows.children.length > 0;
+  }
+
+  function matcherRow(m) {
+    const row = el('div', 'matcher');
+    const field = el('input', 'm-field');
+    field.setAttribute('list', 's-fields');
+    field.setAttribute('aria-label', 'Field');
+    field.placeholder = 'field or context.Key';
+    field.value = m.field || '';
+    const op = el('select', 'm-op');
+    op.setAttribute('aria-label', 'Operator');
+    for (const o of ['=', '!=', '=~', '!~']) {
+      const option = el('option', null, o);
+      option.value = o;
+      op.append(option);
+    }
+    op.value = m.op || '=';
+    const value = el('input', 'm-value');
+    value.setAttribute('aria-label', 'Value');
+    value.placeholder = 'value, or a regex for =~ and !~';
+    value.value = m.value || '';
+    const remove = el('button', null, '×');
+    remove.type = 'button';
+    remove.setAttribute('aria-label', 'Remove this matcher');
+    remove.addEventListener('click', () => { row.remove(); schedulePreview(); });
+    for (const input of [field, op, value]) input.addEventListener('input', schedulePreview);
+    row.append(field, op, value, remove);
+    return row;
+  }
+
+  function editorMatchers() {
+    return [...$('s-matchers').children].map((row) => ({
+      field: row.querySelector('.m-field').value.trim(),
+      op: row.querySelector('.m-op').value,
+      value: row.querySelector('.m-value').value,
+    })).filter((m) => m.field);
+  }
+
+  function openEditor(matchers, title) {
+    $('s-title').textContent = title || 'New silence';
+    $('s-editor').hidden = false;
+    const list = matchers.length ? matchers : [{ field: 'name', op: '=', value: '' }];
+    $('s-matchers').replaceChildren(...list.map(matcherRow));
+    $('s-comment').value = '';
+    $('s-error').textContent = '';
+    schedulePreview();
+    $('s-comment').focus();
+  }
+
+  function schedulePreview() {
+    if (sview.previewing) clearTimeout(sview.previewing);
+    sview.previewing = setTimeout(() => preview().catch(() => {}), PREVIEW_DELAY_MS);
+  }
+
+  // How many alerts of the last day the matchers would have hidden; an
+  // answer to an older edit is dropped.
+  async function preview() {
+    const matchers = editorMatchers();
+    const box = $('s-preview');
+    const list = $('s-preview-list');
+    const seq = ++sview.seq;
+    if (!matchers.length) {
+      box.className = 'preview empty';
+      box.textContent = 'Add a matcher to see what it would hide.';
+      list.replaceChildren();
+      return;
+    }
+    let p;
+    try {
+      p = await api('POST', '/v1/silences/preview', { matchers });
+    } catch (e) {
+      if (e instanceof LoggedOut) throw e;
+      if (seq !== sview.seq) return;
+      box.className = 'preview empty';
+      box.textContent = e.message;
+      list.replaceChildren();
+      return;
+    }
+    if (seq !== sview.seq) return;
+    box.className = 'preview' + (p.matched ? '' : ' empty');
+    box.textContent = `Would have hidden ${p.matched} of the ${p.examined} alerts of the last 24 hours`
+      + (p.complete ? '.' : ' (of the newest 100,000).');
+    list.replaceChildren(...p.alerts.slice(0, 8).map((a) => {
+      const li = el('li');
+      li.append(el('span', 'time', shortTime(a.received_at)), el('span', null, a.name));
+      const host = a.hostname || a.client_id;
+      if (host) li.append(el('span', 'tag', host));
+      return li;
+    }));
+  }
+
+  async function saveSilence(event) {
+    event.preventDefault();
+    $('s-error').textContent = '';
+    const seconds = Number($('s-duration').value);
+    const body = {
+      matchers: editorMatchers(),
+      ends_at: new Date(Date.now() + seconds * 1000).toISOString(),
+      comment: $('s-comment').value,
+    };
+    try {
+      const s = await api('POST', '/v1/silences', body);
+      $('s-editor').hidden = true;
+      status(`Silence created until ${shortTime(s.ends_at)}: ${s.matchers.map(matcherText).join(', ')}`);
+      sview.state = 'active';
+      await loadSilences();
+    } catch (e) {
+      if (e instanceof LoggedOut) throw e;
+      $('s-error').textContent = e.message;
+    }
+  }
+
+  // "Silence alerts like this": the alert's name, its host (or client) and
+  // artifact, to loosen or remove.
+  async function silenceLike() {
+    const a = view.alert;
+    if (!a) return;
+    const matchers = [{ field: 'name', op: '=', value: a.name }];
+    const host = a.client && a.client.hostname;
+    if (host) matchers.push({ field: 'hostname', op: '=', value: host });
+    else if (a.client_id) matchers.push({ field: 'client_id', op: '=', value: a.client_id });
+    if (a.artifact) matchers.push({ field: 'artifact', op: '=', value: a.artifact });
+    await showView('silences');
+    openEditor(matchers, 'Silence alerts like this');
   }
 
   function closeDetail() {
@@ -527,6 +757,7 @@
   function shortcut(event) {
     const typing = event.target.closest && event.target.closest('input, textarea, select');
     if (typing || event.ctrlKey || event.metaKey || event.altKey || !view.me || $('app').hidden) return;
+    if (view.current === 'silences') return;
     const rows = [...$('rows').children];
     const at = rows.findIndex((r) => r.dataset.id === view.selected);
     const go = (i) => {
@@ -607,7 +838,7 @@
     $('clear').addEventListener('click', guard(clearAll));
     $('more').addEventListener('click', guard(older));
     $('filters').addEventListener('submit', (e) => { e.preventDefault(); guard(() => loadAlerts(false))(); });
-    $('f-reset').addEventListener('click', guard(() => { $('filters').reset(); return loadAlerts(false); }));
+    $('f-reset').addEventListener('click', guard(() => { $('filters').reset(); view.silence = null; return loadAlerts(false); }));
     $('more-alerts').addEventListener('click', guard(() => loadAlerts(true)));
     $('pick-all').addEventListener('change', () => {
       for (const box of $('rows').querySelectorAll('input[type=checkbox]')) {
@@ -621,6 +852,14 @@
     $('bulk-mine').addEventListener('click', guard(() => bulk({ action: 'assign', assignee: view.me.name })));
     $('bulk-resolve').addEventListener('click', guard(() => bulk({ action: 'resolve', verdict: $('bulk-verdict').value })));
     $('d-close').addEventListener('click', closeDetail);
+    $('v-alerts').addEventListener('click', guard(() => showView('alerts')));
+    $('v-silences').addEventListener('click', guard(() => showView('silences')));
+    $('f-silence').addEventListener('click', guard(() => { view.silence = null; return loadAlerts(false); }));
+    $('d-silence').addEventListener('click', guard(silenceLike));
+    $('s-new').addEventListener('click', () => openEditor([], 'New silence'));
+    $('s-close').addEventListener('click', () => { $('s-editor').hidden = true; });
+    $('s-add').addEventListener('click', () => { $('s-matchers').append(matcherRow({})); });
+    $('s-form').addEventListener('submit', (e) => guard(() => saveSilence(e))());
     document.addEventListener('keydown', shortcut);
     $('d-ack').addEventListener('click', guard(() => triage({ action: 'ack' })));
     $('d-assign').addEventListener('click', guard(() => triage({ action: 'assign', assignee: $('d-assignee').value })));
