@@ -36,6 +36,9 @@ pub const PREVIEW_MAX: u64 = 100_000;
 const PREVIEW_SAMPLE: usize = 20;
 /// A preview gives up after this long and says how far it got.
 const PREVIEW_TIME: Duration = Duration::from_secs(10);
+/// Previews one replica runs at once (each may read 100,000 records); one
+/// more is answered 503, to be asked again.
+static PREVIEWS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// A sync report older than this is from a replica that has gone.
 const SYNC_STALE: chrono::Duration = chrono::Duration::seconds(90);
 
@@ -430,6 +433,12 @@ async fn preview(
     let compiled = Compiled::new(&request.matchers)
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let backend = backend(&console)?;
+    let Ok(_running) = PREVIEWS.try_acquire() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "other previews are running: ask again in a moment".into(),
+        ));
+    };
     let now = Utc::now();
     let since = now - PREVIEW_WINDOW;
     let history = backend.alerts.history().clone();

@@ -4,10 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_nats::jetstream::{self, kv::Operation};
-use futures::StreamExt;
 use talon_proto::ClientInfo;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -68,44 +66,13 @@ impl Inventory {
         loaded: watch::Sender<bool>,
         shutdown: CancellationToken,
     ) {
-        while !shutdown.is_cancelled() {
-            if let Err(e) = self.follow_once(&js, replicas, &loaded, &shutdown).await {
-                tracing::warn!(error = %e, "client inventory watch failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-
-    async fn follow_once(
-        &self,
-        js: &jetstream::Context,
-        replicas: usize,
-        loaded: &watch::Sender<bool>,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let store = crate::streams::ensure_clients_bucket(js, replicas).await?;
-        if store.status().await?.values() == 0 {
-            let _ = loaded.send(true);
-        }
-        let mut entries = store.watch_with_history(">").await?;
-        loop {
-            let entry = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                e = entries.next() => e,
-            };
-            match entry {
-                Some(Ok(entry)) => {
-                    self.apply(&entry.key, entry.operation, &entry.value);
-                    if entry.seen_current || entry.delta == 0 {
-                        let _ = loaded.send(true);
-                    }
-                }
-                Some(Err(e)) => anyhow::bail!("{e}"),
-                None => anyhow::bail!("the watch ended"),
-            }
-        }
+        crate::kv::follow(
+            "client inventory",
+            || crate::streams::ensure_clients_bucket(&js, replicas),
+            |e| self.apply(&e.key, e.operation, &e.value),
+            loaded,
+            shutdown,
+        )
+        .await;
     }
 }

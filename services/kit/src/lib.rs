@@ -7,6 +7,7 @@ pub mod config;
 pub mod dlq;
 pub mod http;
 pub mod inventory;
+pub mod kv;
 pub mod logging;
 pub mod nats;
 pub mod outbound;

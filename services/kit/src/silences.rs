@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv::Operation};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use regex::Regex;
 use talon_proto::silence::{CONTEXT_PREFIX, SILENCE_FIELDS, SILENCE_KEY_PREFIX, SYNC_KEY_PREFIX};
 use talon_proto::{Alert, MatchOp, Matcher, Silence, SilenceState, SilenceSync};
@@ -426,45 +425,14 @@ impl Silences {
         loaded: watch::Sender<bool>,
         shutdown: CancellationToken,
     ) {
-        while !shutdown.is_cancelled() {
-            if let Err(e) = self.follow_once(&js, replicas, &loaded, &shutdown).await {
-                tracing::warn!(error = %e, "silences watch failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-
-    async fn follow_once(
-        &self,
-        js: &jetstream::Context,
-        replicas: usize,
-        loaded: &watch::Sender<bool>,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let store = crate::streams::ensure_silences_bucket(js, replicas).await?;
-        if store.status().await?.values() == 0 {
-            let _ = loaded.send(true);
-        }
-        let mut entries = store.watch_with_history(">").await?;
-        loop {
-            let entry = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                e = entries.next() => e,
-            };
-            match entry {
-                Some(Ok(entry)) => {
-                    self.record(&entry.key, entry.revision, entry.operation, &entry.value);
-                    if entry.seen_current || entry.delta == 0 {
-                        let _ = loaded.send(true);
-                    }
-                }
-                Some(Err(e)) => anyhow::bail!("{e}"),
-                None => anyhow::bail!("the watch ended"),
-            }
-        }
+        crate::kv::follow(
+            "silences",
+            || crate::streams::ensure_silences_bucket(&js, replicas),
+            |e| self.record(&e.key, e.revision, e.operation, &e.value),
+            loaded,
+            shutdown,
+        )
+        .await;
     }
 }
 
