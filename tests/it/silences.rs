@@ -544,6 +544,31 @@ async fn a_silence_made_while_enrich_is_down_applies_on_every_replica() {
     console_proc.stop().await.ok();
 }
 
+/// The config of ingest, dedup, enrich, notify and a console whose one
+/// channel `hook` is a web hook to `url` (plus `channel_keys`), the test
+/// users' environment, and dedup's data directory (removed when dropped).
+fn pipeline_config(url: &str, channel_keys: &str) -> (String, talon_kit::Env, tempfile::TempDir) {
+    let (users, env) = console_users("127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    let text = format!(
+        r#"{users}
+[ingest]
+http_listen = "127.0.0.1:0"
+[dedup]
+http_listen = "127.0.0.1:0"
+data_dir = "{dir}"
+[enrich]
+http_listen = "127.0.0.1:0"
+[[channels]]
+id = "hook"
+kind = "webhook"
+url = "{url}"
+{channel_keys}"#,
+        dir = dir.path().display(),
+    );
+    (text, env, dir)
+}
+
 /// Alerts `a<i>` for each `i`: "Noisy rule" when `i` is even, else "Real
 /// rule".
 async fn publish_noisy_and_real(js: &jetstream::Context, ids: std::ops::Range<usize>) {
@@ -566,28 +591,9 @@ async fn publish_noisy_and_real(js: &jetstream::Context, ids: std::ops::Range<us
 async fn a_thousand_alerts_three_hundred_silenced_end_to_end() {
     let nats = NatsServer::start().await;
     let receiver = receiver::Receiver::start(vec![]).await;
-    let (users, env) = console_users("127.0.0.1:0");
-    let text = format!(
-        r#"{users}
-[ingest]
-http_listen = "127.0.0.1:0"
-[dedup]
-http_listen = "127.0.0.1:0"
-data_dir = "{dir}"
-[enrich]
-http_listen = "127.0.0.1:0"
-[[channels]]
-id = "hook"
-kind = "webhook"
-url = "{url}"
-rate_per_minute = 0
-max_in_flight = 16
-"#,
-        dir = tempfile::tempdir()
-            .map(|d| d.keep())
-            .unwrap_or_default()
-            .display(),
-        url = receiver.url("/hook"),
+    let (text, env, _dedup_dir) = pipeline_config(
+        &receiver.url("/hook"),
+        "rate_per_minute = 0\nmax_in_flight = 16\n",
     );
     let ingest = start_ingest(&nats, &text, env.clone()).await;
     let dedup = start_dedup(&nats, &text).await;
@@ -708,26 +714,7 @@ max_in_flight = 16
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedup_keeps_counting_while_a_silence_hides() {
     let nats = NatsServer::start().await;
-    let (users, env) = console_users("127.0.0.1:0");
-    let text = format!(
-        r#"{users}
-[ingest]
-http_listen = "127.0.0.1:0"
-[dedup]
-http_listen = "127.0.0.1:0"
-data_dir = "{dir}"
-[enrich]
-http_listen = "127.0.0.1:0"
-[[channels]]
-id = "hook"
-kind = "webhook"
-url = "http://127.0.0.1:9/hook"
-"#,
-        dir = tempfile::tempdir()
-            .map(|d| d.keep())
-            .unwrap_or_default()
-            .display(),
-    );
+    let (text, env, _dedup_dir) = pipeline_config("http://127.0.0.1:9/hook", "");
     let ingest = start_ingest(&nats, &text, env.clone()).await;
     let dedup = start_dedup(&nats, &text).await;
     let enrich = start_enrich(&nats, &text).await;
@@ -870,6 +857,10 @@ async fn talonctl_silence_adds_lists_and_expires() {
     assert!(out.starts_with(&format!("{id}\texpired at ")), "{out}");
     let (_, out, _) = ctl(VIEWER, args(&["list", "--state", "active"])).await;
     assert_eq!(out.trim(), "");
+    // Several states: sent as `active%2Cexpired`.
+    let (code, out, err) = ctl(VIEWER, args(&["list", "--state", "active,expired"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("{id}\texpired\t")), "{out}");
     let (_, out, _) = ctl(VIEWER, args(&["list", "--state", "expired", "--json"])).await;
     let listed: Value =
         serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap_or_default();

@@ -141,7 +141,9 @@ pub fn parse_query(raw: &str) -> Result<(Filter, usize, Option<u64>), ApiError> 
     Ok((f, limit, cursor))
 }
 
-fn url_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+/// A query string's `key=value` pairs, %-decoded, in order; a 400 when it
+/// cannot be read.
+pub(crate) fn url_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded_pairs(raw).map_err(|e| bad(format!("bad query string: {e}")))
 }
 

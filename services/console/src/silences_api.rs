@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use talon_kit::silences::{self, Compiled, Entry};
 use talon_proto::{Alert, Matcher, Silence, SilenceState};
 
+use crate::alerts_api::url_pairs;
 use crate::api::{backend, body, user_of, ApiError, MAX_BODY_BYTES};
 use crate::Console;
 
@@ -127,14 +128,8 @@ async fn list(
 ) -> Result<Response, ApiError> {
     user_of(&console, &headers).await?;
     let mut states: Vec<SilenceState> = Vec::new();
-    for pair in raw
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
+    for (key, value) in url_pairs(raw.as_deref().unwrap_or(""))? {
+        match key.as_str() {
             "state" => {
                 for s in value.split(',').filter(|s| !s.is_empty()) {
                     states.push(match s {
