@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod delivery;
 pub mod dlq;
+pub mod group;
 pub mod key;
 pub mod names;
 pub mod raw;
@@ -17,6 +18,7 @@ pub mod wire;
 pub use alert::{Alert, ClientInfo, ContextEntry, DedupInfo, DedupWindow, Links, OVERRIDE_KEYS};
 pub use delivery::{Delivery, Outcome as DeliveryOutcome};
 pub use dlq::DeadLetter;
+pub use group::GroupMessage;
 pub use key::{dedup_key, partition_of, DedupKeyField};
 pub use raw::{RawAlert, RawAlertError};
 pub use silence::{MatchOp, Matcher, Silence, SilenceState, SilenceSync};

@@ -23,6 +23,9 @@ pub const SUBJECT_DELIVERIES_PREFIX: &str = "talon.deliveries";
 pub const SUBJECT_TRIAGE_PREFIX: &str = "talon.triage";
 /// Prefix of dead letters: `talon.dlq.<stage>`.
 pub const SUBJECT_DLQ_PREFIX: &str = "talon.dlq";
+/// Prefix of the alerts a grouped channel collects until the group's next
+/// message: `talon.groups.<channel-id>.<group-key>` (`GROUPS`).
+pub const SUBJECT_GROUPS_PREFIX: &str = "talon.groups";
 
 pub const STREAM_ALERTS: &str = "ALERTS";
 pub const STREAM_MONITORING: &str = "MONITORING";
@@ -34,6 +37,7 @@ pub const STREAM_DLQ: &str = "DLQ";
 pub const STREAM_HISTORY: &str = "HISTORY";
 pub const STREAM_TRIAGE: &str = "TRIAGE";
 pub const STREAM_DELIVERIES: &str = "DELIVERIES";
+pub const STREAM_GROUPS: &str = "GROUPS";
 
 /// Durable consumer of ingest on `ALERTS`.
 pub const CONSUMER_INGEST: &str = "ingest";
@@ -53,6 +57,14 @@ pub const BUCKET_INBOX_STATE: &str = "talon_inbox_state";
 /// Silences (`silence.<id>`, every revision kept) and enrich replicas' sync
 /// reports (`sync.<replica>`).
 pub const BUCKET_SILENCES: &str = "talon_silences";
+/// Each group's progress: messages sent, the `GROUPS` sequence sent
+/// through, the message in progress (`<channel-id>.<group-key>`).
+pub const BUCKET_GROUPS: &str = "talon_groups";
+/// Header of a `GROUPS` message: when notify took the alert into its group
+/// (RFC 3339), what `group_wait` and a digest count from.
+pub const HEADER_GROUPED_AT: &str = "Talon-Grouped-At";
+/// Keep collected alerts this long at most (a weekly digest and its retries).
+pub const MAX_AGE_GROUPS: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The subject dead letters of HTTP monitoring rows record:
 /// `http:/v1/events/<ArtifactName>` (replayed to `Monitoring.<ArtifactName>`).
@@ -66,6 +78,10 @@ pub const HEADER_SOURCE: &str = "Talon-Source";
 
 /// The alert id of a message on `talon.inbox.<user>`.
 pub const HEADER_ALERT_ID: &str = "Talon-Alert-Id";
+/// Names a message on `talon.inbox.<user>` a group message (a
+/// `GroupMessage`, not an Alert): `<group key>-<sequence>`
+/// ([`inbox_group_ref`]).
+pub const HEADER_GROUP: &str = "Talon-Group";
 
 /// How long JetStream remembers a `Nats-Msg-Id` (at least 2 min).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -149,6 +165,11 @@ pub enum MsgIdDomain {
     ChatKey,
     /// A dead letter published again by `talonctl dlq replay`.
     Replay,
+    /// An alert taken into its group (`GROUPS`), over channel and alert id.
+    Group,
+    /// A dead letter of an alert whose group message could not be sent,
+    /// over the `GROUPS` sequence.
+    GroupDeadLetter,
 }
 
 impl MsgIdDomain {
@@ -167,6 +188,8 @@ impl MsgIdDomain {
             MsgIdDomain::HttpEvents => "http-events",
             MsgIdDomain::HttpEventsDeadLetter => "dlq-http-events",
             MsgIdDomain::Ledger => "ledger",
+            MsgIdDomain::Group => "group",
+            MsgIdDomain::GroupDeadLetter => "dlq-group",
             MsgIdDomain::ChatKey => "chat-key",
             MsgIdDomain::Replay => "replay",
         }
@@ -238,6 +261,9 @@ pub mod metrics {
     pub const NOTIFY_DEAD_LETTERS_TOTAL: &str = "talon_notify_dead_letters_total";
     /// Gauge of deliveries in progress by `channel`.
     pub const NOTIFY_IN_FLIGHT: &str = "talon_notify_in_flight";
+    pub const NOTIFY_GROUPS_OPEN: &str = "talon_notify_groups_open";
+    pub const NOTIFY_GROUP_MESSAGES_TOTAL: &str = "talon_notify_group_messages_total";
+    pub const NOTIFY_GROUP_ALERTS: &str = "talon_notify_group_alerts";
     /// Counter of console logins by `outcome`: ok, refused.
     pub const CONSOLE_LOGINS_TOTAL: &str = "talon_console_logins_total";
 }
@@ -276,6 +302,18 @@ pub fn inbox_subject(user: &str) -> String {
 /// never reaches the same user twice.
 pub fn inbox_msg_id(alert_id: &str, user: &str) -> String {
     format!("{alert_id}:{user}")
+}
+
+/// The `Talon-Group` value of a group message: `<group key>-<sequence>`.
+pub fn inbox_group_ref(group_key: &str, sequence: u64) -> String {
+    format!("{group_key}-{sequence}")
+}
+
+/// `Nats-Msg-Id` of one group message in one user's inbox: a message sent
+/// again never reaches the same user twice. Never an alert's
+/// ([`inbox_msg_id`]): an alert id holds no `:`.
+pub fn inbox_group_msg_id(group_key: &str, sequence: u64, user: &str) -> String {
+    format!("group:{}:{user}", inbox_group_ref(group_key, sequence))
 }
 
 /// `talon.dlq.<stage>` for a stage named in a dead letter (see
@@ -347,6 +385,8 @@ mod tests {
             MsgIdDomain::Ledger,
             MsgIdDomain::ChatKey,
             MsgIdDomain::Replay,
+            MsgIdDomain::Group,
+            MsgIdDomain::GroupDeadLetter,
         ];
         let names: std::collections::BTreeSet<&str> = domains.iter().map(|d| d.as_str()).collect();
         assert_eq!(names.len(), domains.len(), "no two domains share a string");
@@ -407,6 +447,16 @@ mod tests {
         let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(stages, ["ingest", "rules", "dedup", "enrich", "notify"]);
         assert_eq!(inbox_subject("alice"), "talon.inbox.alice");
+        let key = "0123456789abcdef0123456789abcdef";
+        assert_eq!(inbox_group_ref(key, 2), format!("{key}-2"));
+        assert_eq!(
+            inbox_group_msg_id(key, 2, "alice"),
+            format!("group:{key}-2:alice")
+        );
+        assert_ne!(
+            inbox_group_msg_id(key, 2, "alice"),
+            inbox_msg_id(&inbox_group_ref(key, 2), "alice")
+        );
     }
 
     #[test]

@@ -1161,3 +1161,82 @@ async fn a_silence_is_made_from_an_alert_previewed_hides_the_next_and_is_expired
     console.stop().await.unwrap();
     enrich.stop().await.unwrap();
 }
+
+/// A storm on a grouped inbox channel: one entry in the bell's panel with
+/// its counts, and a button that lists exactly its alerts. Leaves
+/// `target/screenshots/console-inbox-group.png` and
+/// `console-group-alerts.png`.
+#[tokio::test]
+async fn a_group_message_in_the_inbox_lists_its_alerts() {
+    const N: usize = 40;
+    let nats = NatsServer::start().await;
+    let (users, env) = console_users("127.0.0.1:0");
+    let config = format!(
+        "{users}\n[enrich]\nhttp_listen = \"127.0.0.1:0\"\n[velociraptor]\ngui_url = \"https://vr.example.org:8889\"\n\
+         [[enrich.severity_transforms]]\nmember = \"Severity\"\nregex = \"(?i)^(low|medium|high|critical)$\"\nreplace = \"\"\n\
+         [[channels]]\nid = \"inbox\"\nkind = \"inbox\"\nrate_per_minute = 0\ngroup_by = [\"name\"]\ngroup_wait = 2\n"
+    );
+    let enrich = start_enrich(&nats, &config).await;
+    let suite = start_notify_and_console(&nats, &config, env).await;
+    let js = jetstream::new(nats.client().await);
+    for i in 0..N {
+        let mut a = accepted_alert(
+            &format!("g{i:03}"),
+            "Sigma: Mimikatz Use",
+            1_790_000_000_000 + i as i64 * 1000,
+            0,
+        );
+        a.client_id = Some(format!("C.{:04}", i % 13));
+        a.event_data = json!({"Severity": if i % 5 == 0 { "critical" } else { "high" }, "CommandLine": "mimikatz.exe sekurlsa::logonpasswords"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        publish_unique(&js, &a, &a.id).await;
+    }
+    let (_driver, client) = browser().await;
+    log_in(&client, suite.http_addr, "alice").await;
+    until(Duration::from_secs(30), "the bell turns red", || {
+        bell_is_red(&client)
+    })
+    .await;
+    click(&client, "bell").await;
+    until(Duration::from_secs(10), "the group entry shows", || async {
+        text_of(&client, "#list .message.group h3")
+            .await
+            .starts_with(&format!("{N} alerts"))
+    })
+    .await;
+    // (Severity chips are upper case by style.)
+    let entry = text_of(&client, "#list .message.group")
+        .await
+        .to_lowercase();
+    assert!(entry.contains("sigma: mimikatz use"), "{entry}");
+    assert!(
+        entry.contains("critical 8") && entry.contains("high 32"),
+        "{entry}"
+    );
+    assert_eq!(
+        client
+            .find_all(Locator::Css("#list .message"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    save_screenshot(&client, "console-inbox-group.png").await;
+    click_css(&client, "#list .message.group .show-group").await;
+    until(
+        Duration::from_secs(20),
+        "the group's alerts are listed",
+        || async { rows(&client).await.len() == N },
+    )
+    .await;
+    let listed = rows(&client).await;
+    assert!(
+        listed.iter().all(|r| r.contains("Sigma: Mimikatz Use")),
+        "{listed:?}"
+    );
+    save_screenshot(&client, "console-group-alerts.png").await;
+    suite.stop().await.unwrap();
+    enrich.stop().await.unwrap();
+}

@@ -22,6 +22,7 @@ mod disk_full;
 mod doors;
 mod email;
 mod enrich;
+mod groups;
 mod inbox;
 mod ingest_http;
 mod ingest_nats;

@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::alerts::AlertsError;
 use crate::api::{backend, body, user_of, ApiError, MAX_BODY_BYTES};
 use crate::catalog::{self, Filter};
+use crate::index::GroupRef;
 use crate::triage::Request;
 use crate::Console;
 
@@ -66,12 +67,23 @@ fn time_ms(key: &str, value: &str) -> Result<i64, ApiError> {
         .map_err(|_| bad(format!("{key}: not a time (RFC 3339 or epoch seconds)")))
 }
 
-/// The filter, page size and cursor of a `GET /v1/alerts` query string.
-/// Unknown parameters are refused, so a misspelt filter is not silently
-/// ignored.
-pub fn parse_query(raw: &str) -> Result<(Filter, usize, Option<u64>), ApiError> {
+/// What a `GET /v1/alerts` query string asks for.
+#[derive(Debug)]
+pub struct Query {
+    pub filter: Filter,
+    pub limit: usize,
+    pub cursor: Option<u64>,
+    /// The alerts of this group message of the user's inbox (`group`),
+    /// resolved to their ids from the message.
+    pub group: Option<GroupRef>,
+}
+
+/// The filter, page size, cursor and group message of a `GET /v1/alerts`
+/// query string. Unknown parameters are refused, so a misspelt filter is
+/// not silently ignored.
+pub fn parse_query(raw: &str) -> Result<Query, ApiError> {
     let mut f = Filter::default();
-    let (mut limit, mut cursor) = (catalog::PAGE_DEFAULT, None);
+    let (mut limit, mut cursor, mut group) = (catalog::PAGE_DEFAULT, None, None);
     for (key, value) in url_pairs(raw)? {
         let value = value.trim();
         if value.is_empty() {
@@ -118,6 +130,11 @@ pub fn parse_query(raw: &str) -> Result<(Filter, usize, Option<u64>), ApiError> 
                 }
                 f.silence = Some(value.to_owned());
             }
+            "group" => {
+                group = Some(GroupRef::parse(value).ok_or_else(|| {
+                    bad("group: <group key>-<sequence> of a group message in your inbox")
+                })?)
+            }
             "q" => f.text = catalog::words(value),
             "limit" => {
                 limit = value
@@ -138,7 +155,12 @@ pub fn parse_query(raw: &str) -> Result<(Filter, usize, Option<u64>), ApiError> 
             other => return Err(bad(format!("unknown parameter {other:?}"))),
         }
     }
-    Ok((f, limit, cursor))
+    Ok(Query {
+        filter: f,
+        limit,
+        cursor,
+        group,
+    })
 }
 
 /// A query string's `key=value` pairs, %-decoded, in order; a 400 when it
@@ -164,12 +186,20 @@ async fn list(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    user_of(&console, &headers).await?;
-    let (filter, limit, cursor) = parse_query(raw.as_deref().unwrap_or(""))?;
-    let page = backend(&console)?
-        .alerts
-        .list(filter, limit, cursor)
-        .await?;
+    let user = user_of(&console, &headers).await?;
+    let Query {
+        mut filter,
+        limit,
+        cursor,
+        group,
+    } = parse_query(raw.as_deref().unwrap_or(""))?;
+    let backend = backend(&console)?;
+    if let Some(group) = group {
+        // Only a group message of the user's own inbox names alerts here.
+        let message = backend.inbox.group(&user, &group).await?;
+        filter.ids = Some(message.alert_ids.clone());
+    }
+    let page = backend.alerts.list(filter, limit, cursor).await?;
     Ok(Json(page).into_response())
 }
 
@@ -297,10 +327,19 @@ mod tests {
 
     #[test]
     fn queries_parse_and_unknown_or_bad_parameters_are_refused() {
-        let (f, limit, cursor) = parse_query(
-            "severity=high,critical&state=open&client=C.1&q=honey%20file&limit=9000&cursor=42&from=2026-12-01T00:00:00Z&to=1790000000&silenced=false&silence=0a1b",
+        let Query {
+            filter: f,
+            limit,
+            cursor,
+            group,
+        } = parse_query(
+            "severity=high,critical&state=open&client=C.1&q=honey%20file&limit=9000&cursor=42&from=2026-12-01T00:00:00Z&to=1790000000&silenced=false&silence=0a1b&group=0123456789abcdef0123456789abcdef-7",
         )
         .unwrap();
+        assert_eq!(
+            group.map(|g| g.to_string()).as_deref(),
+            Some("0123456789abcdef0123456789abcdef-7")
+        );
         assert_eq!(f.severity, ["high", "critical"]);
         assert_eq!(f.state, ["open"]);
         assert_eq!(f.client.as_deref(), Some("C.1"));
@@ -311,7 +350,7 @@ mod tests {
         assert!(f.from_ms.is_some());
         assert_eq!(f.silenced, Some(false));
         assert_eq!(f.silence.as_deref(), Some("0a1b"));
-        assert_eq!(parse_query("").unwrap().1, catalog::PAGE_DEFAULT);
+        assert_eq!(parse_query("").unwrap().limit, catalog::PAGE_DEFAULT);
         for bad in [
             "sevrity=high",
             "state=closed",
@@ -323,6 +362,10 @@ mod tests {
             "cursor=-1",
             "silenced=yes",
             "silence=a.b",
+            "group=abc-1",
+            "group=0123456789abcdef0123456789abcdef",
+            "group=0123456789abcdef0123456789abcdef-0",
+            "group=g-0123456789abcdef0123456789abcdef-1",
         ] {
             let e = parse_query(bad).unwrap_err();
             assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad}");

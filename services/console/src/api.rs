@@ -63,6 +63,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotReady => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            StoreError::NoSuchGroup(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
             StoreError::Nats(_) => {
                 tracing::warn!(error = %e, "console request failed");
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())

@@ -58,6 +58,8 @@ pub struct Filter {
     pub silenced: Option<bool>,
     /// Hidden by this silence (its id).
     pub silence: Option<String>,
+    /// Only these alert ids (a group message's, at most 10,000).
+    pub ids: Option<Vec<String>>,
     /// Words, each of which must appear in the name or the context.
     pub text: Vec<String>,
 }
@@ -901,6 +903,11 @@ fn where_clause_with(
         conds.push("a.seq IN (SELECT seq FROM hidden WHERE silence = ?)".into());
         args.push(V::Text(silence.clone()));
     }
+    if let Some(ids) = &filter.ids {
+        // One argument however many ids: a JSON array, read by json_each.
+        conds.push("a.id IN (SELECT value FROM json_each(?))".into());
+        args.push(V::Text(json!(ids).to_string()));
+    }
     if !filter.text.is_empty() {
         conds.push("a.seq IN (SELECT rowid FROM alerts_text WHERE alerts_text MATCH ?)".into());
         args.push(V::Text(fts_query(&filter.text)));
@@ -1071,6 +1078,35 @@ mod tests {
             }),
             ["a4"]
         );
+        // A group message's ids (unknown ones and quotes match nothing).
+        let group = |ids: &[&str]| Filter {
+            ids: Some(ids.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        assert_eq!(f(group(&["a1", "a3", "zz", "a\"]"])), ["a3", "a1"]);
+        assert_eq!(f(group(&[])), Vec::<String>::new());
+        assert_eq!(
+            f(Filter {
+                severity: vec!["high".into()],
+                ..group(&["a1", "a3"])
+            }),
+            ["a1"]
+        );
+        let many: Vec<String> = (0..10_000)
+            .map(|i| format!("x{i}"))
+            .chain(["a2".into()])
+            .collect();
+        let page = c
+            .query(
+                &Filter {
+                    ids: Some(many),
+                    ..Default::default()
+                },
+                50,
+                None,
+            )
+            .unwrap();
+        assert_eq!((ids(&page), page.counts.total), (vec!["a2"], 1));
         assert_eq!(
             f(Filter {
                 silenced: Some(false),

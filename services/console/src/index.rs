@@ -2,10 +2,83 @@
 //! which of them are read, which cleared. Every replica builds the same
 //! index from the stream (the messages) and the `talon_inbox_state` bucket
 //! (each user's read and cleared marks), so any replica serves any user.
+//!
+//! A message is an alert or a group message (the alerts of one message of
+//! a grouped channel); the index knows which from its headers alone, and
+//! keeps one entry per alert id, or per group message, and user.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+
+/// What one inbox message is, as its headers say.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Entry {
+    /// An alert (`Talon-Alert-Id`).
+    Alert(String),
+    /// A group message (`Talon-Group`).
+    Group(GroupRef),
+}
+
+impl Entry {
+    /// The entry of a message from its headers: `Talon-Group` makes it a
+    /// group message (`None` when the value is not `<key>-<sequence>`: the
+    /// message is skipped); else `Talon-Alert-Id` names its alert, or the
+    /// sequence stands in for one.
+    pub fn of_headers(group: Option<&str>, alert_id: Option<&str>, seq: u64) -> Option<Entry> {
+        match (group, alert_id) {
+            (Some(g), _) => GroupRef::parse(g).map(Entry::Group),
+            (None, Some(id)) => Some(Entry::Alert(id.to_owned())),
+            (None, None) => Some(Entry::Alert(format!("seq-{seq}"))),
+        }
+    }
+}
+
+/// One group message: its group's key (32 lowercase hex digits) and its
+/// number within the group (1, 2, ...). Written `<key>-<sequence>`; the
+/// inbox entry's id is `g-<key>-<sequence>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupRef {
+    pub key: String,
+    pub sequence: u64,
+}
+
+impl GroupRef {
+    /// `key` and `sequence` when they are a group's (32 lowercase hex
+    /// digits, 1 or more).
+    pub fn new(key: &str, sequence: u64) -> Option<GroupRef> {
+        let hex = key.len() == 32
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        (hex && sequence >= 1).then(|| GroupRef {
+            key: key.to_owned(),
+            sequence,
+        })
+    }
+
+    /// `<key>-<sequence>` (a `Talon-Group` header, the `group` filter of
+    /// `/v1/alerts`), written exactly so (no sign, no leading zero).
+    pub fn parse(text: &str) -> Option<GroupRef> {
+        let (key, sequence) = text.split_once('-')?;
+        let n = sequence
+            .parse::<u64>()
+            .ok()
+            .filter(|n| n.to_string() == sequence)?;
+        GroupRef::new(key, n)
+    }
+
+    /// The inbox entry's id: `g-<key>-<sequence>`.
+    pub fn entry_id(&self) -> String {
+        format!("g-{self}")
+    }
+}
+
+impl std::fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.key, self.sequence)
+    }
+}
 
 /// A user's marks, stored in `talon_inbox_state` under the user's name.
 /// Both only grow, so merging two views is taking the larger of each.
@@ -30,11 +103,11 @@ impl Marks {
 
 #[derive(Debug, Default)]
 struct UserBox {
-    /// Sequence → alert id, of the messages not cleared.
-    messages: BTreeMap<u64, String>,
-    /// Alert ids seen (kept after a clear, so a late duplicate of a cleared
-    /// alert stays out).
-    seen: HashSet<String>,
+    /// Sequence → entry, of the messages not cleared.
+    messages: BTreeMap<u64, Entry>,
+    /// Entries seen (kept after a clear, so a late duplicate of a cleared
+    /// alert or group message stays out).
+    seen: HashSet<Entry>,
     marks: Marks,
 }
 
@@ -45,16 +118,33 @@ pub struct Index {
 }
 
 impl Index {
-    /// Adds message `seq` of alert `alert_id` to `user`'s inbox. Returns
-    /// false when it is not added: the user already has that alert, or the
-    /// message was cleared.
-    pub fn add(&mut self, user: &str, seq: u64, alert_id: &str) -> bool {
+    /// Adds message `seq` (`entry`) to `user`'s inbox. Returns false when
+    /// it is not added: the user already has that alert or group message,
+    /// or the message was cleared.
+    pub fn add(&mut self, user: &str, seq: u64, entry: Entry) -> bool {
         let b = self.users.entry(user.to_owned()).or_default();
-        if seq <= b.marks.cleared_up_to || !b.seen.insert(alert_id.to_owned()) {
+        if seq <= b.marks.cleared_up_to || b.seen.contains(&entry) {
             return false;
         }
-        b.messages.insert(seq, alert_id.to_owned());
+        b.seen.insert(entry.clone());
+        b.messages.insert(seq, entry);
         true
+    }
+
+    /// What `user`'s message `seq` is, while it is in the inbox.
+    pub fn entry(&self, user: &str, seq: u64) -> Option<&Entry> {
+        self.users.get(user).and_then(|b| b.messages.get(&seq))
+    }
+
+    /// The sequence of `user`'s message of `group`, while it is in the
+    /// inbox (not cleared, not aged out).
+    pub fn find_group(&self, user: &str, group: &GroupRef) -> Option<u64> {
+        let b = self.users.get(user)?;
+        b.messages
+            .iter()
+            .rev()
+            .find(|(_, e)| matches!(e, Entry::Group(g) if g == group))
+            .map(|(&seq, _)| seq)
     }
 
     /// Merges `marks` into `user`'s; returns the result.
@@ -132,9 +222,13 @@ impl Index {
 mod tests {
     use super::*;
 
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
     /// One step against the index.
     enum Step {
         Add(&'static str, u64, &'static str, bool),
+        /// Message `seq` of group message `KEY-n`.
+        AddGroup(&'static str, u64, u64, bool),
         Mark(&'static str, u64, u64),
         Remove(&'static str, u64),
         Expire(u64),
@@ -148,9 +242,17 @@ mod tests {
             match *step {
                 Add(user, seq, id, added) => {
                     assert_eq!(
-                        index.add(user, seq, id),
+                        index.add(user, seq, Entry::Alert(id.into())),
                         added,
                         "step {i}: add {user} {seq}"
+                    )
+                }
+                AddGroup(user, seq, n, added) => {
+                    let group = GroupRef::new(KEY, n).unwrap();
+                    assert_eq!(
+                        index.add(user, seq, Entry::Group(group)),
+                        added,
+                        "step {i}: add group {user} {seq}"
                     )
                 }
                 Mark(user, read, cleared) => {
@@ -264,12 +366,113 @@ mod tests {
     fn pages_go_back_from_before() {
         let mut index = Index::default();
         for seq in 1..=10 {
-            index.add("alice", seq, &format!("a{seq}"));
+            index.add("alice", seq, Entry::Alert(format!("a{seq}")));
         }
         assert_eq!(index.page("alice", None, 3), vec![10, 9, 8]);
         assert_eq!(index.page("alice", Some(8), 3), vec![7, 6, 5]);
         assert_eq!(index.page("alice", Some(2), 3), vec![1]);
         assert_eq!(index.latest("alice"), Some(10));
+    }
+
+    #[test]
+    fn a_group_message_is_one_entry_per_user_read_and_cleared_like_an_alert() {
+        check(
+            &[
+                Add("alice", 1, "a1", true),
+                AddGroup("alice", 2, 1, true),
+                AddGroup("bob", 3, 1, true),
+                // The same group message again (sent twice): one entry.
+                AddGroup("alice", 4, 1, false),
+                // The group's next message is an entry of its own.
+                AddGroup("alice", 5, 2, true),
+                // An alert id that looks like a group entry's id is an alert.
+                Add("alice", 6, "g-0123456789abcdef0123456789abcdef-1", true),
+                Mark("alice", 2, 0),
+            ],
+            &[("alice", 2, &[6, 5, 2, 1]), ("bob", 1, &[3])],
+        );
+        check(
+            &[
+                AddGroup("alice", 2, 1, true),
+                AddGroup("alice", 3, 2, true),
+                Mark("alice", 2, 2),
+                // Cleared: a late copy stays out.
+                AddGroup("alice", 9, 1, false),
+            ],
+            &[("alice", 1, &[3])],
+        );
+    }
+
+    #[test]
+    fn groups_are_found_by_their_ref_while_in_the_inbox() {
+        let mut index = Index::default();
+        let one = GroupRef::new(KEY, 1).unwrap();
+        let two = GroupRef::new(KEY, 2).unwrap();
+        index.add("alice", 4, Entry::Group(one.clone()));
+        index.add("alice", 7, Entry::Group(two.clone()));
+        assert_eq!(index.find_group("alice", &one), Some(4));
+        assert_eq!(index.find_group("alice", &two), Some(7));
+        assert_eq!(index.find_group("bob", &one), None, "alice's, not bob's");
+        assert_eq!(index.entry("alice", 7), Some(&Entry::Group(two)));
+        index.mark(
+            "alice",
+            Marks {
+                read_up_to: 4,
+                cleared_up_to: 4,
+            },
+        );
+        assert_eq!(index.find_group("alice", &one), None, "cleared");
+    }
+
+    #[test]
+    fn group_refs_are_exactly_key_dash_sequence() {
+        let ok = GroupRef::parse(&format!("{KEY}-12")).unwrap();
+        assert_eq!((ok.key.as_str(), ok.sequence), (KEY, 12));
+        assert_eq!(ok.to_string(), format!("{KEY}-12"));
+        assert_eq!(ok.entry_id(), format!("g-{KEY}-12"));
+        for bad in [
+            String::new(),
+            "-1".into(),
+            KEY.to_string(),
+            format!("{KEY}-"),
+            format!("{KEY}-0"),
+            format!("{KEY}-01"),
+            format!("{KEY}-+1"),
+            format!("{KEY}--1"),
+            format!("{KEY}-1-2"),
+            format!("{KEY}-18446744073709551616"),
+            format!("{}-1", KEY.to_uppercase()),
+            format!("{}-1", &KEY[1..]),
+            format!("{KEY}0-1"),
+            format!("{}g-1", &KEY[1..]),
+            format!("{KEY}-1 "),
+            format!("{KEY}-١"),
+        ] {
+            assert_eq!(GroupRef::parse(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers_say_what_a_message_is() {
+        let g = format!("{KEY}-3");
+        assert_eq!(
+            Entry::of_headers(Some(&g), None, 9),
+            Some(Entry::Group(GroupRef::new(KEY, 3).unwrap()))
+        );
+        // The group header decides, and a bad one skips the message.
+        assert_eq!(
+            Entry::of_headers(Some(&g), Some("a1"), 9),
+            Some(Entry::Group(GroupRef::new(KEY, 3).unwrap()))
+        );
+        assert_eq!(Entry::of_headers(Some("nope"), Some("a1"), 9), None);
+        assert_eq!(
+            Entry::of_headers(None, Some("a1"), 9),
+            Some(Entry::Alert("a1".into()))
+        );
+        assert_eq!(
+            Entry::of_headers(None, None, 9),
+            Some(Entry::Alert("seq-9".into()))
+        );
     }
 
     #[test]

@@ -3,19 +3,25 @@
 //! user's read and cleared marks) watched into the same index. Nothing is
 //! kept only in the replica: a restart rebuilds the index from NATS, and
 //! every change is written to NATS before it is answered.
+//!
+//! A group message is read from the stream when it is shown or its alerts
+//! are listed, checked ([`view::decode_group`]) and kept decoded in a small
+//! cache (a message never changes); one that fails the checks is skipped,
+//! logged and dropped from the index.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
-use talon_proto::names::{HEADER_ALERT_ID, SUBJECT_INBOX_PREFIX};
+use talon_proto::names::{HEADER_ALERT_ID, HEADER_GROUP, SUBJECT_INBOX_PREFIX};
 use talon_proto::Alert;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::index::{Index, Marks};
-use super::view::{self, MessageView};
+use super::index::{Entry, GroupRef, Index, Marks};
+use super::view::{self, Group, MessageView};
 
 /// How often messages aged out of the stream are dropped from the index.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
@@ -23,11 +29,16 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// Attempts of one compare-and-set on a user's marks.
 const CAS_ATTEMPTS: usize = 20;
+/// Decoded group messages kept, at most, and alert ids in them.
+const GROUP_CACHE: usize = 256;
+const GROUP_CACHE_IDS: usize = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the inbox is still loading; try again")]
     NotReady,
+    #[error("no group message {0} in your inbox")]
+    NoSuchGroup(String),
     #[error("inbox: {0}")]
     Nats(String),
 }
@@ -54,6 +65,34 @@ pub struct Inbox {
     changed: broadcast::Sender<String>,
     /// (stream caught up, marks loaded).
     ready: watch::Sender<(bool, bool)>,
+    groups: Mutex<GroupCache>,
+}
+
+/// Decoded group messages by `INBOX` sequence, at most [`GROUP_CACHE`] of
+/// them and [`GROUP_CACHE_IDS`] alert ids; the oldest go first.
+#[derive(Debug, Default)]
+struct GroupCache {
+    by_seq: BTreeMap<u64, Arc<Group>>,
+    ids: usize,
+}
+
+impl GroupCache {
+    fn get(&self, seq: u64) -> Option<Arc<Group>> {
+        self.by_seq.get(&seq).cloned()
+    }
+
+    fn put(&mut self, seq: u64, group: Arc<Group>) {
+        self.ids += group.alert_ids.len();
+        if let Some(old) = self.by_seq.insert(seq, group) {
+            self.ids -= old.alert_ids.len();
+        }
+        while self.by_seq.len() > GROUP_CACHE || self.ids > GROUP_CACHE_IDS {
+            match self.by_seq.pop_first() {
+                Some((_, old)) => self.ids -= old.alert_ids.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 /// The user of an `INBOX` subject.
@@ -80,6 +119,7 @@ impl Inbox {
             index: Mutex::new(Index::default()),
             changed,
             ready,
+            groups: Mutex::new(GroupCache::default()),
         });
         tokio::spawn(follow_messages(inbox.clone(), shutdown.clone()));
         tokio::spawn(follow_marks(inbox.clone(), shutdown.clone()));
@@ -89,6 +129,10 @@ impl Inbox {
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, GroupCache> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Tells who waits on `user`'s inbox that it changed.
@@ -135,22 +179,17 @@ impl Inbox {
         let more = seqs.len() > limit;
         let mut messages = Vec::with_capacity(limit);
         for &seq in seqs.iter().take(limit) {
-            match self.stream.get_raw_message(seq).await {
-                Ok(m) => match serde_json::from_slice::<Alert>(&m.payload) {
-                    Ok(alert) => {
-                        let read = self.index().is_read(user, seq);
-                        messages.push(view::message(seq, read, &alert));
-                    }
-                    Err(e) => {
-                        tracing::warn!(seq, error = %e, "inbox message is not an Alert; skipped")
-                    }
-                },
-                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
-                    // Aged out, or cleared on another replica just now.
-                    self.index().remove(user, seq);
-                }
-                Err(e) => return Err(nats(e)),
-            }
+            let entry = self.index().entry(user, seq).cloned();
+            let shown = match entry {
+                Some(Entry::Group(group)) => self
+                    .group_at(user, seq, &group)
+                    .await?
+                    .map(|g| (g.summary.clone(), self.index().is_read(user, seq)))
+                    .map(|(summary, read)| view::group_message(seq, read, &summary)),
+                Some(Entry::Alert(_)) => self.alert_at(user, seq).await?,
+                None => None,
+            };
+            messages.extend(shown);
         }
         let next_before = if more {
             seqs.get(limit - 1).copied().or(before)
@@ -162,6 +201,79 @@ impl Inbox {
             messages,
             next_before,
         })
+    }
+
+    /// The alert message `seq` of `user`'s inbox; `None` (and dropped from
+    /// the index) when it is gone or is not an Alert.
+    async fn alert_at(&self, user: &str, seq: u64) -> Result<Option<MessageView>, StoreError> {
+        let Some(payload) = self.payload(user, seq).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Alert>(&payload) {
+            Ok(alert) => {
+                let read = self.index().is_read(user, seq);
+                Ok(Some(view::message(seq, read, &alert)))
+            }
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "inbox message is not an Alert; skipped");
+                self.index().remove(user, seq);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The group message `group` at `seq` of `user`'s inbox, from the
+    /// cache or the stream; `None` (and dropped from the index) when it is
+    /// gone or is not that group message.
+    async fn group_at(
+        &self,
+        user: &str,
+        seq: u64,
+        group: &GroupRef,
+    ) -> Result<Option<Arc<Group>>, StoreError> {
+        if let Some(g) = self.groups().get(seq) {
+            if g.summary.group_key == group.key && g.summary.sequence == group.sequence {
+                return Ok(Some(g));
+            }
+        }
+        let Some(payload) = self.payload(user, seq).await? else {
+            return Ok(None);
+        };
+        match view::decode_group(group, &payload) {
+            Ok(g) => {
+                let g = Arc::new(g);
+                self.groups().put(seq, g.clone());
+                Ok(Some(g))
+            }
+            Err(e) => {
+                tracing::warn!(seq, group = %group, error = %e, "inbox message is not a group message; skipped");
+                self.index().remove(user, seq);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The stored bytes of message `seq`; `None` (and dropped from `user`'s
+    /// index) when the stream no longer has it.
+    async fn payload(&self, user: &str, seq: u64) -> Result<Option<bytes::Bytes>, StoreError> {
+        match self.stream.get_raw_message(seq).await {
+            Ok(m) => Ok(Some(m.payload)),
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                // Aged out, or cleared on another replica just now.
+                self.index().remove(user, seq);
+                Ok(None)
+            }
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// The group message `group` of `user`'s inbox (its alert ids), while
+    /// it is there: not cleared, not aged out.
+    pub async fn group(&self, user: &str, group: &GroupRef) -> Result<Arc<Group>, StoreError> {
+        self.wait_ready().await?;
+        let missing = || StoreError::NoSuchGroup(group.to_string());
+        let seq = self.index().find_group(user, group).ok_or_else(missing)?;
+        self.group_at(user, seq, group).await?.ok_or_else(missing)
     }
 
     /// Waits for the index, then resolves `up_to`: as given, or the
@@ -306,18 +418,25 @@ async fn follow_messages_once(
         };
         let Ok(meta) = msg.info() else { continue };
         let (seq, pending) = (meta.stream_sequence, meta.pending);
-        let Some(user) = user_of(msg.subject.as_str()) else {
-            continue;
-        };
-        let alert_id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_ALERT_ID))
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_else(|| format!("seq-{seq}"));
-        let added = inbox.index().add(user, seq, &alert_id);
-        if added {
-            inbox.touch(user);
+        if let Some(user) = user_of(msg.subject.as_str()) {
+            let header = |name: &str| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str())
+            };
+            match Entry::of_headers(header(HEADER_GROUP), header(HEADER_ALERT_ID), seq) {
+                Some(entry) => {
+                    if inbox.index().add(user, seq, entry) {
+                        inbox.touch(user);
+                    }
+                }
+                None => tracing::warn!(
+                    seq,
+                    group = ?header(HEADER_GROUP).map(|g| g.chars().take(80).collect::<String>()),
+                    "inbox message names no group message <key>-<sequence>; skipped"
+                ),
+            }
         }
         if pending == 0 {
             inbox.ready.send_modify(|r| r.0 = true);

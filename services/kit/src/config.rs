@@ -31,7 +31,7 @@ mod tests;
 mod tokens;
 
 pub use channels::{
-    ChannelConfig, ChannelKind, ChannelSpec, ChatSpec, EmailSpec, InboxSpec, Recipients,
+    ChannelConfig, ChannelKind, ChannelSpec, ChatSpec, EmailSpec, Grouping, InboxSpec, Recipients,
     SeverityThreshold, ValueFrom, WebhookSpec, DEFAULT_INBOX_RECIPIENTS,
     DEFAULT_INBOX_RECIPIENT_ROLES, PAGERDUTY_EVENTS_URL,
 };

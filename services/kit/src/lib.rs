@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod password;
 pub mod pipeline;
 pub mod registry;
+pub mod schedule;
 pub mod service;
 pub mod shutdown;
 pub mod silences;

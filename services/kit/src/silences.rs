@@ -35,8 +35,9 @@ pub const MAX_COMMENT_BYTES: usize = 4096;
 /// 10 MiB).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// A field of an alert a silence matcher or a channel's `group_by` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     Name,
     ClientId,
     Hostname,
@@ -52,7 +53,7 @@ enum Field {
 }
 
 impl Field {
-    fn parse(field: &str) -> Result<Field, String> {
+    pub fn parse(field: &str) -> Result<Field, String> {
         if let Some(key) = field.strip_prefix(CONTEXT_PREFIX) {
             if key.is_empty() || field.len() > MAX_FIELD_BYTES || key.contains(['\r', '\n']) {
                 return Err(format!(
@@ -87,7 +88,7 @@ impl Field {
 
     /// The field's values on `alert` routed to `channel`; none stands for
     /// the empty string.
-    fn values<'a>(&self, alert: &'a Alert, channel: &'a str, out: &mut Vec<&'a str>) {
+    pub fn values<'a>(&self, alert: &'a Alert, channel: &'a str, out: &mut Vec<&'a str>) {
         let client = alert.client.as_ref();
         let one = match self {
             Field::Name => Some(alert.name.as_str()),

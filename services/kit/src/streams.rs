@@ -52,10 +52,11 @@ pub enum Stream {
     History,
     Triage,
     Deliveries,
+    Groups,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 10] = [
+    pub const ALL: [Stream; 11] = [
         Stream::Alerts,
         Stream::Monitoring,
         Stream::Accepted,
@@ -66,6 +67,7 @@ impl Stream {
         Stream::History,
         Stream::Triage,
         Stream::Deliveries,
+        Stream::Groups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +82,7 @@ impl Stream {
             Stream::History => STREAM_HISTORY,
             Stream::Triage => STREAM_TRIAGE,
             Stream::Deliveries => STREAM_DELIVERIES,
+            Stream::Groups => STREAM_GROUPS,
         }
     }
 
@@ -141,6 +144,13 @@ impl Stream {
                 stream::RetentionPolicy::Limits,
                 topology.history,
             ),
+            // Kept until the group's message is sent (then purged), at most
+            // a month.
+            Stream::Groups => (
+                format!("{SUBJECT_GROUPS_PREFIX}.*.*"),
+                stream::RetentionPolicy::Limits,
+                MAX_AGE_GROUPS,
+            ),
         };
         let max_bytes = match self {
             Stream::Dlq => topology.dlq_max_bytes,
@@ -156,6 +166,8 @@ impl Stream {
             storage: stream::StorageType::File,
             num_replicas: topology.replicas.max(1),
             duplicate_window: DUPLICATE_WINDOW,
+            // notify reads a group's alerts by subject and sequence.
+            allow_direct: self == Stream::Groups,
             ..Default::default()
         }
     }

@@ -4,6 +4,7 @@
 //! cannot be delivered parked on `talon.dlq.notify`.
 
 pub mod channels;
+pub mod groups;
 pub mod ledger;
 pub mod metrics;
 pub mod worker;
@@ -98,13 +99,14 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
         if only.is_some_and(|o| !o.contains(&c.id)) {
             continue;
         }
-        channels.push(Arc::new(Channel::new(
+        let channel = Arc::new(Channel::new(
             c.id.clone(),
             sender(c, config, env, &js)?,
             c.max_in_flight,
             c.rate_per_minute,
             Duration::from_secs(c.retry_deadline_seconds),
-        )));
+        ));
+        channels.push((channel, c.grouping()));
     }
     let topology = ctx.topology();
     let keep = config
@@ -153,10 +155,35 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
             topology,
         });
         health.set_streams_ready(true);
-        let workers: Vec<_> = channels
-            .into_iter()
-            .map(|c| tokio::spawn(worker::run_channel(shared.clone(), c, shutdown.clone())))
-            .collect();
+        let mut workers = Vec::new();
+        for (channel, grouping) in channels {
+            let groups = match grouping {
+                None => None,
+                Some(grouping) => {
+                    let open = || {
+                        groups::Groups::open(
+                            shared.clone(),
+                            channel.clone(),
+                            grouping.clone(),
+                            Arc::new(groups::SystemClock),
+                            replica.clone(),
+                        )
+                    };
+                    let Some(g) = service::until_ready("groups", &shutdown, open).await else {
+                        return Ok(());
+                    };
+                    let g = Arc::new(g);
+                    workers.push(tokio::spawn(g.clone().run(shutdown.clone())));
+                    Some(g)
+                }
+            };
+            workers.push(tokio::spawn(worker::run_channel(
+                shared.clone(),
+                channel,
+                groups,
+                shutdown.clone(),
+            )));
+        }
         for w in workers {
             w.await?;
         }

@@ -16,6 +16,14 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Deliveries in progress, by channel.
     pub in_flight: IntGaugeVec,
+    /// Groups with alerts waiting for their next message, by channel (as
+    /// this replica last counted them).
+    pub groups_open: IntGaugeVec,
+    /// Group messages by channel and outcome: sent, skipped (sent before),
+    /// retry, dead.
+    pub group_messages: IntCounterVec,
+    /// Alerts counted in one group message, by channel.
+    pub group_alerts: HistogramVec,
 }
 
 impl Metrics {
@@ -47,6 +55,28 @@ impl Metrics {
             Opts::new(NOTIFY_IN_FLIGHT, "Deliveries in progress by channel"),
             &["channel"],
         )?;
+        let groups_open = IntGaugeVec::new(
+            Opts::new(
+                NOTIFY_GROUPS_OPEN,
+                "Groups with alerts waiting for their next message, by channel",
+            ),
+            &["channel"],
+        )?;
+        let group_messages = IntCounterVec::new(
+            Opts::new(
+                NOTIFY_GROUP_MESSAGES_TOTAL,
+                "Group messages by channel and outcome",
+            ),
+            &["channel", "outcome"],
+        )?;
+        let group_alerts = HistogramVec::new(
+            HistogramOpts::new(NOTIFY_GROUP_ALERTS, "Alerts counted in one group message")
+                .buckets(prometheus::exponential_buckets(1.0, 4.0, 8)?),
+            &["channel"],
+        )?;
+        registry.register(Box::new(groups_open.clone()))?;
+        registry.register(Box::new(group_messages.clone()))?;
+        registry.register(Box::new(group_alerts.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(delivery_seconds.clone()))?;
         registry.register(Box::new(retries.clone()))?;
@@ -58,6 +88,9 @@ impl Metrics {
             retries,
             dead_letters,
             in_flight,
+            groups_open,
+            group_messages,
+            group_alerts,
         })
     }
 }

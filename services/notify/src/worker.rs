@@ -14,11 +14,12 @@ use rand::Rng;
 use talon_kit::streams::{self, ConsumerSpec, Stream};
 use talon_proto::key::derived_msg_id;
 use talon_proto::names::{Stage, STREAM_NOTIFY, SUBJECT_DELIVERIES_PREFIX};
-use talon_proto::{Alert, DeadLetter, Delivery, DeliveryOutcome};
+use talon_proto::{Alert, DeadLetter, Delivery, DeliveryOutcome, GroupMessage};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::channels::{chat::Chat, email::Email, inbox::Inbox, webhook::Webhook, DeliveryError};
+use crate::groups::Groups;
 use crate::ledger::{self, Claim, Ledger};
 use crate::metrics::Metrics;
 
@@ -50,6 +51,16 @@ impl Sender {
             Sender::Email(e) => e.deliver(alert).await,
             Sender::Inbox(i) => i.deliver(alert).await,
             Sender::Chat(c) => c.deliver(alert).await,
+        }
+    }
+
+    /// Delivers a group message (a channel with `group_by` or `digest`).
+    pub async fn deliver_group(&self, group: &GroupMessage) -> Result<(), DeliveryError> {
+        match self {
+            Sender::Webhook(w) => w.deliver_group(group).await,
+            Sender::Email(e) => e.deliver_group(group).await,
+            Sender::Inbox(i) => i.deliver_group(group).await,
+            Sender::Chat(c) => c.deliver_group(group).await,
         }
     }
 }
@@ -88,7 +99,7 @@ impl Channel {
 
     /// No attempt before `wait` from now (a `Retry-After`); at most the
     /// channel's retry deadline, however long the remote side asked for.
-    fn pause_for(&self, wait: Duration) {
+    pub fn pause_for(&self, wait: Duration) {
         let Some(until) = pause_end(Instant::now(), wait, self.retry_deadline) else {
             return;
         };
@@ -101,6 +112,17 @@ impl Channel {
     fn paused_for(&self) -> Option<Duration> {
         let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         paused.and_then(|p| p.checked_duration_since(Instant::now()))
+    }
+
+    /// Waits until the channel is not paused and its token bucket allows
+    /// one more delivery.
+    pub async fn turn(&self) {
+        while let Some(wait) = self.paused_for() {
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
     }
 }
 
@@ -262,7 +284,15 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 /// slots (`max_in_flight` per process): nothing is pulled that cannot start
 /// at once, so replicas share the channel's consumer fairly and a message
 /// never waits in a process that is busy.
-pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: CancellationToken) {
+///
+/// With `groups` (the channel has `group_by` or `digest`), each message is
+/// taken into its group instead of delivered; the groups send.
+pub async fn run_channel(
+    shared: Arc<Shared>,
+    channel: Arc<Channel>,
+    groups: Option<Arc<Groups>>,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(channel.max_in_flight));
     'consumer: while !shutdown.is_cancelled() {
         let consumer = match consumer(&shared, &channel).await {
@@ -319,8 +349,12 @@ pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: C
                             },
                         };
                         let (shared, channel) = (shared.clone(), channel.clone());
+                        let groups = groups.clone();
                         tokio::spawn(async move {
-                            deliver_one(&shared, &channel, msg).await;
+                            match groups {
+                                Some(groups) => group_one(&shared, &channel, &groups, msg).await,
+                                None => deliver_one(&shared, &channel, msg).await,
+                            }
                             drop(permit);
                         });
                     }
@@ -358,14 +392,7 @@ async fn consumer(
 /// Waits until the channel is not paused and its token bucket allows one
 /// more, telling JetStream the message is in progress meanwhile.
 async fn wait_turn(channel: &Channel, msg: &jetstream::Message) {
-    let turn = async {
-        while let Some(wait) = channel.paused_for() {
-            tokio::time::sleep(wait).await;
-        }
-        if let Some(limiter) = &channel.limiter {
-            limiter.until_ready().await;
-        }
-    };
+    let turn = channel.turn();
     tokio::pin!(turn);
     loop {
         tokio::select! {
@@ -404,6 +431,39 @@ async fn deliver_one(shared: &Shared, channel: &Channel, msg: jetstream::Message
     };
     m.in_flight.with_label_values(&[id]).dec();
     m.deliveries.with_label_values(&[id, outcome]).inc();
+}
+
+/// Takes one message of a grouped channel into its group: acked once
+/// JetStream stored it there; dead-lettered when it is not an alert.
+async fn group_one(shared: &Shared, channel: &Channel, groups: &Groups, msg: jetstream::Message) {
+    let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+    let outcome = if delivered > DEAD_AFTER {
+        let reason = format!("delivered {delivered} times without being taken into its group");
+        let alert_id = talon_proto::decode_alert(&msg.payload).ok().map(|a| a.id);
+        park(shared, channel, &msg, reason, alert_id).await
+    } else {
+        match talon_proto::decode_alert(&msg.payload) {
+            Err(e) => park(shared, channel, &msg, e.to_string(), None).await,
+            Ok(alert) => match groups.add(&alert, msg.payload.clone()).await {
+                Ok(()) => {
+                    let _ = msg.double_ack().await;
+                    "grouped"
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %channel.id, error = %e, "cannot group; retrying");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    "retry"
+                }
+            },
+        }
+    };
+    shared
+        .metrics
+        .deliveries
+        .with_label_values(&[&channel.id, outcome])
+        .inc();
 }
 
 /// One delivery attempt; returns the outcome label.

@@ -8,7 +8,8 @@
   const PAGE = 50;
   const POLL_MS = 2000;
   const state = { user: null, unread: 0, open: false, source: null, poll: null, oldest: null, newest: null };
-  const view = { me: null, cursor: null, selected: null, picked: new Set(), users: [], refresh: null, current: 'alerts', silence: null, alert: null };
+  // view.group: the group message whose alerts are listed ({ ref: '<key>-<sequence>', name }).
+  const view = { me: null, cursor: null, selected: null, picked: new Set(), users: [], refresh: null, current: 'alerts', silence: null, group: null, alert: null };
   // The silences view: which state is shown, its refresh, the preview's timer.
   const sview = { state: 'active', timer: null, previewing: null, seq: 0 };
   const SILENCES_REFRESH_MS = 10000;
@@ -67,7 +68,50 @@
     parent.append(item);
   }
 
+  // A group message: how many alerts and what they share, the counts, and
+  // a button that lists its alerts in the alerts view.
+  function groupItem(m) {
+    const li = el('li', m.read ? 'message group' : 'message group unread');
+    li.dataset.seq = String(m.seq);
+    li.dataset.id = m.id;
+    li.append(el('h3', 'name', m.name));
+    const meta = el('p', 'meta');
+    const first = new Date(m.first_at).toLocaleString();
+    const last = new Date(m.last_at).toLocaleString();
+    metaItem(meta, 'Time', first === last ? first : `${first} – ${last}`);
+    metaItem(meta, 'Channel', m.channel);
+    if (m.group && m.group.length) metaItem(meta, 'Group', m.group.map((g) => `${g.field}=${g.value}`).join(', '));
+    if (m.digest) metaItem(meta, 'Digest', m.digest);
+    li.append(meta);
+    const severities = el('p', 'group-counts severities');
+    for (const c of m.by_severity || []) {
+      const chip = el('span', severityClass(c.value), `${c.value || 'none'} ${c.count}`);
+      severities.append(chip);
+    }
+    if (severities.children.length) li.append(severities);
+    const clients = el('p', 'group-counts clients');
+    for (const c of m.by_client || []) clients.append(el('span', 'tag', `${c.value || 'server'} ${c.count}`));
+    if (m.other_clients) clients.append(el('span', 'tag', `${m.other_clients} on other clients`));
+    if (clients.children.length) li.append(clients);
+    const show = el('button', 'show-group', `Show the ${m.count} alert${m.count === 1 ? '' : 's'}`);
+    show.type = 'button';
+    show.addEventListener('click', guard(() => showGroup(m)));
+    li.append(show);
+    return li;
+  }
+
+  // The alerts view, filtered to a group message's alerts.
+  async function showGroup(m) {
+    closePanel();
+    $('filters').reset();
+    view.silence = null;
+    view.group = { ref: `${m.group_key}-${m.sequence}`, name: m.name };
+    if (view.selected) closeDetail();
+    await showView('alerts');
+  }
+
   function messageItem(m) {
+    if (m.kind === 'group') return groupItem(m);
     const li = el('li', m.read ? 'message' : 'message unread');
     li.dataset.seq = String(m.seq);
     li.append(el('h3', 'name', m.name));
@@ -217,6 +261,7 @@
     put('assignee', assignee === 'me' ? view.me.name : assignee);
     put('client', $('f-client').value.trim());
     put('silence', view.silence);
+    put('group', view.group && view.group.ref);
     return params;
   }
 
@@ -294,6 +339,8 @@
     $('f-assignee').value = assignee === view.me.name ? 'me' : (assignee === 'none' ? 'none' : '');
     $('f-client').value = params.get('client') || '';
     view.silence = /^[0-9a-f]{32}$/.test(params.get('silence') || '') ? params.get('silence') : null;
+    const group = params.get('group') || '';
+    view.group = /^[0-9a-f]{32}-[1-9][0-9]*$/.test(group) ? { ref: group, name: `Group message ${group.slice(0, 8)}…-${group.split('-')[1]}` } : null;
     view.current = params.get('view') === 'silences' ? 'silences' : 'alerts';
     return params.get('alert');
   }
@@ -316,6 +363,9 @@
     const chip = $('f-silence');
     chip.hidden = !view.silence;
     chip.textContent = view.silence ? `Hidden by silence ${view.silence.slice(0, 8)} ×` : '';
+    const groupChip = filterChip('f-group', () => { view.group = null; });
+    groupChip.hidden = !view.group;
+    groupChip.textContent = view.group ? `${view.group.name} ×` : '';
     const page = await api('GET', '/v1/alerts?' + params.toString());
     const rows = $('rows');
     if (!append) rows.replaceChildren();
@@ -325,6 +375,20 @@
     $('no-alerts').hidden = rows.children.length > 0;
     countChips('state-counts', page.counts.state, STATE_LABEL, (key) => { $('f-state').value = key; loadAlerts(false).catch((e) => status(e.message)); });
     countChips('severity-counts', page.counts.severity, {}, (key) => { $('f-severity').value = key; loadAlerts(false).catch((e) => status(e.message)); });
+  }
+
+  // A chip beside the filters that names a filter and takes it away when
+  // clicked (made once, after the silence's).
+  function filterChip(id, remove) {
+    let chip = $(id);
+    if (chip) return chip;
+    chip = el('button', 'chip');
+    chip.id = id;
+    chip.type = 'button';
+    chip.title = 'Show every alert again';
+    chip.addEventListener('click', guard(() => { remove(); return loadAlerts(false); }));
+    $('f-silence').after(chip);
+    return chip;
   }
 
   function showBulk() {
@@ -574,6 +638,7 @@
     link.addEventListener('click', guard(() => {
       $('filters').reset();
       view.silence = s.id;
+      view.group = null;
       return showView('alerts');
     }));
     hidden.append(link);
@@ -838,7 +903,7 @@
     $('clear').addEventListener('click', guard(clearAll));
     $('more').addEventListener('click', guard(older));
     $('filters').addEventListener('submit', (e) => { e.preventDefault(); guard(() => loadAlerts(false))(); });
-    $('f-reset').addEventListener('click', guard(() => { $('filters').reset(); view.silence = null; return loadAlerts(false); }));
+    $('f-reset').addEventListener('click', guard(() => { $('filters').reset(); view.silence = null; view.group = null; return loadAlerts(false); }));
     $('more-alerts').addEventListener('click', guard(() => loadAlerts(true)));
     $('pick-all').addEventListener('change', () => {
       for (const box of $('rows').querySelectorAll('input[type=checkbox]')) {

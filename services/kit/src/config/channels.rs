@@ -185,6 +185,83 @@ fn four() -> u32 {
 fn one_day() -> u64 {
     86_400
 }
+fn thirty() -> u64 {
+    30
+}
+fn five_minutes() -> u64 {
+    300
+}
+fn hundred() -> usize {
+    talon_proto::group::DEFAULT_LISTED
+}
+
+/// The longest `group_wait` and `group_interval`: a week.
+pub const MAX_GROUP_SECONDS: u64 = 7 * 86_400;
+
+/// A channel's grouping, checked: what its `group_by`, `group_wait`,
+/// `group_interval`, `group_max_alerts` and `digest` say.
+#[derive(Debug, Clone)]
+pub struct Grouping {
+    /// The fields, as written (`name`, `client_id`, `context.<key>`, ...).
+    pub by: Vec<String>,
+    pub fields: Vec<crate::silences::Field>,
+    pub wait: std::time::Duration,
+    pub interval: std::time::Duration,
+    pub max_listed: usize,
+    pub digest: Option<crate::schedule::Schedule>,
+}
+
+impl Grouping {
+    /// `None` when the channel does not group; the key and what is wrong
+    /// with it when a value is bad.
+    fn of(c: &ChannelConfig) -> Result<Option<Grouping>, (&'static str, String)> {
+        if c.group_by.is_none() && c.digest.is_none() {
+            return Ok(None);
+        }
+        let by = c.group_by.clone().unwrap_or_default();
+        if by.len() > 16 {
+            return Err(("group_by", "at most 16 fields".to_owned()));
+        }
+        let mut fields = Vec::new();
+        for f in &by {
+            if f == "channel" {
+                return Err((
+                    "group_by",
+                    "\"channel\" is the same for every alert of a channel".to_owned(),
+                ));
+            }
+            fields.push(crate::silences::Field::parse(f).map_err(|e| ("group_by", e))?);
+        }
+        if c.group_wait > MAX_GROUP_SECONDS {
+            return Err((
+                "group_wait",
+                format!("at most {MAX_GROUP_SECONDS} seconds (a week)"),
+            ));
+        }
+        if c.group_interval == 0 || c.group_interval > MAX_GROUP_SECONDS {
+            return Err((
+                "group_interval",
+                format!("1 to {MAX_GROUP_SECONDS} seconds (a week)"),
+            ));
+        }
+        let most = talon_proto::group::MAX_MESSAGE_ALERTS;
+        if c.group_max_alerts == 0 || c.group_max_alerts > most {
+            return Err(("group_max_alerts", format!("1 to {most}")));
+        }
+        let digest = match &c.digest {
+            Some(text) => Some(crate::schedule::Schedule::parse(text).map_err(|e| ("digest", e))?),
+            None => None,
+        };
+        Ok(Some(Grouping {
+            by,
+            fields,
+            wait: std::time::Duration::from_secs(c.group_wait),
+            interval: std::time::Duration::from_secs(c.group_interval),
+            max_listed: c.group_max_alerts,
+            digest,
+        }))
+    }
+}
 
 /// One `[[channels]]` entry. The keys every kind has are public fields; the
 /// kind-specific ones are read through [`ChannelConfig::spec`], typed by kind.
@@ -269,6 +346,23 @@ pub struct ChannelConfig {
     /// webhook: file holding the signing secret.
     #[serde(default)]
     pub(super) signing_secret_file: Option<PathBuf>,
+    /// Alerts with equal values of these fields become one message (see
+    /// [`Grouping`]); unset: one message per alert.
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    /// Seconds a new group waits for more alerts before its first message.
+    #[serde(default = "thirty")]
+    pub group_wait: u64,
+    /// Seconds between a group's messages while alerts keep coming.
+    #[serde(default = "five_minutes")]
+    pub group_interval: u64,
+    /// Alerts listed in one group message (the rest are counted).
+    #[serde(default = "hundred")]
+    pub group_max_alerts: usize,
+    /// A schedule (`daily 08:00 Europe/Berlin`): one message per schedule
+    /// with everything routed to the channel since the previous one.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 impl ChannelConfig {
@@ -301,7 +395,18 @@ impl ChannelConfig {
             headers: BTreeMap::new(),
             signing_secret_env: None,
             signing_secret_file: None,
+            group_by: None,
+            group_wait: thirty(),
+            group_interval: five_minutes(),
+            group_max_alerts: hundred(),
+            digest: None,
         }
+    }
+
+    /// How this channel groups its alerts, when it does (`group_by` or
+    /// `digest` set); loading checked the keys.
+    pub fn grouping(&self) -> Option<Grouping> {
+        Grouping::of(self).ok().flatten()
     }
 
     /// What this channel's kind-specific keys say, typed by kind. Loading
@@ -380,6 +485,9 @@ impl ChannelConfig {
         }
         if self.max_in_flight == 0 {
             return Err(src.error(&here.key("max_in_flight"), "must be at least 1"));
+        }
+        if let Err((key, reason)) = Grouping::of(self) {
+            return Err(src.error(&here.key(key), reason));
         }
         self.check_sources(src, here)?;
         let at = Report {

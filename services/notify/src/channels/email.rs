@@ -4,7 +4,14 @@
 //!
 //! A retried delivery sends the same `Message-ID` (`<alert-id.channel@talon>`),
 //! so a mail server or client that deduplicates on it shows one mail.
+//!
+//! A group message (a channel's `group_by` or `digest`) is one digest mail
+//! ([`group`]) through the same transport. Its `Message-ID`
+//! (`<group.group-key.sequence.channel@talon>`) is the same on every retry
+//! of that message, and every later message of the group refers to the
+//! first, so mail clients thread a group's messages.
 
+pub mod group;
 mod render;
 
 use std::time::Duration;
@@ -16,7 +23,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use talon_kit::config::{ChannelConfig, ChannelSpec, Config, EmailSpec, Env};
-use talon_proto::Alert;
+use talon_proto::{Alert, GroupMessage};
 
 pub use render::{escape, html_body, severity_colour, subject, text_body};
 
@@ -28,6 +35,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The header naming the alert a mail is about.
 pub const ALERT_ID_HEADER: &str = "X-Talon-Alert-Id";
+
+/// The header naming the group a group mail is about (its key).
+pub const GROUP_KEY_HEADER: &str = "X-Talon-Group-Key";
 
 /// The `tls` of a secret that sets none.
 pub const DEFAULT_TLS: &str = "starttls";
@@ -165,11 +175,47 @@ impl Email {
             .map_err(|e| DeliveryError::Permanent(format!("cannot build the mail: {e}")))
     }
 
+    /// The mail for `group`, as it would be sent: a sequence after the
+    /// first is `In-Reply-To` the first.
+    pub fn group_message(&self, group: &GroupMessage) -> Result<Message, DeliveryError> {
+        let id = group_message_id(&group.group_key, group.sequence, &self.channel);
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(group::subject(group))
+            .message_id(Some(id))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(GROUP_KEY_HEADER),
+                one_line(&group.group_key),
+            ))
+            .date_now();
+        if group.sequence > 1 {
+            let first = group_message_id(&group.group_key, 1, &self.channel);
+            builder = builder.in_reply_to(first.clone()).references(first);
+        }
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        builder
+            .multipart(MultiPart::alternative_plain_html(
+                group::text_body(group, &self.sections),
+                group::html_body(group, &self.sections),
+            ))
+            .map_err(|e| DeliveryError::Permanent(format!("cannot build the group mail: {e}")))
+    }
+
     /// Sends one mail. SMTP 5xx (a rejected recipient among them) is
     /// permanent; SMTP 4xx, connection and TLS errors and timeouts are
     /// transient.
     pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
-        let message = self.message(alert)?;
+        self.send(self.message(alert)?).await
+    }
+
+    /// Sends the group's mail, classified as [`Email::deliver`] does.
+    pub async fn deliver_group(&self, group: &GroupMessage) -> Result<(), DeliveryError> {
+        self.send(self.group_message(group)?).await
+    }
+
+    async fn send(&self, message: Message) -> Result<(), DeliveryError> {
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
             Err(e) => Err(classify(&self.server, &e)),
@@ -207,19 +253,32 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// `<{alert id}.{channel}@talon>`, the same on every retry. Characters that
 /// a Message-ID cannot hold are %-escaped (so two ids never collide).
 pub fn message_id(alert_id: &str, channel: &str) -> String {
-    fn id_part(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        for b in text.bytes() {
-            let c = b as char;
-            if c.is_ascii_alphanumeric() || "!#$&'*+-/=?^_`{|}~".contains(c) {
-                out.push(c);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    }
     format!("<{}.{}@talon>", id_part(alert_id), id_part(channel))
+}
+
+/// `<group.{group key}.{sequence}.{channel}@talon>`, the same on every
+/// retry of the message; escaped as [`message_id`], so it never equals an
+/// alert's (whose left part has one unescaped dot, not three).
+pub fn group_message_id(group_key: &str, sequence: u64, channel: &str) -> String {
+    format!(
+        "<group.{}.{sequence}.{}@talon>",
+        id_part(group_key),
+        id_part(channel)
+    )
+}
+
+/// `text` with what a Message-ID cannot hold, and `.`, %-escaped.
+fn id_part(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        let c = b as char;
+        if c.is_ascii_alphanumeric() || "!#$&'*+-/=?^_`{|}~".contains(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -262,6 +321,23 @@ from = "Velociraptor alerts <alerts@example.org>"
         check("a b>c@d", "x", "<a%20b%3Ec%40d.x@talon>");
         check("a.b", "c", "<a%2Eb.c@talon>");
         check("%", "c", "<%25.c@talon>");
+    }
+
+    #[test]
+    fn group_message_ids() {
+        fn check(key: &str, sequence: u64, channel: &str, expected: &str) {
+            assert_eq!(group_message_id(key, sequence, channel), expected);
+        }
+        check(
+            "6f1c0e6f3a2b4c5d8e9f0a1b2c3d4e5f",
+            2,
+            "email-soc",
+            "<group.6f1c0e6f3a2b4c5d8e9f0a1b2c3d4e5f.2.email-soc@talon>",
+        );
+        check("k", u64::MAX, "c", "<group.k.18446744073709551615.c@talon>");
+        check("a.b>", 1, "c d", "<group.a%2Eb%3E.1.c%20d@talon>");
+        // Never an alert's: an alert id "group" on channel "k.1.c" escapes its dots.
+        assert_ne!(message_id("group", "k.1.c"), group_message_id("k", 1, "c"));
     }
 
     #[tokio::test]
@@ -356,5 +432,88 @@ from = "Velociraptor alerts <alerts@example.org>"
             .get_raw("Message-ID")
             .map(str::to_owned);
         assert_eq!(again.as_deref(), Some("<0123abcd.email-soc@talon>"));
+    }
+
+    fn headers_of(message: &Message) -> String {
+        let text = String::from_utf8(message.formatted()).unwrap();
+        text[..text.find("\r\n\r\n").unwrap()].to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_group_mail_has_stable_headers_and_threads() {
+        let config = config("tls = \"none\"");
+        let email = Email::new(&config.channels[0], &config, &Env::default()).unwrap();
+        let mut group = crate::channels::chat::fixtures::group();
+        let message = email.group_message(&group).unwrap();
+        let headers = headers_of(&message);
+        let id = "<group.6f1c0e6f3a2b4c5d8e9f0a1b2c3d4e5f.2.email-soc@talon>";
+        let first = "<group.6f1c0e6f3a2b4c5d8e9f0a1b2c3d4e5f.1.email-soc@talon>";
+        for header in [
+            format!("\r\nMessage-ID: {id}\r\n"),
+            format!("\r\nIn-Reply-To: {first}\r\n"),
+            format!("\r\nReferences: {first}\r\n"),
+            "\r\nX-Talon-Group-Key: 6f1c0e6f3a2b4c5d8e9f0a1b2c3d4e5f\r\n".to_owned(),
+            "Content-Type: multipart/alternative".to_owned(),
+        ] {
+            assert!(headers.contains(&header), "{header:?} missing: {headers}");
+        }
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8"));
+        assert!(text.contains("Content-Type: text/html; charset=utf-8"));
+        let to: Vec<String> = message
+            .envelope()
+            .to()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(to, ["soc@example.org", "ops@example.org"]);
+
+        // A retry of the same message: the same Message-ID.
+        group.alert_ids.pop();
+        let again = email.group_message(&group).unwrap();
+        assert_eq!(again.headers().get_raw("Message-ID"), Some(id));
+        // The first message of a group refers to nothing.
+        group.sequence = 1;
+        let headers = headers_of(&email.group_message(&group).unwrap());
+        assert!(
+            headers.contains(&format!("\r\nMessage-ID: {first}\r\n")),
+            "{headers}"
+        );
+        assert!(
+            !headers.contains("In-Reply-To") && !headers.contains("References"),
+            "{headers}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_line_break_reaches_the_group_subject() {
+        let config = config("tls = \"none\"");
+        let email = Email::new(&config.channels[0], &config, &Env::default()).unwrap();
+        let mut group = crate::channels::chat::fixtures::group();
+        group.group[0].value = "Bad\r\nBcc: evil@example.org\r\n\r\n<b>body</b>".into();
+        group.group_key = "k\r\nBcc: evil@example.org".into();
+        let headers = headers_of(&email.group_message(&group).unwrap());
+        assert!(
+            headers.contains(
+                "\r\nSubject: [talon] 500 alerts: Bad  Bcc: evil@example.org    <b>body</b>\r\n"
+            ),
+            "{headers}"
+        );
+        assert!(
+            !headers.to_ascii_lowercase().contains("\r\nbcc:"),
+            "{headers}"
+        );
+    }
+
+    /// The largest group a message holds stays under the bound, formatted.
+    #[tokio::test]
+    async fn the_oversized_group_mail_is_bounded() {
+        let config = config("tls = \"none\"");
+        let email = Email::new(&config.channels[0], &config, &Env::default()).unwrap();
+        let message = email
+            .group_message(&crate::channels::chat::fixtures::oversized_group())
+            .unwrap();
+        let size = message.formatted().len();
+        assert!(size <= group::MAX_MAIL_BYTES, "{size} bytes");
     }
 }

@@ -4,13 +4,19 @@
 //! context rows, the suppressed count and the footer. Pure functions over
 //! the enriched [`Alert`]; no I/O.
 //!
+//! What a group message says, as the chat kinds show it: its title
+//! ([`group_title`]), its facts (counts by severity and by client, the time
+//! it spans, the digest's schedule, the group's values) and one compact line
+//! per row ([`row_line`]), then [`and_more`].
+//!
 //! No control character (CR, LF, ...) ever reaches a title: a mail subject
 //! is built from it, and so is every chat kind's notification text.
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use talon_kit::config::ChannelConfig;
-use talon_proto::Alert;
+use talon_proto::group::{Count, GroupRow};
+use talon_proto::{Alert, GroupMessage};
 
 /// The `name_chars` of a [`title`] that keeps the whole name.
 pub const WHOLE_NAME: usize = usize::MAX;
@@ -188,7 +194,7 @@ pub fn links(alert: &Alert) -> Vec<(&'static str, &str)> {
     .collect()
 }
 
-fn safe_url(url: &str) -> bool {
+pub fn safe_url(url: &str) -> bool {
     (url.starts_with("https://") || url.starts_with("http://"))
         && url.len() <= 2048
         && url
@@ -199,6 +205,228 @@ fn safe_url(url: &str) -> bool {
 /// The chat kinds' small print: `talon · alert <id>`.
 pub fn footer(alert: &Alert) -> String {
     format!("talon · alert {}", one_line(&alert.id))
+}
+
+/// Characters of an alert's name in a group's row, at most.
+pub const ROW_NAME_CHARS: usize = 120;
+
+/// Characters of a client, a severity or a field's name in a group's
+/// counts and rows, at most.
+pub const LABEL_CHARS: usize = 64;
+
+/// Characters of a group's value, at most (notify keeps 1,024 already).
+pub const GROUP_VALUE_CHARS: usize = 1024;
+
+/// Clients named in a group's [`client_counts`] by the chat kinds; the
+/// alerts of the others are added up.
+pub const TOP_CLIENTS: usize = 5;
+
+/// Severities named in a group's [`severity_counts`], at most.
+pub const TOP_SEVERITIES: usize = talon_proto::group::MAX_COUNTED_CLIENTS;
+
+/// `1 alert`, `2 alerts`.
+pub fn alert_count(n: u64) -> String {
+    if n == 1 {
+        "1 alert".to_owned()
+    } else {
+        format!("{n} alerts")
+    }
+}
+
+/// The title of a group's message: `500 alerts`, `Digest: 37 alerts` for
+/// a digest, then `: ` and what the alerts share (their name, else the
+/// group's values) when they share something. Whole, on one line.
+pub fn group_title(group: &GroupMessage) -> String {
+    let count = alert_count(group.count);
+    let head = match group.digest {
+        Some(_) => format!("Digest: {count}"),
+        None => count,
+    };
+    let topic = group
+        .common_name()
+        .map(str::to_owned)
+        .unwrap_or_else(|| group.label());
+    if topic.trim().is_empty() {
+        one_line(&head)
+    } else {
+        one_line(&format!("{head}: {topic}"))
+    }
+}
+
+/// `2020-10-07 20:43:08` (UTC).
+fn time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// The time a group's alerts span: `2020-10-07 20:43:08 to 20:51:27 UTC`
+/// (the date once when it is the same), or one time.
+pub fn group_span(group: &GroupMessage) -> String {
+    let (first, last) = (&group.first_at, &group.last_at);
+    if first == last {
+        format!("{} UTC", time(first))
+    } else if first.date_naive() == last.date_naive() {
+        format!("{} to {} UTC", time(first), last.format("%H:%M:%S"))
+    } else {
+        format!("{} to {} UTC", time(first), time(last))
+    }
+}
+
+/// `text` on one line, cut to `max` characters with `…`.
+fn label(text: &str, max: usize) -> String {
+    let text = one_line(text);
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `value (count), ...`: the first `top` of `counts` (`blank` standing
+/// for an empty value), then `rest(n)` for the `n` alerts of the others
+/// (`extra` of them not in `counts`), when there are any.
+fn counts(
+    counts: &[Count],
+    top: usize,
+    blank: &str,
+    extra: u64,
+    rest: impl Fn(u64) -> String,
+) -> String {
+    let mut out: Vec<String> = counts
+        .iter()
+        .take(top)
+        .map(|c| {
+            let value = if c.value.trim().is_empty() {
+                blank
+            } else {
+                &c.value
+            };
+            format!("{} ({})", label(value, LABEL_CHARS), c.count)
+        })
+        .collect();
+    let others = extra + counts.iter().skip(top).map(|c| c.count).sum::<u64>();
+    if others > 0 {
+        out.push(rest(others));
+    }
+    out.join(", ")
+}
+
+/// `high (450), medium (40), critical (10)`: the counts by severity, most
+/// first (`(none)`: alerts without one).
+pub fn severity_counts(group: &GroupMessage) -> String {
+    counts(&group.by_severity, TOP_SEVERITIES, "(none)", 0, |n| {
+        format!("{n} of other severities")
+    })
+}
+
+/// `web-000 (12), web-001 (3), 480 on other clients`: the first `top`
+/// clients by their alerts (`server`: the server's own), and the alerts of
+/// the others added up.
+pub fn client_counts(group: &GroupMessage, top: usize) -> String {
+    counts(&group.by_client, top, "server", group.other_clients, |n| {
+        format!("{n} on other clients")
+    })
+}
+
+/// What a group's message says beside its title and rows, as `(label,
+/// value)` pairs on one line each: `Severity`, `Clients` (the first
+/// [`TOP_CLIENTS`]), `Time`, `Digest` (its schedule, when it is one), then
+/// each of the group's values under its field's name.
+pub fn group_facts(group: &GroupMessage) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("Severity".to_owned(), severity_counts(group)),
+        ("Clients".to_owned(), client_counts(group, TOP_CLIENTS)),
+        ("Time".to_owned(), group_span(group)),
+    ];
+    if let Some(digest) = &group.digest {
+        out.push(("Digest".to_owned(), label(digest, GROUP_VALUE_CHARS)));
+    }
+    out.extend(group.group.iter().map(|g| {
+        (
+            label(&g.field, LABEL_CHARS),
+            label(&g.value, GROUP_VALUE_CHARS),
+        )
+    }));
+    out
+}
+
+/// The row's link to its client in the Velociraptor GUI, when it is safe
+/// (as [`links`] tells).
+pub fn row_link(row: &GroupRow) -> Option<&str> {
+    row.link.as_deref().filter(|u| safe_url(u))
+}
+
+/// A row as one compact line: `name — client — severity — time`
+/// (`server` for the server's own alerts, the severity left out when it
+/// has none, the time of day alone when the group spans one day). `text`
+/// writes each part from its one-line text and the characters it may have
+/// (escaping it as the kind needs); `link` links the written client to
+/// its page in Velociraptor when the row has a safe link.
+pub fn row_line(
+    group: &GroupMessage,
+    row: &GroupRow,
+    text: impl Fn(&str, usize) -> String,
+    link: impl Fn(&str, &str) -> String,
+) -> String {
+    let client = text(
+        &one_line(row.client.as_deref().unwrap_or("server")),
+        LABEL_CHARS,
+    );
+    let mut parts = vec![
+        text(&one_line(&row.name), ROW_NAME_CHARS),
+        match row_link(row) {
+            Some(url) => link(&client, url),
+            None => client,
+        },
+    ];
+    if let Some(severity) = row.severity.as_deref().filter(|s| !s.trim().is_empty()) {
+        parts.push(text(&one_line(severity), LABEL_CHARS));
+    }
+    let when = if group.first_at.date_naive() == group.last_at.date_naive() {
+        row.timestamp.format("%H:%M:%S").to_string()
+    } else {
+        time(&row.timestamp)
+    };
+    parts.push(text(&when, LABEL_CHARS));
+    parts.join(" — ")
+}
+
+/// The alerts of `group` a message showing its first `shown` rows leaves
+/// out: the other rows and those never listed.
+pub fn not_shown(group: &GroupMessage, shown: usize) -> u64 {
+    group.rows.len().saturating_sub(shown) as u64 + group.not_listed
+}
+
+/// `…and N more`.
+pub fn and_more(n: u64) -> String {
+    format!("…and {n} more")
+}
+
+/// The highest severity of a group's alerts (`critical`, `high`, `medium`,
+/// `low`; else the most common one), for its colour.
+pub fn highest_severity(group: &GroupMessage) -> Option<&str> {
+    let rank = |s: &str| match s.to_ascii_lowercase().as_str() {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    };
+    let mut best: Option<&Count> = None;
+    for c in &group.by_severity {
+        if best.is_none_or(|b| rank(&c.value) > rank(&b.value)) {
+            best = Some(c);
+        }
+    }
+    best.map(|c| c.value.as_str()).filter(|s| !s.is_empty())
+}
+
+/// The chat kinds' small print of a group: `talon · group <key> · message N`.
+pub fn group_footer(group: &GroupMessage) -> String {
+    one_line(&format!(
+        "talon · group {} · message {}",
+        group.group_key, group.sequence
+    ))
 }
 
 #[cfg(test)]
@@ -288,5 +516,166 @@ mod tests {
         check(Some("odd"), 0x57606a);
         check(Some(""), 0x57606a);
         check(None, 0x57606a);
+    }
+
+    #[test]
+    fn group_titles_say_how_many_and_what_they_share() {
+        fn check(edit: impl FnOnce(&mut GroupMessage), expected: &str) {
+            let mut g = fixtures::group();
+            edit(&mut g);
+            assert_eq!(group_title(&g), expected);
+        }
+        check(
+            |_| {},
+            "500 alerts: Sigma: Mimikatz Use <!channel> & @everyone",
+        );
+        check(
+            |g| {
+                g.group = vec![talon_proto::group::GroupValue {
+                    field: "client_id".into(),
+                    value: "C.1".into(),
+                }];
+            },
+            "500 alerts: client_id=C.1",
+        );
+        check(
+            |g| {
+                g.group.clear();
+                g.digest = Some("daily 08:00".into());
+                g.count = 37;
+            },
+            "Digest: 37 alerts",
+        );
+        check(
+            |g| {
+                g.group.clear();
+                g.rows.truncate(1);
+                g.not_listed = 0;
+                g.count = 1;
+            },
+            "1 alert: Sigma: Mimikatz Use <!channel> & @everyone",
+        );
+        check(
+            |g| g.group[0].value = "a\r\nBcc: x\u{2028}y".into(),
+            "500 alerts: a  Bcc: x y",
+        );
+    }
+
+    #[test]
+    fn group_counts_name_the_top_and_add_up_the_rest() {
+        fn count(value: &str, count: u64) -> Count {
+            Count {
+                value: value.into(),
+                count,
+            }
+        }
+        let mut g = fixtures::group();
+        assert_eq!(
+            severity_counts(&g),
+            "high (450), medium (40), critical (10)"
+        );
+        assert_eq!(
+            client_counts(&g, 2),
+            "web-000 (1), web-001 (1), 498 on other clients"
+        );
+        g.by_client = vec![count("web-01", 7), count("", 3)];
+        g.other_clients = 0;
+        assert_eq!(client_counts(&g, 5), "web-01 (7), server (3)");
+        g.by_severity = vec![count("", 2)];
+        assert_eq!(severity_counts(&g), "(none) (2)");
+        g.by_client = vec![count(&"h".repeat(100), 1)];
+        let long = client_counts(&g, 5);
+        assert_eq!(long.chars().count(), LABEL_CHARS + " (1)".len(), "{long}");
+    }
+
+    #[test]
+    fn highest_severity_ranks_not_counts() {
+        fn check(severities: &[&str], expected: Option<&str>) {
+            let mut g = fixtures::group();
+            g.by_severity = severities
+                .iter()
+                .map(|s| Count {
+                    value: (*s).into(),
+                    count: 1,
+                })
+                .collect();
+            assert_eq!(highest_severity(&g), expected, "{severities:?}");
+        }
+        check(&["high", "medium", "critical"], Some("critical"));
+        check(&["low", "Medium"], Some("Medium"));
+        check(&["odd", "low"], Some("low"));
+        check(&["odd", "other"], Some("odd"));
+        check(&[""], None);
+        check(&[], None);
+    }
+
+    #[test]
+    fn rows_are_one_compact_line() {
+        fn check(edit: impl FnOnce(&mut GroupMessage), expected: &str) {
+            let mut g = fixtures::group();
+            edit(&mut g);
+            let row = g.rows[3].clone();
+            let line = row_line(&g, &row, |t, _| t.to_owned(), |c, u| format!("[{c}]({u})"));
+            assert_eq!(line, expected);
+        }
+        let url = "https://vr.example.org:8889/app/index.html?org_id=root#/host/C.0003";
+        let name = "Sigma: Mimikatz Use <!channel> & @everyone";
+        check(
+            |_| {},
+            &format!("{name} — [web-003]({url}) — medium — 20:43:11"),
+        );
+        check(
+            |g| {
+                g.rows[3].link = Some("javascript:alert(1)".into());
+                g.rows[3].severity = None;
+                g.rows[3].client = None;
+            },
+            &format!("{name} — server — 20:43:11"),
+        );
+        check(
+            |g| {
+                g.last_at += chrono::Duration::days(1);
+                g.rows[3].name = "two\nlines".into();
+            },
+            &format!("two lines — [web-003]({url}) — medium — 2020-10-07 20:43:11"),
+        );
+        // Each part is handed over with the characters it may have.
+        let g = fixtures::oversized_group();
+        let row = g.rows[0].clone();
+        let line = row_line(
+            &g,
+            &row,
+            |t, max| t.chars().take(max).collect(),
+            |c, _| c.to_owned(),
+        );
+        let parts: Vec<&str> = line.split(" — ").collect();
+        assert_eq!(parts[0].chars().count(), ROW_NAME_CHARS);
+        assert_eq!(parts[1].chars().count(), LABEL_CHARS);
+    }
+
+    #[test]
+    fn group_facts_come_in_order() {
+        let g = fixtures::oversized_group();
+        let facts = group_facts(&g);
+        let labels: Vec<&str> = facts.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "Severity",
+                "Clients",
+                "Time",
+                "Digest",
+                "name",
+                "context.User"
+            ]
+        );
+        assert_eq!(facts[2].1, "2020-10-07 20:43:08 UTC");
+        assert_eq!(facts[4].1.chars().count(), GROUP_VALUE_CHARS);
+        assert_eq!(not_shown(&g, 10), 9_990);
+        assert_eq!(and_more(9_990), "…and 9990 more");
+        assert_eq!(
+            group_footer(&g),
+            "talon · group ffffffffffffffffffffffffffffffff · message 18446744073709551615"
+        );
     }
 }

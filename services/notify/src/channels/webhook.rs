@@ -4,13 +4,17 @@
 //! the HMAC-SHA256 of `<timestamp>.<body>`: a receiver that refuses old
 //! timestamps cannot be fed a replayed request. Redirects are never
 //! followed (a receiver cannot bounce the signed body elsewhere).
+//!
+//! A group message is POSTed the same way, as it is: its `"type": "group"`
+//! tells it from an alert (`proto/schemas/group.schema.json`).
 
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use serde::Serialize;
 use sha2::Sha256;
-use talon_proto::Alert;
+use talon_proto::{Alert, GroupMessage};
 
 use super::DeliveryError;
 
@@ -53,9 +57,19 @@ impl Webhook {
     }
 
     pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
-        // An Alert always serializes: this error is never returned.
-        let body = serde_json::to_vec(alert)
-            .map_err(|e| DeliveryError::Permanent(format!("cannot encode the alert: {e}")))?;
+        self.post(alert, "alert").await
+    }
+
+    /// POSTs the group message, signed and classified as
+    /// [`Webhook::deliver`] does.
+    pub async fn deliver_group(&self, group: &GroupMessage) -> Result<(), DeliveryError> {
+        self.post(group, "group message").await
+    }
+
+    async fn post<T: Serialize>(&self, value: &T, what: &str) -> Result<(), DeliveryError> {
+        // talon's messages always serialize: this error is never returned.
+        let body = serde_json::to_vec(value)
+            .map_err(|e| DeliveryError::Permanent(format!("cannot encode the {what}: {e}")))?;
         post_json(
             &self.http,
             &self.url,
@@ -182,6 +196,112 @@ pub fn headers_of(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::chat::fixtures;
+    use std::path::PathBuf;
+
+    /// [`fixtures::group`] as the web hook POSTs it, pretty, compared with
+    /// `tests/golden/webhook-group.json` (`TALON_UPDATE_GOLDEN=1` rewrites
+    /// it instead).
+    #[test]
+    fn the_group_body_matches_the_golden_file() {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/webhook-group.json");
+        let group = fixtures::group();
+        let text = serde_json::to_string_pretty(&group).unwrap() + "\n";
+        if std::env::var_os("TALON_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &text).unwrap();
+            return;
+        }
+        let expected =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            expected == text,
+            "the group body differs from {} (TALON_UPDATE_GOLDEN=1 rewrites it; review the diff)",
+            path.display()
+        );
+        // What a receiver reads back is the message.
+        let back: GroupMessage = serde_json::from_str(&expected).unwrap();
+        assert_eq!(back, group);
+        assert_eq!(back.kind, talon_proto::group::GROUP_TYPE);
+    }
+
+    /// One request, as a receiver sees it.
+    struct Received {
+        head: String,
+        body: Vec<u8>,
+    }
+
+    /// A receiver on 127.0.0.1:0 that answers one request with 200.
+    async fn receiver() -> (String, tokio::task::JoinHandle<Received>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut data = Vec::new();
+            let mut buf = [0u8; 65536];
+            let (head, length) = loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                data.extend_from_slice(&buf[..n]);
+                if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8(data[..end].to_vec()).unwrap();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().unwrap())
+                        })
+                        .expect("a Content-Length");
+                    data.drain(..end + 4);
+                    break (head, length);
+                }
+            };
+            while data.len() < length {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the body ended early");
+                data.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            Received { head, body: data }
+        });
+        (url, task)
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_group_is_posted_signed_with_the_configured_headers() {
+        let group = fixtures::group();
+        let headers = headers_of(&[("X-Team".to_owned(), "soc".to_owned())]).unwrap();
+        let (url, received) = receiver().await;
+        let hook = Webhook::new(url, headers, Some(b"s3cret".to_vec())).unwrap();
+        hook.deliver_group(&group).await.unwrap();
+        let Received { head, body } = received.await.unwrap();
+        assert!(head.starts_with("POST /hook HTTP/1.1\r\n"), "{head}");
+        assert_eq!(header(&head, "content-type"), Some("application/json"));
+        assert_eq!(header(&head, "x-team"), Some("soc"));
+        let timestamp: i64 = header(&head, TIMESTAMP_HEADER).unwrap().parse().unwrap();
+        assert_eq!(
+            header(&head, SIGNATURE_HEADER),
+            Some(signature(b"s3cret", timestamp, &body).as_str())
+        );
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["type"], "group");
+        assert_eq!(
+            serde_json::from_value::<GroupMessage>(value).unwrap(),
+            group
+        );
+    }
 
     #[test]
     fn statuses_are_classified() {

@@ -2,7 +2,8 @@
 //! and one far over every service's limits.
 
 use serde_json::Value;
-use talon_proto::{Alert, ClientInfo, ContextEntry, DedupInfo, Links};
+use talon_proto::group::{Builder, GroupValue};
+use talon_proto::{Alert, ClientInfo, ContextEntry, DedupInfo, GroupMessage, Links};
 
 use super::parts::ChannelOptions;
 use crate::channels::present::Sections;
@@ -115,4 +116,89 @@ pub fn options() -> ChannelOptions {
         icon_url: Some("https://example.org/talon.png".into()),
         routing_key: Some("R0UT1NGKEY0123456789abcdef012345".into()),
     }
+}
+
+/// The 500-host storm as one group message of a channel with
+/// `group_by = ["name"]` and the default `group_max_alerts` (100): one rule
+/// on 500 clients, mostly high, a few critical and medium, with the
+/// escaping traps of [`alert`] in the first whole alerts.
+pub fn group() -> GroupMessage {
+    let name = "Sigma: Mimikatz Use <!channel> & @everyone";
+    let mut b = Builder::new(
+        "chat",
+        "6f1c0e6f3a2b4c5d8e9f0a1b2c3d4e5f",
+        vec![GroupValue {
+            field: "name".into(),
+            value: name.into(),
+        }],
+        2,
+        None,
+        talon_proto::group::DEFAULT_LISTED,
+    );
+    for i in 0..500u32 {
+        let mut a = alert();
+        a.id = format!("{i:04}{}", "a".repeat(28));
+        a.name = name.into();
+        a.client_id = Some(format!("C.{i:04}"));
+        a.severity = Some(
+            match i % 50 {
+                0 => "critical",
+                1..=4 => "medium",
+                _ => "high",
+            }
+            .into(),
+        );
+        a.timestamp += chrono::Duration::seconds(i64::from(i));
+        if let Some(c) = a.client.as_mut() {
+            c.hostname = Some(format!("web-{i:03}"));
+            c.client_id = a.client_id.clone();
+        }
+        if let Some(l) = a.links.as_mut() {
+            l.host = Some(format!(
+                "https://vr.example.org:8889/app/index.html?org_id=root#/host/C.{i:04}"
+            ));
+        }
+        b.push(a);
+    }
+    b.finish()
+}
+
+/// A group at every bound: 10,000 alerts (the most one message counts),
+/// all listed (`group_max_alerts` at its maximum), the first three
+/// [`oversized`], the rest with 2,000-character names and hostnames, and a
+/// group value of 2,000 characters.
+pub fn oversized_group() -> GroupMessage {
+    let mut b = Builder::new(
+        "chat",
+        "ffffffffffffffffffffffffffffffff",
+        vec![
+            GroupValue {
+                field: "name".into(),
+                value: format!("Group {}", "G<&>".repeat(500)),
+            },
+            GroupValue {
+                field: "context.User".into(),
+                value: "alice@example.org".into(),
+            },
+        ],
+        u64::MAX,
+        Some("daily 08:00 Europe/Berlin".into()),
+        talon_proto::group::MAX_MESSAGE_ALERTS,
+    );
+    let big = oversized();
+    for i in 0..talon_proto::group::MAX_MESSAGE_ALERTS {
+        let mut a = if i < 3 {
+            big.clone()
+        } else {
+            let mut a = alert();
+            a.name = big.name.clone();
+            a.client = big.client.clone();
+            a.context = None;
+            a
+        };
+        a.id = format!("{i:05}{}", "b".repeat(27));
+        a.client_id = Some(format!("C.{i:05}"));
+        b.push(a);
+    }
+    b.finish()
 }

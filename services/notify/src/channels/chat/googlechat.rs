@@ -10,9 +10,17 @@
 //! Limits: the body within 30,000 bytes (a message may have 32,000) and
 //! 100 widgets, values cut to 1,000 characters; card text is escaped
 //! (`&`, `<`, `>`), since Google Chat reads it as simple HTML.
+//!
+//! A group message ([`render_group`]) is one card within the same limits:
+//! the group's title and footer in the header, its counts, time span and
+//! values as `decoratedText` widgets, and an "Alerts" section with its rows
+//! as compact lines (`name — client — severity — time`, the client linked
+//! to its page in Velociraptor) in paragraphs of at most 1,000 characters,
+//! `…and N more` when they do not all fit. Each group keeps one thread:
+//! `thread.threadKey` is the group's key.
 
 use serde_json::{json, Value};
-use talon_proto::Alert;
+use talon_proto::{Alert, GroupMessage};
 
 use super::parts::{self, ChannelOptions};
 use crate::channels::present;
@@ -127,6 +135,81 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
     })
 }
 
+/// `lines` and then `more`, when there is one, joined by `<br>` into
+/// paragraphs of at most [`VALUE_CHARS`] characters (a longer line, with
+/// a long link, is a paragraph of its own).
+fn paragraphs<'a>(lines: impl Iterator<Item = &'a String>, more: Option<&'a str>) -> Vec<Value> {
+    const BREAK: &str = "<br>";
+    let mut out = Vec::new();
+    let (mut current, mut used) = (String::new(), 0);
+    for line in lines.map(String::as_str).chain(more) {
+        let n = line.chars().count();
+        if used > 0 && used + BREAK.len() + n > VALUE_CHARS {
+            out.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        if used > 0 {
+            current.push_str(BREAK);
+            used += BREAK.len();
+        }
+        current.push_str(line);
+        used += n;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out.into_iter()
+        .map(|text| json!({"textParagraph": {"text": text}}))
+        .collect()
+}
+
+/// The message for `group`.
+pub fn render_group(group: &GroupMessage, _options: &ChannelOptions) -> Value {
+    let facts = present::group_facts(group);
+    let lines: Vec<String> = group
+        .rows
+        .iter()
+        .map(|row| {
+            present::row_line(
+                group,
+                row,
+                |t, max| parts::cut_escaped(t, max, parts::escape_markup),
+                // A safe link has no `"`, `<` or `>`; its `&` become entities.
+                |c, u| format!("<a href=\"{}\">{c}</a>", u.replace('&', "&amp;")),
+            )
+        })
+        .collect();
+    let build = |k: usize, n: usize| {
+        let summary: Vec<Value> = parts::kept(&facts, k)
+            .iter()
+            .map(|(label, value)| decorated(label, value))
+            .collect();
+        let mut sections = vec![json!({"widgets": summary})];
+        let more = present::not_shown(group, n);
+        let more = (more > 0).then(|| present::and_more(more));
+        let rows = paragraphs(lines.iter().take(n), more.as_deref());
+        if !rows.is_empty() {
+            sections.push(json!({"header": "Alerts", "widgets": rows}));
+        }
+        json!({
+            "cardsV2": [{
+                "cardId": CARD_ID,
+                "card": {
+                    "header": {
+                        "title": parts::cut(&present::group_title(group), TITLE_CHARS),
+                        "subtitle": present::group_footer(group),
+                    },
+                    "sections": sections,
+                },
+            }],
+            "thread": {"threadKey": parts::bounded_key(&group.group_key, THREAD_KEY_CHARS)},
+        })
+    };
+    parts::fit_in_turn(facts.len(), lines.len(), build, |body| {
+        parts::json_len(body) <= BODY_BYTES && widgets(body) <= MAX_WIDGETS
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +259,57 @@ mod tests {
             let text = w["decoratedText"]["text"].as_str().unwrap();
             assert!(!text.contains('<'), "escaped: {text}");
         }
+    }
+
+    #[test]
+    fn a_group_keeps_one_thread() {
+        let mut group = fixtures::group();
+        let first = render_group(&group, &fixtures::options());
+        assert_eq!(first["thread"]["threadKey"], group.group_key.as_str());
+        group.sequence += 1;
+        group.rows.truncate(10);
+        let next = render_group(&group, &fixtures::options());
+        assert_eq!(first["thread"], next["thread"]);
+        let oversized = fixtures::oversized_group();
+        let body = render_group(&oversized, &fixtures::options());
+        assert_eq!(body["thread"]["threadKey"], oversized.group_key.as_str());
+    }
+
+    #[test]
+    fn oversized_groups_stay_within_the_limits() {
+        let body = render_group(&fixtures::oversized_group(), &fixtures::options());
+        assert!(parts::json_len(&body) <= BODY_BYTES);
+        assert!(widgets(&body) <= MAX_WIDGETS);
+        let card = &body["cardsV2"][0]["card"];
+        assert!(card["header"]["title"].as_str().unwrap().chars().count() <= TITLE_CHARS);
+        for w in card["sections"][0]["widgets"].as_array().unwrap() {
+            let text = w["decoratedText"]["text"].as_str().unwrap();
+            assert!(
+                text.chars().count() <= VALUE_CHARS && !text.contains('<'),
+                "{text}"
+            );
+        }
+        let rows = card["sections"][1]["widgets"].as_array().unwrap();
+        let texts: Vec<&str> = rows
+            .iter()
+            .map(|w| w["textParagraph"]["text"].as_str().unwrap())
+            .collect();
+        assert!(texts.iter().all(|t| t.chars().count() <= VALUE_CHARS));
+        let shown: usize = texts.iter().map(|t| t.matches("<a href=").count()).sum();
+        let more = format!("…and {} more", 10_000 - shown);
+        assert!(texts.last().unwrap().ends_with(&more), "{texts:?}");
+    }
+
+    #[test]
+    fn a_groups_text_is_escaped() {
+        let body = render_group(&fixtures::group(), &fixtures::options());
+        // The header is plain text; the sections are read as HTML.
+        let sections = body["cardsV2"][0]["card"]["sections"].to_string();
+        assert!(!sections.contains("<!channel>"), "{sections}");
+        assert!(sections.contains("&lt;!channel&gt; &amp; @everyone"));
+        assert!(sections.contains(
+            "— <a href=\\\"https://vr.example.org:8889/app/index.html?org_id=root#/host/C.0003\\\">web-003</a> — medium — 20:43:11"
+        ), "{sections}");
+        assert!(sections.contains("…and 400 more"));
     }
 }

@@ -9,9 +9,16 @@
 //! counted in a last one. An `@` in `text` and `fallback` (what
 //! notifications show) is followed by a zero-width space, so no alert text
 //! mentions `@channel`, `@all`, `@here` or anyone.
+//!
+//! A group message ([`render_group`]) is one post within the same limit:
+//! the group's title as `text`, an attachment with its counts, time span
+//! and values as fields, and a second with its rows as compact lines
+//! (`name — client — severity — time`, the client linked to its page in
+//! Velociraptor), `…and N more` when they do not all fit, and the group as
+//! footer. Every `@` in its alert text is followed by a zero-width space.
 
 use serde_json::{json, Map, Value};
-use talon_proto::Alert;
+use talon_proto::{Alert, GroupMessage};
 
 use super::parts::{self, ChannelOptions};
 use crate::channels::present;
@@ -77,6 +84,66 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
     })
 }
 
+/// The post for `group`.
+pub fn render_group(group: &GroupMessage, options: &ChannelOptions) -> Value {
+    let title = parts::cut(&quiet(&present::group_title(group)), TITLE_CHARS);
+    let color = format!(
+        "#{:06x}",
+        present::severity_rgb(present::highest_severity(group))
+    );
+    let facts = present::group_facts(group);
+    let lines: Vec<String> = group
+        .rows
+        .iter()
+        .map(|row| {
+            present::row_line(
+                group,
+                row,
+                |t, max| quiet(&parts::cut(t, max)),
+                parts::md_link,
+            )
+        })
+        .collect();
+    let build = |k: usize, n: usize| {
+        let fields: Vec<Value> = parts::kept(&facts, k)
+            .iter()
+            .map(|(label, value)| {
+                let label = parts::cut(&quiet(label), KEY_CHARS);
+                field(
+                    &label,
+                    &quiet(&parts::cut(parts::shown(value), VALUE_CHARS)),
+                    false,
+                )
+            })
+            .collect();
+        let more = present::not_shown(group, n);
+        let more = (more > 0).then(|| present::and_more(more));
+        let text: Vec<&str> = lines
+            .iter()
+            .take(n)
+            .chain(&more)
+            .map(String::as_str)
+            .collect();
+        let mut body = json!({
+            "text": title,
+            "attachments": [
+                {"fallback": title, "color": color, "fields": fields},
+                {
+                    "fallback": title,
+                    "color": color,
+                    "text": text.join("\n"),
+                    "footer": present::group_footer(group),
+                },
+            ],
+        });
+        parts::post_as(&mut body, options);
+        body
+    };
+    parts::fit_in_turn(facts.len(), lines.len(), build, |body| {
+        body.to_string().chars().count() <= BODY_CHARS
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +181,37 @@ mod tests {
         for text in [&body["text"], &body["attachments"][0]["fallback"]] {
             assert!(!text.as_str().unwrap().contains("@here"), "{text}");
         }
+    }
+
+    #[test]
+    fn oversized_groups_stay_within_mattermosts_limits() {
+        let body = render_group(&fixtures::oversized_group(), &fixtures::options());
+        assert!(body.to_string().chars().count() <= BODY_CHARS);
+        assert!(body["text"].as_str().unwrap().chars().count() <= TITLE_CHARS);
+        let fields = body["attachments"][0]["fields"].as_array().unwrap();
+        for f in fields {
+            assert!(f["value"].as_str().unwrap().chars().count() <= VALUE_CHARS);
+            assert!(f["title"].as_str().unwrap().chars().count() <= KEY_CHARS);
+        }
+        let rows = body["attachments"][1]["text"].as_str().unwrap();
+        let shown = rows.lines().count() - 1;
+        assert!(shown > 10, "{shown} rows");
+        let more = format!("…and {} more", 10_000 - shown);
+        assert!(rows.ends_with(&more), "{rows}");
+    }
+
+    #[test]
+    fn a_group_mentions_no_one() {
+        let body = render_group(&fixtures::group(), &fixtures::options());
+        let text = body.to_string();
+        for mention in ["@everyone", "@channel", "@here", "@all"] {
+            assert!(!text.contains(mention), "{mention}: {text}");
+        }
+        assert!(text.contains("@\u{200b}everyone"));
+        let rows = body["attachments"][1]["text"].as_str().unwrap();
+        assert!(rows.contains(
+            "— [web-003](https://vr.example.org:8889/app/index.html?org_id=root#/host/C.0003) — medium — 20:43:11"
+        ), "{rows}");
+        assert!(rows.ends_with("…and 400 more"), "{rows}");
     }
 }

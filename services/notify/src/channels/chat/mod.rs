@@ -1,17 +1,20 @@
 //! The chat and incident kinds: [`Chat`], the sender that POSTs a kind's
 //! rendering through [`webhook::post_json`] (its classification, its
-//! `Retry-After`), and [`render`], which picks the kind's renderer.
+//! `Retry-After`), and [`render`] and [`render_group`], which pick the
+//! kind's renderer.
 //!
-//! Each kind is one file with a pure `render(alert, options) -> Value`:
-//! `slack.rs`, `mattermost.rs`, `teams.rs`, `googlechat.rs`, `discord.rs`,
-//! `pagerduty.rs`. They build from `parts.rs` (options, cutting to a
-//! service's limits) and [`present`](crate::channels::present) (what an
-//! alert says), never from this file, which only dispatches to them.
+//! Each kind is one file with a pure `render(alert, options) -> Value` and
+//! a pure `render_group(group, options) -> Value` (one message for a
+//! channel's group of alerts or its digest): `slack.rs`, `mattermost.rs`,
+//! `teams.rs`, `googlechat.rs`, `discord.rs`, `pagerduty.rs`. They build
+//! from `parts.rs` (options, cutting to a service's limits) and
+//! [`present`](crate::channels::present) (what an alert or a group says),
+//! never from this file, which only dispatches to them.
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use talon_kit::config::ChannelKind;
-use talon_proto::Alert;
+use talon_proto::{Alert, GroupMessage};
 
 use super::{webhook, DeliveryError};
 
@@ -31,6 +34,9 @@ pub use parts::ChannelOptions;
 /// A kind's pure rendering: the body it POSTs for an alert.
 type Renderer = fn(&Alert, &ChannelOptions) -> Value;
 
+/// A kind's pure rendering of a group message: the body it POSTs for it.
+type GroupRenderer = fn(&GroupMessage, &ChannelOptions) -> Value;
+
 /// The renderer of `kind`, when it is a chat or incident kind.
 fn renderer(kind: ChannelKind) -> Option<Renderer> {
     match kind {
@@ -44,10 +50,33 @@ fn renderer(kind: ChannelKind) -> Option<Renderer> {
     }
 }
 
+/// The group renderer of `kind`, when it is a chat or incident kind.
+fn group_renderer(kind: ChannelKind) -> Option<GroupRenderer> {
+    match kind {
+        ChannelKind::Slack => Some(slack::render_group),
+        ChannelKind::Mattermost => Some(mattermost::render_group),
+        ChannelKind::Teams => Some(teams::render_group),
+        ChannelKind::Googlechat => Some(googlechat::render_group),
+        ChannelKind::Discord => Some(discord::render_group),
+        ChannelKind::Pagerduty => Some(pagerduty::render_group),
+        ChannelKind::Email | ChannelKind::Inbox | ChannelKind::Webhook => None,
+    }
+}
+
 /// The body `kind` POSTs for `alert`; `None` when `kind` is not one of
 /// [`ChannelKind::CHAT`].
 pub fn render(kind: ChannelKind, alert: &Alert, options: &ChannelOptions) -> Option<Value> {
     renderer(kind).map(|render| render(alert, options))
+}
+
+/// The body `kind` POSTs for `group`; `None` when `kind` is not one of
+/// [`ChannelKind::CHAT`].
+pub fn render_group(
+    kind: ChannelKind,
+    group: &GroupMessage,
+    options: &ChannelOptions,
+) -> Option<Value> {
+    group_renderer(kind).map(|render| render(group, options))
 }
 
 /// Why a chat channel cannot be built.
@@ -65,6 +94,7 @@ pub enum ChatError {
 pub struct Chat {
     kind: ChannelKind,
     render: Renderer,
+    render_group: GroupRenderer,
     http: reqwest::Client,
     url: String,
     options: ChannelOptions,
@@ -75,7 +105,9 @@ impl Chat {
     /// (which may hold a token: it is never shown but through
     /// [`webhook::redact`]).
     pub fn new(kind: ChannelKind, url: &str, options: ChannelOptions) -> Result<Chat, ChatError> {
-        let render = renderer(kind).ok_or(ChatError::NotChat(kind))?;
+        let (render, render_group) = renderer(kind)
+            .zip(group_renderer(kind))
+            .ok_or(ChatError::NotChat(kind))?;
         let url = match kind {
             ChannelKind::Googlechat => {
                 googlechat::url(url).map_err(|reason| ChatError::BadUrl {
@@ -89,6 +121,7 @@ impl Chat {
         Ok(Chat {
             kind,
             render,
+            render_group,
             http,
             url,
             options,
@@ -105,7 +138,21 @@ impl Chat {
     }
 
     pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
-        let body = self.render(alert).to_string().into_bytes();
+        self.post(self.render(alert)).await
+    }
+
+    /// The body a delivery of `group` POSTs.
+    pub fn render_group(&self, group: &GroupMessage) -> Value {
+        (self.render_group)(group, &self.options)
+    }
+
+    /// POSTs the group's message, classified as [`Chat::deliver`] does.
+    pub async fn deliver_group(&self, group: &GroupMessage) -> Result<(), DeliveryError> {
+        self.post(self.render_group(group)).await
+    }
+
+    async fn post(&self, body: Value) -> Result<(), DeliveryError> {
+        let body = body.to_string().into_bytes();
         webhook::post_json(&self.http, &self.url, &HeaderMap::new(), None, body).await
     }
 }
@@ -140,6 +187,10 @@ mod tests {
         for kind in [ChannelKind::Email, ChannelKind::Inbox, ChannelKind::Webhook] {
             assert!(!kind.is_chat(), "{kind}");
             assert_eq!(render(kind, &fixtures::alert(), &fixtures::options()), None);
+            assert_eq!(
+                render_group(kind, &fixtures::group(), &fixtures::options()),
+                None
+            );
             match Chat::new(kind, "http://127.0.0.1:9/x", fixtures::options()) {
                 Err(e @ ChatError::NotChat(_)) => {
                     assert_eq!(
@@ -155,27 +206,42 @@ mod tests {
             assert!(kind.is_chat(), "{kind}");
             let body = render(kind, &fixtures::alert(), &fixtures::options());
             assert!(body.is_some_and(|b| b.is_object()), "{kind}");
+            let body = render_group(kind, &fixtures::group(), &fixtures::options());
+            assert!(body.is_some_and(|b| b.is_object()), "{kind}");
         }
     }
 
-    /// The bodies of every kind for a fixed alert, and for one whose
-    /// context and names are far over every service's limits, compared with
-    /// `tests/golden/<kind>[-oversized].json`. `TALON_UPDATE_GOLDEN=1`
-    /// rewrites the files instead.
+    /// The bodies of every kind for a fixed alert, for one whose context
+    /// and names are far over every service's limits, for the 500-host
+    /// storm's group message and for the largest group a message holds,
+    /// compared with `tests/golden/<kind>[-group][-oversized].json`.
+    /// `TALON_UPDATE_GOLDEN=1` rewrites the files instead.
     #[test]
     fn bodies_match_the_golden_files() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
         let update = std::env::var_os("TALON_UPDATE_GOLDEN").is_some_and(|v| v == "1");
         let options = fixtures::options();
+        let alerts = [
+            ("", fixtures::alert()),
+            ("-oversized", fixtures::oversized()),
+        ];
+        let groups = [
+            ("-group", fixtures::group()),
+            ("-group-oversized", fixtures::oversized_group()),
+        ];
         let mut failed = Vec::new();
         for kind in ChannelKind::CHAT {
-            for (suffix, alert) in [
-                ("", fixtures::alert()),
-                ("-oversized", fixtures::oversized()),
-            ] {
+            let bodies = alerts
+                .iter()
+                .map(|(suffix, alert)| (suffix, render(kind, alert, &options)))
+                .chain(
+                    groups
+                        .iter()
+                        .map(|(suffix, group)| (suffix, render_group(kind, group, &options))),
+                );
+            for (suffix, body) in bodies {
                 let path = dir.join(format!("{kind}{suffix}.json"));
-                let body = render(kind, &alert, &options).unwrap();
-                let text = serde_json::to_string_pretty(&body).unwrap() + "\n";
+                let text = serde_json::to_string_pretty(&body.unwrap()).unwrap() + "\n";
                 if update {
                     std::fs::create_dir_all(&dir).unwrap();
                     std::fs::write(&path, &text).unwrap();

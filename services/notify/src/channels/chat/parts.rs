@@ -1,8 +1,10 @@
 //! What the chat and incident kinds build their bodies from: the channel's
 //! options, the key repeats of one alert share, and the means to stay within
-//! a service's limits (cutting text with `…`, escaping markup, keeping the
-//! context pairs that fit and counting the rest). What an alert says is in
-//! [`present`](crate::channels::present); these are the chat kinds' own.
+//! a service's limits (cutting text with `…`, escaping markup, Markdown
+//! links no text can break out of, keeping the context pairs, or a group's
+//! facts and rows, that fit and counting the rest). What an alert or a
+//! group says is in [`present`](crate::channels::present); these are the
+//! chat kinds' own.
 
 use std::fmt;
 
@@ -218,21 +220,61 @@ pub fn json_len(value: &Value) -> usize {
 /// `total` context pairs (and says how many were left out); the most that
 /// fit are kept. `build(0)` is returned when nothing fits.
 pub fn fit(total: usize, build: impl Fn(usize) -> Value, fits: impl Fn(&Value) -> bool) -> Value {
-    let all = build(total);
-    if fits(&all) {
-        return all;
+    build(most(total, |n| fits(&build(n))))
+}
+
+/// The largest `n` of `0..=total` that `fits` (which holds for every `n`
+/// below one it holds for); 0 when none does.
+pub fn most(total: usize, fits: impl Fn(usize) -> bool) -> usize {
+    if fits(total) {
+        return total;
     }
     // fits(lo) or lo == 0; !fits(hi).
     let (mut lo, mut hi) = (0, total);
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if fits(&build(mid)) {
+        if fits(mid) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    build(lo)
+    lo
+}
+
+/// The largest rendering that `fits` of two lists, in turn: `build(k, n)`
+/// renders the first `k` of `first` items (a group's facts) and the first
+/// `n` of `then` (its rows), saying how many were left out. The most of
+/// the first that fit without any of the second are kept, then the most
+/// of the second that fit beside them.
+pub fn fit_in_turn(
+    first: usize,
+    then: usize,
+    build: impl Fn(usize, usize) -> Value,
+    fits: impl Fn(&Value) -> bool,
+) -> Value {
+    let k = most(first, |k| fits(&build(k, 0)));
+    let n = most(then, |n| fits(&build(k, n)));
+    build(k, n)
+}
+
+/// A Markdown link (Mattermost, Discord, Teams) labelled `label` to `url`,
+/// a safe one ([`present::row_link`]). Brackets and backslashes in the
+/// label become their full-width look-alikes, so no alert text can close
+/// the label and start a link of its own; parentheses in the URL are
+/// percent-encoded, so none ends it early.
+pub fn md_link(label: &str, url: &str) -> String {
+    let label: String = label
+        .chars()
+        .map(|c| match c {
+            '[' => '［',
+            ']' => '］',
+            '\\' => '＼',
+            c => c,
+        })
+        .collect();
+    let url = url.replace('(', "%28").replace(')', "%29");
+    format!("[{label}]({url})")
 }
 
 #[cfg(test)]
@@ -295,6 +337,44 @@ mod tests {
         assert_eq!(dedup_key(&a), "Honey file | C.1234");
         a.dedup = None;
         assert_eq!(dedup_key(&a), a.name);
+    }
+
+    #[test]
+    fn markdown_links_cannot_be_broken_out_of() {
+        fn check(label: &str, url: &str, expected: &str) {
+            assert_eq!(md_link(label, url), expected);
+        }
+        check(
+            "web-01",
+            "https://vr/x#/host/C.1",
+            "[web-01](https://vr/x#/host/C.1)",
+        );
+        check(
+            "x](https://evil.example.org)[y",
+            "https://vr/a(b)",
+            "[x］(https://evil.example.org)［y](https://vr/a%28b%29)",
+        );
+        check("a\\", "https://vr/", "[a＼](https://vr/)");
+    }
+
+    #[test]
+    fn fits_in_turn_keep_the_first_list_first() {
+        // A rendering is its facts and rows, each weighing 10.
+        let build = |k: usize, n: usize| Value::from(k * 10 + n * 10);
+        fn check(
+            facts: usize,
+            rows: usize,
+            limit: u64,
+            expected: u64,
+            build: impl Fn(usize, usize) -> Value,
+        ) {
+            let v = fit_in_turn(facts, rows, build, |v| v.as_u64().unwrap() <= limit);
+            assert_eq!(v, Value::from(expected), "({facts}, {rows}) <= {limit}");
+        }
+        check(3, 10, 1000, 130, build);
+        check(3, 10, 75, 70, build);
+        check(3, 10, 25, 20, build);
+        check(3, 10, 5, 0, build);
     }
 
     #[test]

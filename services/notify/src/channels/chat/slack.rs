@@ -9,9 +9,16 @@
 //! cut with `…` or counted in a last "N more fields left out" line. Text is
 //! mrkdwn with `&`, `<`, `>` escaped, so no alert text becomes a mention
 //! (`<!channel>`) or a link.
+//!
+//! A group message ([`render_group`]) is one message of the same limits:
+//! the group's title in the header, its counts, time span and values as
+//! fields, its rows as compact lines (`• name — client — severity — time`,
+//! the client linked to its page in Velociraptor) packed into as many
+//! sections as fit, `…and N more` when they do not all fit, and the group
+//! in small print.
 
 use serde_json::{json, Map, Value};
-use talon_proto::Alert;
+use talon_proto::{Alert, GroupMessage};
 
 use super::parts::{self, ChannelOptions};
 use crate::channels::present;
@@ -40,6 +47,35 @@ fn mrkdwn(text: &str, max: usize) -> String {
 
 fn section(text: String) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+fn header(title: &str) -> Value {
+    json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": parts::cut(title, HEADER_CHARS), "emoji": false},
+    })
+}
+
+/// A field: `*label*` over the value, escaped, within [`FIELD_CHARS`].
+fn field(label: &str, value: &str) -> Value {
+    let head = format!("*{}*\n", mrkdwn(label, KEY_CHARS));
+    let room = FIELD_CHARS - head.chars().count();
+    json!({"type": "mrkdwn", "text": head + &mrkdwn(value, room)})
+}
+
+/// The small print closing a message.
+fn context(notes: Vec<Value>) -> Value {
+    json!({"type": "context", "elements": notes})
+}
+
+/// The message's `text` fallback, blocks, and who it is posted as.
+fn message(title: &str, blocks: Vec<Value>, options: &ChannelOptions) -> Value {
+    let mut map = Map::new();
+    map.insert("text".into(), Value::String(mrkdwn(title, TEXT_CHARS)));
+    map.insert("blocks".into(), Value::Array(blocks));
+    let mut body = Value::Object(map);
+    parts::post_as(&mut body, options);
+    body
 }
 
 /// The context lines packed into at most `room` section texts, each within
@@ -97,18 +133,11 @@ fn pack(lines: &[(String, String)], room: usize) -> Vec<String> {
 /// The message for `alert`.
 pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
     let title = present::title(alert, present::WHOLE_NAME);
-    let mut blocks = vec![json!({
-        "type": "header",
-        "text": {"type": "plain_text", "text": parts::cut(&title, HEADER_CHARS), "emoji": false},
-    })];
+    let mut blocks = vec![header(&title)];
     let fields: Vec<Value> = present::facts(alert, &options.sections)
         .into_iter()
         .take(MAX_FIELDS)
-        .map(|(label, value)| {
-            let head = format!("*{label}*\n");
-            let room = FIELD_CHARS - head.chars().count();
-            json!({"type": "mrkdwn", "text": head + &mrkdwn(&value, room)})
-        })
+        .map(|(label, value)| field(label, &value))
         .collect();
     if !fields.is_empty() {
         blocks.push(json!({"type": "section", "fields": fields}));
@@ -129,13 +158,89 @@ pub fn render(alert: &Alert, options: &ChannelOptions) -> Value {
             .into_iter()
             .map(section),
     );
-    blocks.push(json!({"type": "context", "elements": notes}));
-    let mut map = Map::new();
-    map.insert("text".into(), Value::String(mrkdwn(&title, TEXT_CHARS)));
-    map.insert("blocks".into(), Value::Array(blocks));
-    let mut body = Value::Object(map);
-    parts::post_as(&mut body, options);
-    body
+    blocks.push(context(notes));
+    message(&title, blocks, options)
+}
+
+/// `lines` (none longer than a section) and then `more`, when there is
+/// one, packed in order into section texts of at most [`SECTION_CHARS`].
+fn pack_lines<'a>(lines: impl Iterator<Item = &'a String>, more: Option<String>) -> Vec<String> {
+    let mut sections = Vec::new();
+    let (mut current, mut used) = (String::new(), 0);
+    let mut add = |line: &str| {
+        let n = line.chars().count();
+        if used > 0 && used + 1 + n > SECTION_CHARS {
+            sections.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        if used > 0 {
+            current.push('\n');
+            used += 1;
+        }
+        current.push_str(line);
+        used += n;
+    };
+    for line in lines {
+        add(line);
+    }
+    if let Some(more) = more {
+        add(&more);
+    }
+    if !current.is_empty() {
+        sections.push(current);
+    }
+    sections
+}
+
+/// The message for `group`. A row's line is at most about 2,400
+/// characters (its name, client and severity are cut, a safe link has at
+/// most 2,048), so each fits in a section.
+pub fn render_group(group: &GroupMessage, options: &ChannelOptions) -> Value {
+    let title = present::group_title(group);
+    let facts = present::group_facts(group);
+    let facts = if facts.len() > MAX_FIELDS {
+        parts::kept(&facts, MAX_FIELDS - 1)
+    } else {
+        facts
+    };
+    let head = [
+        header(&title),
+        json!({
+            "type": "section",
+            "fields": facts.iter().map(|(l, v)| field(l, v)).collect::<Vec<_>>(),
+        }),
+    ];
+    let lines: Vec<String> = group
+        .rows
+        .iter()
+        .map(|row| {
+            // Slack's own link syntax; a safe link has no `|` or `>`.
+            let line = present::row_line(group, row, mrkdwn, |c, u| format!("<{u}|{c}>"));
+            format!("• {line}")
+        })
+        .collect();
+    let footer = context(vec![json!({
+        "type": "mrkdwn",
+        "text": mrkdwn(&present::group_footer(group), SECTION_CHARS),
+    })]);
+    let build = |n: usize| {
+        let more = present::not_shown(group, n);
+        let more = (more > 0).then(|| format!("_{}_", present::and_more(more)));
+        let mut blocks = head.to_vec();
+        blocks.extend(
+            pack_lines(lines.iter().take(n), more)
+                .into_iter()
+                .map(section),
+        );
+        blocks.push(footer.clone());
+        message(&title, blocks, options)
+    };
+    parts::fit(lines.len(), build, |body| {
+        body.get("blocks")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+            <= MAX_BLOCKS
+    })
 }
 
 #[cfg(test)]
@@ -205,5 +310,63 @@ mod tests {
         let body = render(&fixtures::alert(), &fixtures::options()).to_string();
         assert!(!body.contains("<!channel>"), "{body}");
         assert!(body.contains("&lt;!channel&gt;"), "{body}");
+    }
+
+    #[test]
+    fn oversized_groups_stay_within_slacks_limits() {
+        let group = fixtures::oversized_group();
+        let body = render_group(&group, &fixtures::options());
+        let blocks = body["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), MAX_BLOCKS, "the rows fill every block");
+        assert_eq!(blocks[0]["type"], "header");
+        assert!(text_of(&blocks[0]).chars().count() <= HEADER_CHARS);
+        assert!(text_of(&blocks[0]).starts_with("Digest: 10000 alerts: Group "));
+        let fields = blocks[1]["fields"].as_array().unwrap();
+        assert!(fields.len() <= MAX_FIELDS);
+        for f in fields {
+            assert!(f["text"].as_str().unwrap().chars().count() <= FIELD_CHARS);
+        }
+        let mut rows = 0;
+        for block in &blocks[2..blocks.len() - 1] {
+            assert_eq!(block["type"], "section");
+            let n = text_of(block).chars().count();
+            assert!(n <= SECTION_CHARS && n > 0, "{n}");
+            rows += text_of(block).matches("• ").count();
+        }
+        let last = text_of(&blocks[blocks.len() - 2]);
+        let more = format!("_…and {} more_", group.rows.len() - rows);
+        assert!(last.ends_with(&more), "{last}");
+        assert_eq!(blocks[blocks.len() - 1]["type"], "context");
+        assert!(body["text"].as_str().unwrap().chars().count() <= TEXT_CHARS);
+    }
+
+    #[test]
+    fn a_group_lists_its_rows_and_mentions_no_one() {
+        let body = render_group(&fixtures::group(), &fixtures::options());
+        let mut blocks = body["blocks"].as_array().unwrap().clone();
+        // The header is plain text, which Slack never reads as a mention.
+        let header = blocks.remove(0);
+        assert_eq!(header["text"]["type"], "plain_text");
+        let rest = format!("{} {}", body["text"], Value::Array(blocks));
+        assert!(!rest.contains("<!channel>"), "{rest}");
+        assert!(rest.contains("&lt;!channel&gt; &amp; @everyone"), "{rest}");
+        assert!(rest.contains(
+            "— <https://vr.example.org:8889/app/index.html?org_id=root#/host/C.0003|web-003> — medium — 20:43:11"
+        ));
+        assert!(
+            rest.contains("_…and 400 more_"),
+            "the 100 rows fit, 400 not listed"
+        );
+        assert_eq!(body["channel"], "#secops");
+    }
+
+    #[test]
+    fn a_small_group_says_no_more() {
+        let mut group = fixtures::group();
+        group.rows.truncate(3);
+        group.not_listed = 0;
+        let body = render_group(&group, &fixtures::options()).to_string();
+        assert_eq!(body.matches("• ").count(), 3);
+        assert!(!body.contains("more_"), "{body}");
     }
 }

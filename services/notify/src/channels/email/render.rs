@@ -6,6 +6,12 @@
 //!
 //! Two invariants: no control character (CR, LF, ...) ever reaches the
 //! subject, and every value in the HTML body is escaped.
+//!
+//! A group's mail ([`super::group`]) shows its first alerts with the same
+//! sections, through [`text_sections`] and [`html_sections`] under
+//! [`Limits`].
+
+use std::borrow::Cow;
 
 use chrono::SecondsFormat;
 use talon_proto::Alert;
@@ -38,6 +44,39 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// How much of each section a body shows: an alert's own mail shows it
+/// all ([`Limits::WHOLE`]); a group's mail cuts its whole alerts short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Rows of a section, at most; the rest are counted in a last line.
+    pub rows: usize,
+    /// Characters of a row's label, at most; a longer one is cut and ends
+    /// in `…`.
+    pub label_chars: usize,
+    /// Characters of a row's value, at most, likewise.
+    pub value_chars: usize,
+}
+
+impl Limits {
+    /// Everything, uncut.
+    pub const WHOLE: Limits = Limits {
+        rows: usize::MAX,
+        label_chars: usize::MAX,
+        value_chars: usize::MAX,
+    };
+}
+
+/// `text` cut to `chars` characters, ending in `…` when it was longer.
+pub fn cut(text: &str, chars: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(chars) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => {
+            let kept = text.get(..end).unwrap_or(text);
+            Cow::Owned(format!("{}…", kept.trim_end()))
+        }
+    }
 }
 
 /// One titled block of `label | value` rows.
@@ -130,6 +169,17 @@ pub fn text_body(alert: &Alert, switches: &Sections) -> String {
     let mut out = String::new();
     out.push_str(&one_line(&alert.name));
     out.push_str("\n\n");
+    text_sections(alert, switches, Limits::WHOLE, &mut out);
+    out.push_str("-- \n");
+    out.push_str(&footer(alert));
+    out.push('\n');
+    out
+}
+
+/// What the plain text says under an alert's name: the suppressed line,
+/// the links into Velociraptor and the sections, each followed by an empty
+/// line.
+pub fn text_sections(alert: &Alert, switches: &Sections, limits: Limits, out: &mut String) {
     if let Some(line) = suppressed_line(alert) {
         out.push_str(&line);
         out.push_str(".\n\n");
@@ -147,41 +197,59 @@ pub fn text_body(alert: &Alert, switches: &Sections) -> String {
         if section.rows.is_empty() {
             out.push_str("  (none)\n");
         }
-        for (label, value) in &section.rows {
+        for (label, value) in section.rows.iter().take(limits.rows) {
             // Continuation lines of a multi-line value stay indented.
-            let value = value.replace('\n', "\n    ");
-            out.push_str(&format!("  {label}: {value}\n"));
+            let value = cut(value, limits.value_chars).replace('\n', "\n    ");
+            out.push_str(&format!("  {}: {value}\n", cut(label, limits.label_chars)));
+        }
+        if let Some(more) = more_rows(section.rows.len(), limits) {
+            out.push_str(&format!("  ({more})\n"));
         }
         out.push('\n');
     }
-    out.push_str("-- \n");
-    out.push_str(&footer(alert));
-    out.push('\n');
-    out
 }
 
-const BODY_STYLE: &str = "margin:0;padding:16px;background:#f4f5f7;\
+/// "N more fields not shown", when `limits` leaves rows out.
+fn more_rows(rows: usize, limits: Limits) -> Option<String> {
+    match rows.saturating_sub(limits.rows) {
+        0 => None,
+        1 => Some("1 more field not shown".to_owned()),
+        n => Some(format!("{n} more fields not shown")),
+    }
+}
+
+pub(super) const BODY_STYLE: &str = "margin:0;padding:16px;background:#f4f5f7;\
 font-family:'Segoe UI',Helvetica,Arial,sans-serif;font-size:14px;color:#1f2328";
-const CARD_STYLE: &str = "max-width:760px;margin:0 auto;background:#ffffff;\
+pub(super) const CARD_STYLE: &str = "max-width:760px;margin:0 auto;background:#ffffff;\
 border:1px solid #d0d7de;border-radius:6px;padding:16px 20px";
-const H1_STYLE: &str = "font-size:18px;margin:0 0 12px 0";
-const H2_STYLE: &str = "font-size:15px;margin:20px 0 6px 0;padding-bottom:4px;\
+pub(super) const H1_STYLE: &str = "font-size:18px;margin:0 0 12px 0;word-break:break-word";
+pub(super) const H2_STYLE: &str = "font-size:15px;margin:20px 0 6px 0;padding-bottom:4px;\
 border-bottom:1px solid #d0d7de";
-const NOTE_STYLE: &str = "margin:0 0 12px 0;padding:8px 12px;background:#fff8c5;\
+pub(super) const NOTE_STYLE: &str = "margin:0 0 12px 0;padding:8px 12px;background:#fff8c5;\
 border:1px solid #d4a72c;border-radius:4px";
-const TABLE_STYLE: &str = "border-collapse:collapse;width:100%";
-const KEY_STYLE: &str = "padding:4px 12px 4px 0;vertical-align:top;color:#656d76;\
+pub(super) const TABLE_STYLE: &str = "border-collapse:collapse;width:100%";
+pub(super) const KEY_STYLE: &str = "padding:4px 12px 4px 0;vertical-align:top;color:#656d76;\
 white-space:nowrap;font-weight:600";
-const VALUE_STYLE: &str = "padding:4px 0;vertical-align:top;white-space:pre-wrap;\
+pub(super) const VALUE_STYLE: &str = "padding:4px 0;vertical-align:top;white-space:pre-wrap;\
 word-break:break-word;font-family:Consolas,'Courier New',monospace;font-size:13px";
-const EMPTY_STYLE: &str = "margin:0;color:#656d76;font-style:italic";
-const LINKS_STYLE: &str = "margin:0 0 12px 0";
-const LINK_STYLE: &str = "color:#0969da;font-weight:600";
-const FOOTER_STYLE: &str = "margin:20px 0 0 0;color:#656d76;font-size:12px";
+pub(super) const EMPTY_STYLE: &str = "margin:0;color:#656d76;font-style:italic";
+pub(super) const LINKS_STYLE: &str = "margin:0 0 12px 0";
+pub(super) const LINK_STYLE: &str = "color:#0969da;font-weight:600";
+pub(super) const FOOTER_STYLE: &str = "margin:20px 0 0 0;color:#656d76;font-size:12px";
 
 /// The colour of a severity badge, as `#rrggbb`.
 pub fn severity_colour(severity: &str) -> String {
     format!("#{:06x}", severity_rgb(Some(severity)))
+}
+
+/// A severity's badge: white text on its colour.
+pub fn badge(severity: &str) -> String {
+    format!(
+        "<span style=\"display:inline-block;padding:1px 8px;margin-right:8px;\
+border-radius:10px;font-size:12px;color:#ffffff;background:{}\">{}</span>",
+        severity_colour(severity),
+        escape(severity)
+    )
 }
 
 /// The HTML body: inline CSS only, no external resources; every value escaped.
@@ -197,15 +265,41 @@ pub fn html_body(alert: &Alert, switches: &Sections) -> String {
     ));
     out.push_str(&format!("<h1 style=\"{H1_STYLE}\">"));
     if let Some(severity) = alert.severity.as_deref().filter(|s| !s.is_empty()) {
-        out.push_str(&format!(
-            "<span style=\"display:inline-block;padding:1px 8px;margin-right:8px;\
-border-radius:10px;font-size:12px;color:#ffffff;background:{}\">{}</span>",
-            severity_colour(severity),
-            escape(severity)
-        ));
+        out.push_str(&badge(severity));
     }
     out.push_str(&escape(&one_line(&alert.name)));
     out.push_str("</h1>\n");
+    html_sections(alert, switches, Limits::WHOLE, SECTION_HEADING, &mut out);
+    out.push_str(&format!(
+        "<p style=\"{FOOTER_STYLE}\">{}</p>\n",
+        escape(&footer(alert))
+    ));
+    out.push_str("</div>\n</body></html>\n");
+    out
+}
+
+/// The element and the style of the sections' titles in HTML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heading {
+    pub tag: &'static str,
+    pub style: &'static str,
+}
+
+/// An alert mail's section titles.
+pub const SECTION_HEADING: Heading = Heading {
+    tag: "h2",
+    style: H2_STYLE,
+};
+
+/// What the HTML shows under an alert's heading: the suppressed note, the
+/// links into Velociraptor and the sections, titled with `heading`.
+pub fn html_sections(
+    alert: &Alert,
+    switches: &Sections,
+    limits: Limits,
+    heading: Heading,
+    out: &mut String,
+) {
     if let Some(line) = suppressed_line(alert) {
         out.push_str(&format!(
             "<p style=\"{NOTE_STYLE}\">{}.</p>\n",
@@ -229,29 +323,28 @@ border-radius:10px;font-size:12px;color:#ffffff;background:{}\">{}</span>",
     }
     for section in sections(alert, switches) {
         out.push_str(&format!(
-            "<h2 style=\"{H2_STYLE}\">{}</h2>\n",
-            escape(section.title)
+            "<{tag} style=\"{style}\">{}</{tag}>\n",
+            escape(section.title),
+            tag = heading.tag,
+            style = heading.style,
         ));
         if section.rows.is_empty() {
             out.push_str(&format!("<p style=\"{EMPTY_STYLE}\">(none)</p>\n"));
             continue;
         }
         out.push_str(&format!("<table style=\"{TABLE_STYLE}\">\n"));
-        for (label, value) in &section.rows {
+        for (label, value) in section.rows.iter().take(limits.rows) {
             out.push_str(&format!(
                 "<tr><td style=\"{KEY_STYLE}\">{}</td><td style=\"{VALUE_STYLE}\">{}</td></tr>\n",
-                escape(label),
-                escape(value)
+                escape(&cut(label, limits.label_chars)),
+                escape(&cut(value, limits.value_chars))
             ));
         }
         out.push_str("</table>\n");
+        if let Some(more) = more_rows(section.rows.len(), limits) {
+            out.push_str(&format!("<p style=\"{EMPTY_STYLE}\">{more}.</p>\n"));
+        }
     }
-    out.push_str(&format!(
-        "<p style=\"{FOOTER_STYLE}\">{}</p>\n",
-        escape(&footer(alert))
-    ));
-    out.push_str("</div>\n</body></html>\n");
-    out
 }
 
 #[cfg(test)]
