@@ -447,14 +447,10 @@ impl Groups {
         let kv_key = format!("{}.{key}", self.channel.id);
         let now = self.clock.now();
         let (state, revision) = self.load(&kv_key).await?;
-        let claim = match &state.flushing {
+        let resume = match &state.flushing {
             Some(f) if f.until > now => return Ok(Looked::NotBefore(f.until)),
             // Expired: the same message, taken over.
-            Some(f) => Flushing {
-                by: self.replica.clone(),
-                until: after(now, LEASE),
-                ..f.clone()
-            },
+            Some(f) => Some(f.clone()),
             None => {
                 let from = state.sent_through.saturating_add(1);
                 let Some(first) = self.next_message(subject, from).await? else {
@@ -465,6 +461,21 @@ impl Groups {
                 if now < due {
                     return Ok(Looked::NotBefore(due));
                 }
+                None
+            }
+        };
+        // The channel's turn (its rate, a Retry-After pause) comes before
+        // the group is held: a lease never runs out while it waits. Should
+        // another replica move the group meanwhile, the claim below fails.
+        self.channel.turn().await;
+        let now = self.clock.now();
+        let claim = match resume {
+            Some(f) => Flushing {
+                by: self.replica.clone(),
+                until: after(now, LEASE),
+                ..f
+            },
+            None => {
                 let last = self
                     .stream
                     .direct_get_last_for_subject(subject)
@@ -575,7 +586,6 @@ impl Groups {
             Ok(Claim::Busy) => return Ok(Looked::NotBefore(after(self.clock.now(), TICK))),
             Err(e) => return Err(self.fail(e)),
         };
-        self.channel.turn().await;
         let result = match tokio::time::timeout(
             ATTEMPT_TIMEOUT,
             self.channel.sender.deliver_group(&message),
