@@ -67,7 +67,7 @@ async fn a_storm_on_500_clients_is_one_mail_one_slack_message_and_one_hook_post(
     let hook = Receiver::start(vec![]).await;
     let grouped = "group_by = [\"name\"]\ngroup_wait = 5\ngroup_interval = 25\nrate_per_minute = 0";
     let config = format!(
-        "[notify]\nhttp_listen = \"127.0.0.1:0\"\n\n\
+        "[notify]\nhttp_listen = \"127.0.0.1:0\"\n[console]\npublic_url = \"https://talon.example.org\"\n\n\
          [[channels]]\nid = \"mail\"\nkind = \"email\"\nsecret = \"smtp\"\nrecipients = [\"soc@example.org\"]\n{grouped}\n\n\
          [[channels]]\nid = \"slack\"\nkind = \"slack\"\nurl = \"{}\"\n{grouped}\n\n\
          [[channels]]\nid = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n{grouped}\n\n{}",
@@ -112,6 +112,12 @@ async fn a_storm_on_500_clients_is_one_mail_one_slack_message_and_one_hook_post(
     assert!(subject.contains("500"), "{subject}");
     let text = mail[0].part("text/plain").unwrap_or_default();
     assert!(text.contains("500"), "{text}");
+    // Each alert links to its page in the console.
+    let html = mail[0].part("text/html").unwrap_or_default();
+    for id in ["s0000", "s0042"] {
+        let link = format!("https://talon.example.org/?alert={id}");
+        assert!(html.contains(&link), "{link} in the mail");
+    }
     let slack_body = slack.accepted()[0].to_string();
     assert!(slack_body.contains("500"), "{slack_body}");
 

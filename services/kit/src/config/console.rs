@@ -27,6 +27,9 @@ pub struct ConsoleConfig {
     pub cookie_secure: Option<bool>,
     /// How long a silence may last, in days.
     pub silence_max_days: u32,
+    /// Where people reach the console (`https://talon.example.org`); set,
+    /// group mails link each alert to its page there.
+    pub public_url: Option<String>,
 }
 
 /// `history_days` at most: ten years.
@@ -42,6 +45,7 @@ impl Default for ConsoleConfig {
             users: Vec::new(),
             cookie_secure: None,
             silence_max_days: 30,
+            public_url: None,
         }
     }
 }
@@ -81,7 +85,21 @@ impl ConsoleConfig {
                 ),
             ));
         }
+        if let Some(url) = &self.public_url {
+            base_url(
+                src,
+                &here.key("public_url"),
+                url,
+                "https://talon.example.org",
+            )?;
+        }
         validate_users(src, &here.key("users"), &self.users)
+    }
+
+    /// `public_url` without a trailing `/`, as a URL parser writes it.
+    pub fn public_base(&self) -> Option<String> {
+        let url = reqwest::Url::parse(self.public_url.as_deref()?).ok()?;
+        Some(url.as_str().trim_end_matches('/').to_owned())
     }
 
     /// `silence_max_days` as a duration.
@@ -201,23 +219,12 @@ impl VelociraptorConfig {
     pub(super) fn validate(&self, src: &Source<'_>) -> Result<(), ConfigError> {
         let here = KeyPath::of("velociraptor");
         if let Some(url) = &self.gui_url {
-            let bad = |why: &str| src.error(&here.key("gui_url"), why);
-            let parsed = reqwest::Url::parse(url).map_err(|e| {
-                bad(&format!(
-                    "not a URL ({e}): e.g. https://velociraptor.example.org:8889"
-                ))
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(bad("must start with https:// (or http://)"));
-            }
-            if parsed.query().is_some() || parsed.fragment().is_some() {
-                return Err(bad(
-                    "must not have a query (?) or fragment (#): links add their own",
-                ));
-            }
-            if parsed.username() != "" || parsed.password().is_some() {
-                return Err(bad("must not hold a user name or password"));
-            }
+            base_url(
+                src,
+                &here.key("gui_url"),
+                url,
+                "https://velociraptor.example.org:8889",
+            )?;
         }
         if !is_subject_token(&self.default_org_id) {
             return Err(src.error(
@@ -238,4 +245,24 @@ impl VelociraptorConfig {
         let url = reqwest::Url::parse(self.gui_url.as_deref()?).ok()?;
         Some(url.as_str().trim_end_matches('/').to_owned())
     }
+}
+
+/// `url` at `path` is the base of links: http(s), no query, fragment or
+/// credentials.
+fn base_url(src: &Source<'_>, path: &KeyPath, url: &str, example: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| src.error(path, why);
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| bad(&format!("not a URL ({e}): e.g. {example}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("must start with https:// (or http://)"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad(
+            "must not have a query (?) or fragment (#): links add their own",
+        ));
+    }
+    if parsed.username() != "" || parsed.password().is_some() {
+        return Err(bad("must not hold a user name or password"));
+    }
+    Ok(())
 }

@@ -52,6 +52,8 @@ pub struct Email {
     from: Mailbox,
     to: Vec<Mailbox>,
     sections: Sections,
+    /// `[console].public_url`: group mails link each alert there.
+    console: Option<String>,
 }
 
 impl Email {
@@ -150,6 +152,7 @@ impl Email {
             from,
             to,
             sections: Sections::of(channel),
+            console: config.console.public_base(),
         })
     }
 
@@ -197,8 +200,8 @@ impl Email {
         }
         builder
             .multipart(MultiPart::alternative_plain_html(
-                group::text_body(group, &self.sections),
-                group::html_body(group, &self.sections),
+                group::text_body(group, &self.sections, self.console.as_deref()),
+                group::html_body(group, &self.sections, self.console.as_deref()),
             ))
             .map_err(|e| DeliveryError::Permanent(format!("cannot build the group mail: {e}")))
     }

@@ -249,14 +249,14 @@ struct Plan<'a> {
 }
 
 /// What a mail shows of `group`, decided once for both bodies.
-fn plan(group: &GroupMessage) -> Plan<'_> {
+fn plan<'a>(group: &'a GroupMessage, console: Option<&str>) -> Plan<'a> {
     let whole: Vec<&Alert> = group.alerts.iter().take(FULL_ALERTS).collect();
     let ids: HashSet<&str> = whole.iter().map(|a| a.id.as_str()).collect();
     let mut table = Vec::new();
     let mut bytes = 0;
     let mut left_out = 0u64;
     for row in group.rows.iter().filter(|r| !ids.contains(r.id.as_str())) {
-        bytes += html_row(row).len();
+        bytes += html_row(row, console).len();
         if bytes > TABLE_BYTES {
             left_out += 1;
         } else {
@@ -339,8 +339,10 @@ fn text_title(out: &mut String, title: &str) {
 
 /// The plain-text alternative: the same parts as the HTML body, and every
 /// alert id of the message.
-pub fn text_body(group: &GroupMessage, switches: &Sections) -> String {
-    let plan = plan(group);
+/// `console`: the console's address (`[console].public_url`): every alert
+/// then links to its page there.
+pub fn text_body(group: &GroupMessage, switches: &Sections, console: Option<&str>) -> String {
+    let plan = plan(group, console);
     let mut out = String::new();
     out.push_str(&heading(group));
     out.push_str("\n\n");
@@ -372,13 +374,16 @@ pub fn text_body(group: &GroupMessage, switches: &Sections) -> String {
                 i + 1,
                 one_line(&cut(&alert.name, TOPIC_CHARS))
             ));
+            if let Some(url) = console_link(console, &alert.id) {
+                out.push_str(&format!("In the console: {url}\n\n"));
+            }
             render::text_sections(alert, switches, WHOLE_ALERT_LIMITS, &mut out);
         }
     }
 
     if !plan.table.is_empty() {
         text_title(&mut out, &format!("Further alerts ({})", plan.table.len()));
-        text_table(&plan.table, &mut out);
+        text_table(&plan.table, console, &mut out);
         out.push('\n');
     }
     if plan.not_listed > 0 {
@@ -412,7 +417,7 @@ fn first_title(n: usize) -> String {
 
 /// The table in columns: time, severity, client, name; a row's link on the
 /// line below it.
-fn text_table(rows: &[&GroupRow], out: &mut String) {
+fn text_table(rows: &[&GroupRow], console: Option<&str>, out: &mut String) {
     let severities: Vec<String> = rows.iter().map(|r| row_severity(r)).collect();
     let clients: Vec<String> = rows.iter().map(|r| row_client(r)).collect();
     let width = |label: &str, column: &[String]| {
@@ -436,6 +441,9 @@ fn text_table(rows: &[&GroupRow], out: &mut String) {
             row_name(row)
         ));
         if let Some(link) = row_link(row) {
+            out.push_str(&format!("    {link}\n"));
+        }
+        if let Some(link) = console_link(console, &row.id) {
             out.push_str(&format!("    {link}\n"));
         }
     }
@@ -480,8 +488,9 @@ fn text_ids(ids: &[String], out: &mut String) {
 
 /// The HTML body: inline CSS only, no external resources but the links to
 /// Velociraptor; every value escaped.
-pub fn html_body(group: &GroupMessage, switches: &Sections) -> String {
-    let plan = plan(group);
+/// `console` as for [`text_body`].
+pub fn html_body(group: &GroupMessage, switches: &Sections, console: Option<&str>) -> String {
+    let plan = plan(group, console);
     let mut out = String::new();
     out.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">");
     out.push_str(&format!(
@@ -530,7 +539,7 @@ pub fn html_body(group: &GroupMessage, switches: &Sections) -> String {
             first_title(plan.whole.len())
         ));
         for alert in &plan.whole {
-            html_alert(alert, switches, &mut out);
+            html_alert(alert, switches, console, &mut out);
         }
     }
 
@@ -545,7 +554,7 @@ pub fn html_body(group: &GroupMessage, switches: &Sections) -> String {
 <th style=\"{TH_STYLE}\">Name</th></tr>\n"
         ));
         for row in &plan.table {
-            out.push_str(&html_row(row));
+            out.push_str(&html_row(row, console));
         }
         out.push_str("</table>\n");
     }
@@ -584,7 +593,7 @@ fn html_severities(group: &GroupMessage, out: &mut String) {
 }
 
 /// A whole alert in a box edged in its severity's colour.
-fn html_alert(alert: &Alert, switches: &Sections, out: &mut String) {
+fn html_alert(alert: &Alert, switches: &Sections, console: Option<&str>, out: &mut String) {
     let severity = alert.severity.as_deref().filter(|s| !s.is_empty());
     out.push_str(&format!(
         "<div style=\"{ALERT_STYLE};border-left-color:{}\">\n<h3 style=\"{H3_STYLE}\">",
@@ -593,14 +602,34 @@ fn html_alert(alert: &Alert, switches: &Sections, out: &mut String) {
     if let Some(severity) = severity {
         out.push_str(&badge(&one_line(&cut(severity, LABEL_CHARS))));
     }
-    out.push_str(&escape(&one_line(&cut(&alert.name, TOPIC_CHARS))));
+    let name = escape(&one_line(&cut(&alert.name, TOPIC_CHARS)));
+    match console_link(console, &alert.id) {
+        Some(url) => out.push_str(&format!(
+            "<a href=\"{}\" style=\"{ROW_LINK_STYLE}\">{name}</a>",
+            escape(&url)
+        )),
+        None => out.push_str(&name),
+    }
     out.push_str("</h3>\n");
     render::html_sections(alert, switches, WHOLE_ALERT_LIMITS, ALERT_HEADING, out);
     out.push_str("</div>\n");
 }
 
-/// One line of the table; the client links to its page in Velociraptor.
-fn html_row(row: &GroupRow) -> String {
+/// The alert's page in the console at `console`, when one is set and the
+/// id is made of URL-safe characters (as every id between stages is).
+fn console_link(console: Option<&str>, id: &str) -> Option<String> {
+    let base = console?;
+    let safe = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    safe.then(|| format!("{base}/?alert={id}"))
+}
+
+/// One line of the table; the client links to its page in Velociraptor,
+/// the name to the alert's page in the console (with `console`).
+fn html_row(row: &GroupRow, console: Option<&str>) -> String {
     let severity = row_severity(row);
     let client = escape(&row_client(row));
     let client = match row_link(row) {
@@ -617,7 +646,14 @@ fn html_row(row: &GroupRow) -> String {
         time(&row.timestamp),
         severity_colour(&severity),
         escape(&severity),
-        escape(&row_name(row)),
+        match console_link(console, &row.id) {
+            Some(url) => format!(
+                "<a href=\"{}\" style=\"{ROW_LINK_STYLE}\">{}</a>",
+                escape(&url),
+                escape(&row_name(row))
+            ),
+            None => escape(&row_name(row)),
+        },
     )
 }
 
@@ -648,8 +684,8 @@ mod tests {
             ("-oversized", fixtures::oversized_group()),
         ] {
             for (ext, body) in [
-                ("txt", text_body(&group, &ALL)),
-                ("html", html_body(&group, &ALL)),
+                ("txt", text_body(&group, &ALL, None)),
+                ("html", html_body(&group, &ALL, None)),
             ] {
                 let path = dir.join(format!("email-group{suffix}.{ext}"));
                 let body = format!("Subject: {}\n\n{body}", subject(&group));
@@ -755,7 +791,7 @@ mod tests {
 
     #[test]
     fn every_value_in_the_html_is_escaped() {
-        let html = html_body(&fixtures::group(), &ALL);
+        let html = html_body(&fixtures::group(), &ALL, None);
         assert!(!html.contains("<!channel>"), "{html}");
         assert!(!html.contains("& @everyone"), "{html}");
         let escaped = "Sigma: Mimikatz Use &lt;!channel&gt; &amp; @everyone";
@@ -779,7 +815,7 @@ mod tests {
             r.severity = Some(script.into());
         }
         g.alerts[0].name = script.into();
-        let html = html_body(&g, &ALL);
+        let html = html_body(&g, &ALL, None);
         assert!(!html.contains("<script"), "{html}");
     }
 
@@ -791,8 +827,8 @@ mod tests {
         g.rows[4].link = Some("javascript:alert(1)".into());
         g.rows[5].link = Some("https://x.example.org/\"><script>".into());
         g.rows[6].link = None;
-        let html = html_body(&g, &ALL);
-        let text = text_body(&g, &ALL);
+        let html = html_body(&g, &ALL, None);
+        let text = text_body(&g, &ALL, None);
         assert!(
             html.contains(&format!(
                 "<a href=\"{}\" style=\"{ROW_LINK_STYLE}\">web-003</a>",
@@ -816,7 +852,7 @@ mod tests {
     #[test]
     fn the_usual_group_is_laid_out_whole() {
         let g = fixtures::group();
-        let text = text_body(&g, &ALL);
+        let text = text_body(&g, &ALL, None);
         for line in [
             "500 alerts from 2020-10-07 20:43:08 to 20:51:27 UTC (message 2 of this group).\n",
             "name: Sigma: Mimikatz Use <!channel> & @everyone\n",
@@ -839,7 +875,7 @@ mod tests {
                 "{id}"
             );
         }
-        let html = html_body(&g, &ALL);
+        let html = html_body(&g, &ALL, None);
         assert!(html.contains("400 more alerts not listed."));
         assert!(html.contains("The ids of the 500 alerts are in the plain-text part"));
         assert!(
@@ -852,8 +888,8 @@ mod tests {
     #[test]
     fn the_oversized_group_is_bounded() {
         let g = fixtures::oversized_group();
-        let text = text_body(&g, &ALL);
-        let html = html_body(&g, &ALL);
+        let text = text_body(&g, &ALL, None);
+        let html = html_body(&g, &ALL, None);
         let fixed = 256 * 1024;
         assert!(
             html.len() < TABLE_BYTES + fixed,
@@ -866,7 +902,7 @@ mod tests {
             text.len()
         );
         // The table stopped at its budget and says how many it left out.
-        let plan = plan(&g);
+        let plan = plan(&g, None);
         let shown = plan.table.len();
         assert!(shown > 100 && shown < 9_997, "{shown} rows");
         let line = format!(
@@ -928,6 +964,31 @@ mod tests {
             "2020-10-07T20:43:08Z",
             "2020-10-08T01:00:00Z",
             "from 2020-10-07 20:43:08 to 2020-10-08 01:00:00 UTC",
+        );
+    }
+
+    #[test]
+    fn with_the_console_s_address_every_alert_links_to_its_page() {
+        let g = fixtures::group();
+        let console = Some("https://talon.example.org");
+        let html = html_body(&g, &ALL, console);
+        let text = text_body(&g, &ALL, console);
+        for row in g.rows.iter().take(10) {
+            let url = format!("https://talon.example.org/?alert={}", row.id);
+            assert!(
+                html.contains(&format!("href=\"{url}\"")),
+                "{url} in the HTML"
+            );
+            assert!(text.contains(&url), "{url} in the text");
+        }
+        assert!(!html_body(&g, &ALL, None).contains("talon.example.org"));
+        // An id that is not URL-safe gets no link.
+        assert_eq!(console_link(console, "a b"), None);
+        assert_eq!(console_link(console, "\"><x"), None);
+        assert_eq!(console_link(console, ""), None);
+        assert_eq!(
+            console_link(console, "abc-_1").as_deref(),
+            Some("https://talon.example.org/?alert=abc-_1")
         );
     }
 }
