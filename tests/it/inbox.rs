@@ -714,3 +714,200 @@ async fn a_new_password_ends_the_old_sessions() {
     );
     notify.stop().await.unwrap();
 }
+
+/// Group messages through notify's inbox channel (`Inbox::deliver_group`),
+/// as a grouped channel sends them: one entry per group message and user
+/// however often it is sent, read and cleared like an alert's, listing
+/// exactly its alerts in the alerts view; a hostile one is skipped.
+#[tokio::test]
+async fn a_group_message_is_one_entry_that_lists_exactly_its_alerts() {
+    use jetstream::message::PublishMessage;
+    use talon_notify::channels::inbox::{Inbox, User};
+    use talon_proto::group::{Builder, GroupValue};
+    use talon_proto::names::{inbox_subject, HEADER_GROUP, SUBJECT_HISTORY};
+
+    const N: usize = 25;
+    const KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+    let nats = NatsServer::start().await;
+    let (notify, _, _) = start(&nats).await;
+    let js = jetstream::new(nats.client().await);
+
+    // The alerts, recorded in HISTORY as enrich records them, and one more
+    // that is in no group.
+    let mut alerts = Vec::new();
+    for i in 0..=N {
+        let mut a = alert(&format!("h{i:02}"), "Sigma: mimikatz");
+        a.client_id = Some(format!("C.{}", i % 4));
+        a.severity = Some(if i % 5 == 0 { "critical" } else { "high" }.into());
+        a.routed_to = Some(vec!["inbox".into()]);
+        js.send_publish(
+            SUBJECT_HISTORY,
+            PublishMessage::build()
+                .payload(serde_json::to_vec(&a).unwrap().into())
+                .message_id(a.id.clone()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        alerts.push(a);
+    }
+    let message = |sequence: u64, alerts: &[talon_proto::Alert]| {
+        let by_name = vec![GroupValue {
+            field: "name".into(),
+            value: "Sigma: mimikatz".into(),
+        }];
+        let mut b = Builder::new("inbox", KEY, by_name, sequence, None, 100);
+        for a in alerts {
+            b.push(a.clone());
+        }
+        b.finish()
+    };
+    let first = message(1, &alerts[..N]);
+
+    // notify's sender, to the default recipients (administrators: alice,
+    // carol, dave); the same message sent twice.
+    let users: Vec<User> = talon_tests::console::USERS
+        .iter()
+        .map(|(name, roles, _)| User {
+            name: name.to_string(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        })
+        .collect();
+    let sender = Inbox::new(js.clone(), &Default::default(), &users).unwrap();
+    assert_eq!(sender.users(), ["alice", "carol"]);
+    sender.deliver_group(&first).await.unwrap();
+    sender.deliver_group(&first).await.unwrap();
+    assert_eq!(stored(&js, "alice").await, 1, "one message per user");
+
+    let alice = login(&notify, "alice").await;
+    let carol = login(&notify, "carol").await;
+    let page = alice.wait_messages(1, Duration::from_secs(20)).await;
+    let m = &page["messages"][0];
+    assert_eq!(m["kind"], "group", "{m}");
+    assert_eq!(m["id"], format!("g-{KEY}-1"));
+    assert_eq!(m["name"], format!("{N} alerts: Sigma: mimikatz"));
+    assert_eq!((&m["count"], &m["read"]), (&json!(N), &json!(false)));
+    assert_eq!(
+        m["by_severity"],
+        json!([{"value": "high", "count": 20}, {"value": "critical", "count": 5}])
+    );
+    assert_eq!(m["by_client"].as_array().unwrap().len(), 4);
+    assert_eq!(page["unread"], 1);
+    let seq = m["seq"].as_u64().unwrap();
+
+    // It opens exactly its alerts (not h25, which is in no group).
+    let group = format!("{KEY}-1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (status, list) = alice
+            .get(&format!("/v1/alerts?group={group}&limit=100"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        if list["counts"]["total"] == N || Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut listed: Vec<String> = listed["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, first.alert_ids);
+    let (_, narrowed) = alice
+        .get(&format!("/v1/alerts?group={group}&severity=critical"))
+        .await;
+    assert_eq!(narrowed["counts"]["total"], 5, "{narrowed}");
+
+    // The same message again past JetStream's duplicate window (another
+    // Nats-Msg-Id), and hostile ones: a header that names no group
+    // message, a body that is not one, a body of another group message.
+    let hostile = [
+        ("nonsense".to_owned(), serde_json::to_vec(&first).unwrap()),
+        (format!("{KEY}-1"), serde_json::to_vec(&first).unwrap()),
+        (format!("{KEY}-7"), b"{not json".to_vec()),
+        (format!("{KEY}-8"), serde_json::to_vec(&first).unwrap()),
+        (format!("{KEY}-9"), serde_json::to_vec(&alerts[0]).unwrap()),
+    ];
+    for (i, (header, body)) in hostile.into_iter().enumerate() {
+        js.send_publish(
+            inbox_subject("alice"),
+            PublishMessage::build()
+                .payload(body.into())
+                .header(HEADER_GROUP, header.as_str())
+                .message_id(format!("hostile-{i}")),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // The group's next message: an entry of its own.
+    let second = message(2, &alerts[..3]);
+    sender.deliver_group(&second).await.unwrap();
+    let page = alice.wait_messages(2, Duration::from_secs(20)).await;
+    let entries: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(entries, [format!("g-{KEY}-2"), format!("g-{KEY}-1")]);
+    assert_eq!(page["messages"][0]["name"], "3 alerts: Sigma: mimikatz");
+    assert_eq!(
+        page["unread"], 2,
+        "the hostile ones are not counted: {page}"
+    );
+    for bad in [7, 8, 9] {
+        let (status, body) = alice.get(&format!("/v1/alerts?group={KEY}-{bad}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{KEY}-{bad}: {body}");
+    }
+
+    // Read like any entry.
+    let (status, read) = alice
+        .post("/v1/messages/read", Some(json!({"up_to": seq})))
+        .await;
+    assert_eq!((status, read), (StatusCode::OK, json!({"unread": 1})));
+    let read: Vec<bool> = alice.messages().await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["read"].as_bool().unwrap())
+        .collect();
+    assert_eq!(read, [false, true]);
+
+    // Only the user's own inbox resolves a group: bob never had it.
+    let bob = login(&notify, "bob").await;
+    let (status, body) = bob.get(&format!("/v1/alerts?group={group}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    for bad in [
+        "nonsense",
+        "5A5A5A5A5A5A5A5A5A5A5A5A5A5A5A5A-1",
+        "g-5a-1",
+        &format!("{KEY}-0"),
+    ] {
+        let (status, _) = alice.get(&format!("/v1/alerts?group={bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    // Cleared: gone from alice's inbox and her group filter, not carol's.
+    let (status, _) = alice
+        .post("/v1/messages/clear", Some(json!({"up_to": u64::MAX})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(alice.messages().await["messages"], json!([]));
+    let (status, _) = alice.get(&format!("/v1/alerts?group={group}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(stored(&js, "alice").await, 0);
+    let page = carol.wait_messages(2, Duration::from_secs(20)).await;
+    assert_eq!(page["unread"], 2);
+    let (status, list) = carol.get(&format!("/v1/alerts?group={group}")).await;
+    assert_eq!(
+        (status, &list["counts"]["total"]),
+        (StatusCode::OK, &json!(N))
+    );
+    notify.stop().await.unwrap();
+}
