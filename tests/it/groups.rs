@@ -275,6 +275,7 @@ async fn in_process_groups(
     let shared = Arc::new(Shared {
         js: js.clone(),
         ledger,
+        held: Default::default(),
         metrics: Metrics::new(&prometheus::Registry::new()).unwrap(),
         topology: 1.into(),
     });

@@ -537,11 +537,12 @@ async fn wait_for_line(lines: &Lines, prefix: &str, within: Duration) -> String 
 }
 
 /// A replica that sent a delivery while NATS is away records it once NATS
-/// is back (`record_sent` keeps trying while the claim is not stale), so no
-/// other replica takes the claim over and sends it again.
+/// is back (`record_sent` keeps trying for as long as the message's ack
+/// wait), so the pair reads as sent to every replica and is not sent again;
+/// a group message's claim, marked over its revision, reads so too.
 #[tokio::test]
 async fn a_delivery_sent_while_nats_is_away_is_recorded_when_it_is_back() {
-    use talon_notify::ledger::{self, Claim, Ledger};
+    use talon_notify::ledger::{self, Claim, Ledger, Look};
     let mut nats = NatsServer::start().await;
     let keep = Duration::from_secs(3600);
     let url = nats.url();
@@ -554,25 +555,36 @@ async fn a_delivery_sent_while_nats_is_away_is_recorded_when_it_is_back() {
     };
     let a = open("replica-a").await;
     let key = ledger::key("0123abcd", "hook");
-    let Claim::Mine(revision) = a.claim(&key).await.unwrap() else {
-        panic!("a fresh pair is ours to send");
+    assert_eq!(a.look(&key).await.unwrap(), Look::Free);
+    let group = ledger::key("g-abc-1", "hook");
+    let Claim::Mine(revision) = a.claim(&group).await.unwrap() else {
+        panic!("a fresh group message is ours to send");
     };
+    assert_eq!(a.look(&group).await.unwrap(), Look::Busy);
     nats.kill();
-    let recording = tokio::spawn(async move { a.record_sent(&key, revision).await });
+    let recording = {
+        let (a, key) = (a.clone(), key.clone());
+        tokio::spawn(async move { a.record_sent(&key, None).await })
+    };
+    let recording_group = {
+        let (a, group) = (a.clone(), group.clone());
+        tokio::spawn(async move { a.record_sent(&group, Some(revision)).await })
+    };
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        !recording.is_finished(),
+        !recording.is_finished() && !recording_group.is_finished(),
         "record_sent gave up while NATS was away"
     );
     nats.restart().await;
-    tokio::time::timeout(Duration::from_secs(50), recording)
-        .await
-        .expect("record_sent still trying 50 s after NATS came back")
-        .unwrap()
-        .expect("recorded once NATS was back");
+    for recording in [recording, recording_group] {
+        tokio::time::timeout(Duration::from_secs(50), recording)
+            .await
+            .expect("record_sent still trying 50 s after NATS came back")
+            .unwrap()
+            .expect("recorded once NATS was back");
+    }
     let b = open("replica-b").await;
-    assert_eq!(
-        b.claim(&ledger::key("0123abcd", "hook")).await.unwrap(),
-        Claim::AlreadySent
-    );
+    assert_eq!(b.look(&key).await.unwrap(), Look::Sent);
+    assert_eq!(b.look(&group).await.unwrap(), Look::Sent);
+    assert_eq!(b.claim(&group).await.unwrap(), Claim::AlreadySent);
 }

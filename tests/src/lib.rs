@@ -8,6 +8,7 @@
 
 use async_nats::jetstream;
 
+pub mod alertmanager;
 pub mod bench;
 pub mod cluster;
 pub mod console;

@@ -22,3 +22,10 @@ pub mod streams;
 pub mod template;
 
 pub use config::{Config, ConfigError, Env};
+
+/// Every program linking the kit (the services, `talonctl`, the tests and
+/// benches that run services in-process) allocates with mimalloc: glibc's
+/// allocator spent a quarter of the pipeline's CPU in its arena locks and
+/// in giving pages back and faulting them in again (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

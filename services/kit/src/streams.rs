@@ -329,6 +329,12 @@ pub async fn ensure_all(
 
 /// How long a consumer waits for an ack before it redelivers.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The ack wait of notify's consumers: a replica holding a delivery tells
+/// JetStream it is in progress every 10 s, so this passes only when the
+/// replica died or was cut off from NATS; a cut shorter than this ends in
+/// the delivery recorded and acked by its holder, never in a second send
+/// by another replica (notify's `ledger.rs`).
+pub const ACK_WAIT_NOTIFY: Duration = Duration::from_secs(2 * ACK_WAIT.as_secs());
 
 /// A durable pull consumer of the suite: which stream, its name, its filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,6 +344,9 @@ pub struct ConsumerSpec {
     pub filter: String,
     /// Inputs the consumer may hand out unacked.
     pub max_ack_pending: i64,
+    /// How long an input handed out waits for its ack before it is
+    /// redelivered.
+    pub ack_wait: Duration,
     /// Deliveries after which JetStream gives up on an input. The stages
     /// dead-letter an input well before (ingest and enrich at
     /// `pipeline::DEAD_AFTER`, notify at its retry deadline), so this is
@@ -364,6 +373,7 @@ impl ConsumerSpec {
             durable: CONSUMER_INGEST.to_owned(),
             filter: SUBJECT_ALERTS.to_owned(),
             max_ack_pending: 10_000,
+            ack_wait: ACK_WAIT,
             max_deliver: MAX_DELIVER_PIPELINE,
         }
     }
@@ -375,6 +385,7 @@ impl ConsumerSpec {
             durable: CONSUMER_RULES.to_owned(),
             filter: format!("{SUBJECT_MONITORING_PREFIX}.>"),
             max_ack_pending: 10_000,
+            ack_wait: ACK_WAIT,
             max_deliver: MAX_DELIVER_PIPELINE,
         }
     }
@@ -386,6 +397,7 @@ impl ConsumerSpec {
             durable: dedup_consumer(partition),
             filter: accepted_subject(partition),
             max_ack_pending: 10_000,
+            ack_wait: ACK_WAIT,
             max_deliver: MAX_DELIVER_DEDUP,
         }
     }
@@ -397,6 +409,7 @@ impl ConsumerSpec {
             durable: CONSUMER_ENRICH.to_owned(),
             filter: SUBJECT_UNIQUE.to_owned(),
             max_ack_pending: 10_000,
+            ack_wait: ACK_WAIT,
             max_deliver: MAX_DELIVER_PIPELINE,
         }
     }
@@ -408,6 +421,7 @@ impl ConsumerSpec {
             durable: notify_consumer(channel),
             filter: notify_subject(channel),
             max_ack_pending: 1_000,
+            ack_wait: ACK_WAIT_NOTIFY,
             max_deliver: MAX_DELIVER_NOTIFY,
         }
     }
@@ -421,7 +435,7 @@ impl ConsumerSpec {
             durable_name: Some(self.durable.clone()),
             filter_subject: self.filter.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
+            ack_wait: self.ack_wait,
             max_ack_pending: self.max_ack_pending,
             max_deliver: self.max_deliver,
             deliver_policy: match start {
@@ -435,8 +449,9 @@ impl ConsumerSpec {
 
 /// The consumer of `spec`, created with its stream when missing; an existing
 /// consumer is used as it is (where it starts, what it has acked), but for
-/// its `max_deliver`, which is brought to the spec's (consumers made by
-/// earlier releases had none). Calling it again is harmless.
+/// its `max_deliver` and `ack_wait`, which are brought to the spec's
+/// (consumers made by earlier releases had other ones). Calling it again is
+/// harmless.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
@@ -447,11 +462,13 @@ pub async fn ensure_consumer(
         .get_consumer::<consumer::pull::Config>(&spec.durable)
         .await
     {
-        if existing.cached_info().config.max_deliver == spec.max_deliver {
+        let current = &existing.cached_info().config;
+        if current.max_deliver == spec.max_deliver && current.ack_wait == spec.ack_wait {
             return Ok(existing);
         }
-        let mut config = existing.cached_info().config.clone();
+        let mut config = current.clone();
         config.max_deliver = spec.max_deliver;
+        config.ack_wait = spec.ack_wait;
         let _ = existing.info().await;
         stream
             .update_consumer(config)

@@ -624,7 +624,7 @@ impl Groups {
                 if let Err(e) = self
                     .shared
                     .ledger
-                    .record_sent(&ledger_key, ledger_revision)
+                    .record_sent(&ledger_key, Some(ledger_revision))
                     .await
                 {
                     tracing::warn!(channel = id, group = %message.group_key, error = %e, "group message sent, but not recorded");

@@ -1,15 +1,25 @@
 //! The delivery ledger: the KV bucket `talon_deliveries`, one key per
-//! (alert, channel). A replica claims the pair before sending and marks it
-//! sent after; a pair already sent is never sent again; a claim older than
-//! the ack wait (its replica died) is taken over.
+//! (alert, channel) or group message. A pair already marked sent is never
+//! sent again.
+//!
+//! A single alert's delivery is not claimed here: JetStream hands a
+//! notify message to one replica at a time, and that replica tells
+//! JetStream it is still working on it (every 10 s) until it acks, so no
+//! other replica gets it while its holder is alive; the notify consumers'
+//! ack wait ([`talon_kit::streams::ACK_WAIT_NOTIFY`]) is as long as a stale
+//! claim, so a holder cut off from NATS for less than that records the
+//! delivery and acks it before anyone else may try. The worker reads the
+//! pair's entry before sending (`look`: a copy of the alert published
+//! twice, or a redelivery after a replica died between marking and
+//! acking, is found sent) and writes it once after (`record_sent`): one
+//! write a delivery instead of two. Group messages, which any replica may
+//! try, are claimed (`claim`) before they are sent and marked after.
 //!
 //! The one window for a duplicate: a replica that crashes after the remote
-//! side accepted the delivery and before `mark_sent` reached the bucket. The
-//! pair's claim then goes stale and another replica sends it again. A replica
-//! that is alive but cut off from NATS keeps trying to record the delivery
-//! (`record_sent`) for as long as its claim is not stale, and a claim goes
-//! stale only well after the ack wait: a cut shorter than that costs time,
-//! never a second delivery.
+//! side accepted the delivery and before `record_sent` reached the bucket.
+//! A replica that is alive but cut off from NATS keeps trying to record the
+//! delivery for as long as a claim would stay fresh: a cut shorter than
+//! that costs time, never a second delivery.
 
 use std::time::Duration;
 
@@ -18,10 +28,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use talon_proto::names::BUCKET_DELIVERIES;
 
-/// A claim older than this belongs to a replica that is gone: twice the ack
-/// wait, so that a replica cut off from NATS for up to half a minute (and
-/// its reconnect) records its deliveries before anyone takes them over.
-pub const STALE_CLAIM: Duration = Duration::from_secs(2 * talon_kit::streams::ACK_WAIT.as_secs());
+/// A claim older than this belongs to a replica that is gone: notify's ack
+/// wait, twice the other stages', so that a replica cut off from NATS for
+/// up to half a minute (and its reconnect) records its deliveries before
+/// anyone takes them over.
+pub const STALE_CLAIM: Duration = talon_kit::streams::ACK_WAIT_NOTIFY;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +47,18 @@ pub struct Record {
     /// The replica that wrote it.
     pub by: String,
     pub at: DateTime<Utc>,
+}
+
+/// What `look` found for a pair about to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Never sent (no entry, a released claim or a stale one): send it.
+    Free,
+    /// Delivered before: ack without sending.
+    Sent,
+    /// Claimed by a replica that may be sending it now (a group message's
+    /// key, or a replica of an earlier release): try again later.
+    Busy,
 }
 
 /// What `claim` found.
@@ -166,8 +189,38 @@ impl Ledger {
         }
     }
 
-    /// Records that the pair was delivered.
-    pub async fn mark_sent(&self, key: &str, revision: u64) -> Result<(), LedgerError> {
+    /// Whether the pair may be sent: one read, no write.
+    pub async fn look(&self, key: &str) -> Result<Look, LedgerError> {
+        let Some(entry) = self.store.entry(key).await.map_err(err)? else {
+            return Ok(Look::Free);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(Look::Free);
+        }
+        let record: Record = serde_json::from_slice(&entry.value).map_err(err)?;
+        Ok(match record.state {
+            State::Sent => Look::Sent,
+            State::Claimed => {
+                let age = Utc::now().signed_duration_since(record.at);
+                match age.to_std() {
+                    Ok(age) if age >= STALE_CLAIM => Look::Free,
+                    _ => Look::Busy,
+                }
+            }
+        })
+    }
+
+    /// Records that the pair was delivered: over our claim of `revision`,
+    /// or unconditionally when there is none (`None`, a single alert).
+    pub async fn mark_sent(&self, key: &str, revision: Option<u64>) -> Result<(), LedgerError> {
+        let Some(revision) = revision else {
+            return self
+                .store
+                .put(key, self.record(State::Sent)?)
+                .await
+                .map(|_| ())
+                .map_err(err);
+        };
         match self
             .store
             .update(key, self.record(State::Sent)?, revision)
@@ -188,7 +241,7 @@ impl Ledger {
     /// `mark_sent`, tried again (250 ms, doubling to 5 s) while NATS does
     /// not answer, for as long as the claim is not stale; the last error
     /// when it never went through.
-    pub async fn record_sent(&self, key: &str, revision: u64) -> Result<(), LedgerError> {
+    pub async fn record_sent(&self, key: &str, revision: Option<u64>) -> Result<(), LedgerError> {
         let deadline = tokio::time::Instant::now() + STALE_CLAIM;
         let mut pause = Duration::from_millis(250);
         loop {

@@ -151,6 +151,7 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
         let shared = Arc::new(worker::Shared {
             js,
             ledger,
+            held: Default::default(),
             metrics,
             topology,
         });

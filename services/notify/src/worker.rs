@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{chat::Chat, email::Email, inbox::Inbox, webhook::Webhook, DeliveryError};
 use crate::groups::Groups;
-use crate::ledger::{self, Claim, Ledger};
+use crate::ledger::{self, Ledger, Look};
 use crate::metrics::Metrics;
 
 /// Longest one delivery attempt may take.
@@ -31,6 +31,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How long one pull waits for messages before it is asked again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How long a pull waits for more slots to free when most are busy.
+const GATHER: Duration = Duration::from_millis(1);
 /// While a message waits its turn, JetStream is told it is in progress this
 /// often, so waiting never turns into a redelivery.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -126,10 +128,41 @@ impl Channel {
     }
 }
 
+/// The ledger keys this replica's tasks are sending: a pair is sent by one
+/// task at a time (the alert published twice lands in two messages).
+#[derive(Default)]
+pub struct Held(Mutex<std::collections::HashSet<String>>);
+
+/// One held key, given back when dropped.
+pub struct HeldKey<'a> {
+    held: &'a Held,
+    key: String,
+}
+
+impl Held {
+    /// Holds `key`, or `None` when another task holds it.
+    pub fn hold(&self, key: &str) -> Option<HeldKey<'_>> {
+        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        keys.insert(key.to_owned()).then(|| HeldKey {
+            held: self,
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for HeldKey<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.held.0.lock().unwrap_or_else(|e| e.into_inner());
+        keys.remove(&self.key);
+    }
+}
+
 /// What every channel shares.
 pub struct Shared {
     pub js: jetstream::Context,
     pub ledger: Ledger,
+    /// The (alert, channel) pairs this replica is sending now.
+    pub held: Held,
     pub metrics: Metrics,
     pub topology: talon_kit::streams::Topology,
 }
@@ -314,6 +347,12 @@ pub async fn run_channel(
                     Err(_) => break 'consumer,
                 },
             };
+            // A pull for one free slot at a time costs NATS as much as one
+            // for many: while most slots are busy, give the deliveries in
+            // progress a moment to finish and pull for all of them at once.
+            if slots.available_permits() + 1 < channel.max_in_flight.div_ceil(2) {
+                tokio::time::sleep(GATHER).await;
+            }
             let free = slots.available_permits() + 1;
             let batch = consumer
                 .batch()
@@ -389,14 +428,15 @@ async fn consumer(
         .map_err(|e| e.to_string())
 }
 
-/// Waits until the channel is not paused and its token bucket allows one
-/// more, telling JetStream the message is in progress meanwhile.
-async fn wait_turn(channel: &Channel, msg: &jetstream::Message) {
-    let turn = channel.turn();
-    tokio::pin!(turn);
+/// Runs `work`, telling JetStream the message is in progress every
+/// [`PROGRESS_EVERY`] meanwhile: while its channel's turn is waited for and
+/// while it is sent, so that neither turns into a redelivery to another
+/// replica.
+async fn in_progress<T>(msg: &jetstream::Message, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
     loop {
         tokio::select! {
-            _ = &mut turn => return,
+            out = &mut work => return out,
             _ = tokio::time::sleep(PROGRESS_EVERY) => {
                 let _ = msg.ack_with(AckKind::Progress).await;
             }
@@ -493,13 +533,21 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
         }
     };
     let key = ledger::key(&alert.id, &channel.id);
-    let revision = match shared.ledger.claim(&key).await {
-        Ok(Claim::Mine(revision)) => revision,
-        Ok(Claim::AlreadySent) => {
+    // Another task of this replica with the same pair (the alert published
+    // twice): one at a time.
+    let Some(_held) = shared.held.hold(&key) else {
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+        return "retry";
+    };
+    match shared.ledger.look(&key).await {
+        Ok(Look::Free) => {}
+        Ok(Look::Sent) => {
             let _ = msg.ack().await;
             return "skipped";
         }
-        Ok(Claim::Busy) => {
+        Ok(Look::Busy) => {
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                 .await;
@@ -512,20 +560,23 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                 .await;
             return "retry";
         }
+    }
+    let sending = async {
+        channel.turn().await;
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, channel.sender.deliver(&alert)).await {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::transient(format!(
+                    "no answer within {ATTEMPT_TIMEOUT:?}"
+                ))),
+            };
+        (started, result)
     };
-    wait_turn(channel, msg).await;
-    let started = Instant::now();
-    let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, channel.sender.deliver(&alert)).await {
-        Ok(r) => r,
-        Err(_) => Err(DeliveryError::transient(format!(
-            "no answer within {ATTEMPT_TIMEOUT:?}"
-        ))),
-    };
+    let (started, result) = in_progress(msg, sending).await;
     let jitter = rand::rng().random_range(-0.2..=0.2);
     let failed = match &result {
         Err(DeliveryError::Transient { reason, .. } | DeliveryError::Permanent(reason)) => {
-            // Whatever follows, the claim is given back first.
-            let _ = shared.ledger.release(&key).await;
             Some(reason.clone())
         }
         Ok(()) => None,
@@ -547,12 +598,15 @@ async fn attempt(shared: &Shared, channel: &Channel, msg: &jetstream::Message) -
                 .delivery_seconds
                 .with_label_values(&[&channel.id])
                 .observe(started.elapsed().as_secs_f64());
-            if let Err(e) = shared.ledger.record_sent(&key, revision).await {
-                // Not even after STALE_CLAIM: the claim will be taken over
-                // and the alert sent again (the documented duplicate window).
+            if let Err(e) = shared.ledger.record_sent(&key, None).await {
+                // Not even after STALE_CLAIM: the message comes back after
+                // the ack wait and the alert is sent again (the documented
+                // duplicate window).
                 tracing::warn!(channel = %channel.id, alert = %alert.id, error = %e, "delivered, but not recorded");
             }
-            let _ = msg.double_ack().await;
+            // A lost ack brings the message back after the ack wait, and
+            // the ledger says it is sent: no round trip is waited for here.
+            let _ = msg.ack().await;
             "sent"
         }
         Action::Park(reason) => {
