@@ -1,8 +1,9 @@
 //! One channel's delivery loop: pull from `Server.Monitor.Alerts.<id>`
 //! (a durable consumer shared by every replica), at most `max_in_flight`
-//! deliveries at once, paced by the channel's token bucket, each claimed in
-//! the ledger before it is sent. Channels run in their own tasks: one slow
-//! or failing channel never delays another.
+//! deliveries at once, paced by the channel's token bucket, each looked up
+//! in the ledger before it is sent and marked there after (`ledger.rs` says
+//! why no claim is needed). Channels run in their own tasks: one slow or
+//! failing channel never delays another.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -252,7 +253,7 @@ pub fn give_up_before_trying(delivered: u64, age: Duration, deadline: Duration) 
 /// What to do after a delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Delivered: record it in the ledger, then ack.
+    /// Delivered: mark it sent in the ledger, then ack.
     Sent,
     /// Retrying cannot help, or the next try would come too late:
     /// dead-letter with this reason.
