@@ -50,6 +50,10 @@ pub const CONSUMER_ENRICH: &str = "enrich";
 pub const BUCKET_CLIENTS: &str = "talon_clients";
 /// KV bucket of notify's delivery ledger.
 pub const BUCKET_DELIVERIES: &str = "talon_deliveries";
+/// KV bucket of the rules with state: one key's count, last sighting or
+/// silence per entry (`<rule>.<key>`, both hashed), with an alert decided
+/// and not yet known stored.
+pub const BUCKET_RULES: &str = "talon_rules";
 /// KV bucket of console sessions.
 pub const BUCKET_SESSIONS: &str = "talon_sessions";
 /// KV bucket of each user's inbox state (read up to, cleared up to).

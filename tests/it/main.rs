@@ -28,6 +28,7 @@ mod ingest_http;
 mod ingest_nats;
 mod notify;
 mod poison;
+mod rule_state;
 mod rules;
 mod silences;
 mod startup;

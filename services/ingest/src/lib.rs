@@ -6,11 +6,13 @@
 //! edge) into alerts on `Server.Internal.Alerts`.
 
 pub mod consume;
+pub mod counting;
 pub mod http;
 pub mod metrics;
 pub mod monitor;
 pub mod process;
 pub mod rules;
+pub mod stateful;
 
 use std::sync::Arc;
 
@@ -90,6 +92,25 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
         let watching = rules_consumer.map(|rules_consumer| {
             let (js, metrics, shutdown) = (js.clone(), metrics.clone(), shutdown.clone());
             async move {
+                let states = if rules.with_state() {
+                    let open = || stateful::States::open(&js, topology.replicas);
+                    let Some(states) = service::until_ready("rule state", &shutdown, open).await
+                    else {
+                        return;
+                    };
+                    if rules.absent().next().is_some() {
+                        tokio::spawn(stateful::absent_clock(
+                            states.clone(),
+                            rules.clone(),
+                            rules_consumer.clone(),
+                            inventory.clone(),
+                            shutdown.clone(),
+                        ));
+                    }
+                    Some(states)
+                } else {
+                    None
+                };
                 // Rows wait until the inventory's current contents are in, so
                 // a known client's hostname is never replaced by its id for a
                 // start-up race.
@@ -102,7 +123,16 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
                     clients = inventory.len(),
                     "ingest's rules consuming Monitoring.>"
                 );
-                monitor::run(js, rules_consumer, rules, inventory, metrics, shutdown).await
+                monitor::run(
+                    js,
+                    rules_consumer,
+                    rules,
+                    states,
+                    inventory,
+                    metrics,
+                    shutdown,
+                )
+                .await
             }
         });
         tracing::info!("ingest consuming Server.Internal.Alerts");

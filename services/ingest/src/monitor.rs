@@ -14,7 +14,8 @@ use talon_proto::DeadLetter;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::rules::Rules;
+use crate::rules::{Count, Rule, Rules};
+use crate::stateful::{Counted, StateError, States};
 
 /// Rows handled together.
 pub const BATCH: usize = 256;
@@ -51,11 +52,13 @@ pub fn source_header(rule: &str) -> String {
     format!("rule:{rule}")
 }
 
-/// Pulls and evaluates rows until `shutdown` fires.
+/// Pulls and evaluates rows until `shutdown` fires; `states` keeps the
+/// counts of the rules with state (there are none when it is `None`).
 pub async fn run(
     js: jetstream::Context,
     consumer: PullConsumer,
     rules: Rules,
+    states: Option<States>,
     inventory: Inventory,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -63,8 +66,8 @@ pub async fn run(
     let loop_metrics = metrics.rules.clone();
     let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::Stage::Rules);
     pipeline::run(consumer, BATCH, loop_metrics, dead, shutdown, |msg| {
-        let (js, rules, inventory, metrics) = (&js, &rules, &inventory, &metrics);
-        async move { start_row(js, &msg, rules, inventory, metrics).await }
+        let (js, rules, states, inventory, metrics) = (&js, &rules, &states, &inventory, &metrics);
+        async move { start_row(js, &msg, rules, states.as_ref(), inventory, metrics).await }
     })
     .await
 }
@@ -74,6 +77,7 @@ async fn start_row(
     js: &jetstream::Context,
     msg: &jetstream::Message,
     rules: &Rules,
+    states: Option<&States>,
     inventory: &Inventory,
     metrics: &Metrics,
 ) -> Result<Outcome, StageError> {
@@ -113,6 +117,30 @@ async fn start_row(
     let (mut raised, mut dead) = (false, false);
     let mut acks = Vec::new();
     for verdict in verdicts {
+        if let Some((rule, count)) = &verdict.count {
+            let label = match count_row(states, rule, count, &row, msg, info.published, inventory)
+                .await
+            {
+                Ok(Counted::Raised) => {
+                    raised = true;
+                    "raised"
+                }
+                Ok(Counted::Counted | Counted::Again) => "counted",
+                Err(StateError::Render(e)) => {
+                    tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = ?e.to_string(), "monitoring row dead-lettered");
+                    let ack = dead_letter(e.to_string(), Some(verdict.rule)).await?;
+                    acks.push(ack);
+                    dead = true;
+                    "dead"
+                }
+                Err(e) => return Err(StageError::State(e.to_string())),
+            };
+            metrics
+                .rule_evaluations
+                .with_label_values(&[verdict.rule, label])
+                .inc();
+            continue;
+        }
         let label = match verdict.outcome {
             Ok(Some(alert)) => {
                 // A Value always serializes: this error is never returned.
@@ -150,6 +178,37 @@ async fn start_row(
         (false, false) => "unmatched",
     };
     Ok(Outcome { label, acks })
+}
+
+/// Counts `row` (the row identity) for a rule with state; the alert a
+/// count raises is made from the row as the rule's template says.
+async fn count_row(
+    states: Option<&States>,
+    rule: &Rule,
+    count: &Count,
+    row: &str,
+    msg: &jetstream::Message,
+    published: chrono::DateTime<chrono::Utc>,
+    inventory: &Inventory,
+) -> Result<Counted, StateError> {
+    let (Some(states), Some(kind)) = (states, rule.kind) else {
+        return Err(StateError::Store("rule state is not open".into()));
+    };
+    // The row was read whole once already: it is an object.
+    let columns = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+        .ok()
+        .and_then(|v| crate::rules::row_of(v).ok())
+        .unwrap_or_default();
+    let clients = |id: &str| inventory.get(id);
+    let build = |raise: &crate::counting::Raise| {
+        rule.alert(
+            &columns,
+            published,
+            &clients,
+            Some((raise, chrono::Utc::now())),
+        )
+    };
+    states.count_row(rule, kind, row, count, &build).await
 }
 
 #[cfg(test)]

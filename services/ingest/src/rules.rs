@@ -7,7 +7,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use regex::Regex;
 use serde_json::{Map, Value};
-use talon_kit::config::RuleConfig;
+use talon_kit::config::{RuleConfig, RuleKind};
+
+use crate::counting::{Kind, Raise};
 use talon_kit::template::{self, Client, RenderError, Template, CLIENT_ID_COLUMN};
 use talon_proto::names::monitoring_subject;
 use talon_proto::ClientInfo;
@@ -42,7 +44,37 @@ pub struct Rule {
     dedup: Option<i64>,
     fields: Fields,
     set: Vec<(String, Template)>,
+    /// What it counts; `None`: every matching row raises (`kind = "row"`).
+    pub kind: Option<Kind>,
+    /// The columns forming a stateful rule's key.
+    pub by: Vec<String>,
 }
+
+/// A matching row as a stateful rule counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Count {
+    /// The values of the rule's `by` columns, as JSON text (`[]` when it
+    /// has none); a missing column counts as `null`.
+    pub key: String,
+    /// The row's time (`_ts`, else when JetStream stored it), ms.
+    pub at_ms: i64,
+    /// The columns the alert shows (`alert.fields`, or all but
+    /// `alert.exclude`), cut to [`MAX_SAMPLE_BYTES`].
+    pub sample: Value,
+}
+
+/// Largest sample row a threshold keeps (its JSON text), and largest row an
+/// absent rule keeps for its alert; a bigger one is kept as a note.
+pub const MAX_SAMPLE_BYTES: usize = 4096;
+
+/// The extra columns a stateful rule's alert carries (in `event_data`, and
+/// to its templates): how many rows, when, and what they were.
+pub const COUNT_COLUMN: &str = "Count";
+pub const FIRST_ROW_TIME_COLUMN: &str = "FirstRowTime";
+pub const LAST_ROW_TIME_COLUMN: &str = "LastRowTime";
+pub const SAMPLE_ROWS_COLUMN: &str = "SampleRows";
+pub const PREVIOUSLY_SEEN_COLUMN: &str = "PreviouslySeen";
+pub const SILENT_SECONDS_COLUMN: &str = "SilentSeconds";
 
 /// Why a rule does not compile (the config loader has checked the same, so
 /// this only happens for a config that skipped it).
@@ -126,6 +158,33 @@ impl Rule {
             dedup: alert.dedup,
             fields,
             set,
+            kind: kind_of_rule(config),
+            by: config.by.clone(),
+        })
+    }
+
+    /// The row as a stateful rule counts it: `None` when it does not match
+    /// (or the rule is a row rule).
+    pub fn count(&self, row: &Map<String, Value>, published: DateTime<Utc>) -> Option<Count> {
+        if self.kind.is_none() || !self.matches(row) {
+            return None;
+        }
+        let values: Vec<Value> = self
+            .by
+            .iter()
+            .map(|c| template::lookup(row, c).cloned().unwrap_or(Value::Null))
+            .collect();
+        let at = row_time(row, published);
+        // An absent rule's alert is made from the key's last row later:
+        // it keeps the whole row, the others only what the alert shows.
+        let sample = match self.kind {
+            Some(Kind::Absent { .. }) => Value::Object(row.clone()),
+            _ => Value::Object(self.columns(row)),
+        };
+        Some(Count {
+            key: Value::Array(values).to_string(),
+            at_ms: at.timestamp_millis(),
+            sample: cut(sample),
         })
     }
 
@@ -159,30 +218,63 @@ impl Rule {
         published: DateTime<Utc>,
         clients: &dyn Fn(&str) -> Option<ClientInfo>,
     ) -> Result<Option<Value>, RuleError> {
-        if !self.matches(row) {
+        if self.kind.is_some() || !self.matches(row) {
             return Ok(None);
         }
-        let client = client_of(row, clients);
-        let name = self
-            .title
-            .render(row, &client)
-            .map_err(|e| self.render_error("name", e))?;
-        let mut event_data = Map::new();
+        self.alert(row, published, clients, None).map(Some)
+    }
+
+    /// The columns of `row` the alert shows.
+    fn columns(&self, row: &Map<String, Value>) -> Map<String, Value> {
+        let mut picked = Map::new();
         match &self.fields {
             Fields::Pick(columns) => {
                 for column in columns {
                     if let Ok(v) = template::lookup(row, column) {
-                        event_data.insert(column.clone(), v.clone());
+                        picked.insert(column.clone(), v.clone());
                     }
                 }
             }
             Fields::All { exclude } => {
                 for (column, v) in row {
                     if !exclude.as_ref().is_some_and(|x| x.is_match(column)) {
-                        event_data.insert(column.clone(), v.clone());
+                        picked.insert(column.clone(), v.clone());
                     }
                 }
             }
+        }
+        picked
+    }
+
+    /// The raw alert for `row`; a stateful rule's `raise` adds its count,
+    /// times and samples (to the templates and to `event_data`). `at` is
+    /// the alert's time when the row has no valid `_ts`.
+    pub fn alert(
+        &self,
+        row: &Map<String, Value>,
+        at: DateTime<Utc>,
+        clients: &dyn Fn(&str) -> Option<ClientInfo>,
+        raise: Option<(&Raise, DateTime<Utc>)>,
+    ) -> Result<Value, RuleError> {
+        let extra = raise.map(|(r, now)| raise_columns(self.kind, r, now));
+        let with_extra;
+        let row = match &extra {
+            Some(extra) => {
+                let mut r = row.clone();
+                r.extend(extra.clone());
+                with_extra = r;
+                &with_extra
+            }
+            None => row,
+        };
+        let client = client_of(row, clients);
+        let name = self
+            .title
+            .render(row, &client)
+            .map_err(|e| self.render_error("name", e))?;
+        let mut event_data = self.columns(row);
+        if let Some(extra) = extra {
+            event_data.extend(extra);
         }
         // `set` comes last: no column overrides it.
         for (key, value) in &self.set {
@@ -191,10 +283,11 @@ impl Rule {
                 .map_err(|e| self.render_error(&format!("set.{key}"), e))?;
             event_data.insert(key.clone(), v);
         }
-        let timestamp = row
-            .get(TS_COLUMN)
-            .and_then(|ts| talon_proto::raw::parse_timestamp(ts).ok())
-            .unwrap_or(published);
+        let timestamp = match (self.kind, raise) {
+            // An absence is as of when it was found.
+            (Some(Kind::Absent { .. }), Some((_, now))) => now,
+            _ => row_time(row, at),
+        };
         let (client_id, artifact_type) = match client.id {
             Some(id) if id != SERVER_CLIENT_ID => (id, CLIENT_EVENT),
             _ => (SERVER_CLIENT_ID.to_owned(), SERVER_MONITORING),
@@ -214,9 +307,85 @@ impl Rule {
             alert.insert("dedup".into(), d.into());
         }
         alert.insert("event_data".into(), Value::Object(event_data));
-        Ok(Some(Value::Object(alert)))
+        Ok(Value::Object(alert))
     }
 }
+
+/// The row's time: its `_ts` when valid, else `published`.
+fn row_time(row: &Map<String, Value>, published: DateTime<Utc>) -> DateTime<Utc> {
+    row.get(TS_COLUMN)
+        .and_then(|ts| talon_proto::raw::parse_timestamp(ts).ok())
+        .unwrap_or(published)
+}
+
+fn rfc3339_ms(ms: i64) -> Value {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or(Value::Null, |t| {
+        t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into()
+    })
+}
+
+/// The columns a stateful rule's alert adds, found at `now`.
+fn raise_columns(kind: Option<Kind>, raise: &Raise, now: DateTime<Utc>) -> Map<String, Value> {
+    let mut extra = Map::new();
+    extra.insert(COUNT_COLUMN.into(), raise.count.into());
+    extra.insert(FIRST_ROW_TIME_COLUMN.into(), rfc3339_ms(raise.first_ms));
+    extra.insert(LAST_ROW_TIME_COLUMN.into(), rfc3339_ms(raise.last_ms));
+    match kind {
+        Some(Kind::Threshold { .. }) => {
+            extra.insert(
+                SAMPLE_ROWS_COLUMN.into(),
+                Value::Array(raise.samples.clone()),
+            );
+        }
+        Some(Kind::FirstSeen { .. }) => {
+            if let Some(previous) = raise.previous_ms {
+                extra.insert(PREVIOUSLY_SEEN_COLUMN.into(), rfc3339_ms(previous));
+            }
+        }
+        Some(Kind::Absent { .. }) => {
+            let silent = now.timestamp_millis().saturating_sub(raise.last_ms) / 1000;
+            extra.insert(SILENT_SECONDS_COLUMN.into(), silent.into());
+        }
+        None => {}
+    }
+    extra
+}
+
+/// `value`, or a note saying it was too big to keep.
+pub fn cut(value: Value) -> Value {
+    let size = value.to_string().len();
+    if size <= MAX_SAMPLE_BYTES {
+        value
+    } else {
+        serde_json::json!({ "_cut": format!("a row of {size} bytes, over the {MAX_SAMPLE_BYTES} kept") })
+    }
+}
+
+/// The counting of a rule's config, `None` for `kind = "row"`.
+fn kind_of_rule(config: &RuleConfig) -> Option<Kind> {
+    let ms = |secs: Option<u64>| {
+        i64::try_from(secs.unwrap_or(0))
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000)
+    };
+    match config.kind {
+        RuleKind::Row => None,
+        RuleKind::Threshold => Some(Kind::Threshold {
+            count: config.count.unwrap_or(1) as usize,
+            within_ms: ms(config.within),
+            samples: config.samples.unwrap_or(DEFAULT_SAMPLES) as usize,
+        }),
+        RuleKind::FirstSeen => Some(Kind::FirstSeen {
+            lookback_ms: ms(config.lookback),
+        }),
+        RuleKind::Absent => Some(Kind::Absent {
+            after_ms: ms(config.after),
+        }),
+    }
+}
+
+/// Sample rows a threshold alert carries when `samples` is not set.
+pub const DEFAULT_SAMPLES: u64 = 5;
 
 /// The row's client (from its `ClientId` column) and what the inventory
 /// knows of it.
@@ -241,11 +410,14 @@ pub struct Rules {
 }
 
 /// What one rule did with a row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Verdict<'r> {
     pub rule: &'r str,
-    /// The raw alert, `None` when the row did not match.
+    /// The raw alert, `None` when the row did not match (or the rule has
+    /// state).
     pub outcome: Result<Option<Value>, RuleError>,
+    /// A stateful rule's matching row: what its key's state is given.
+    pub count: Option<(&'r Rule, Count)>,
 }
 
 impl Rules {
@@ -264,6 +436,18 @@ impl Rules {
 
     pub fn len(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Does any rule count (threshold, first_seen, absent)?
+    pub fn with_state(&self) -> bool {
+        self.rules.iter().any(|r| r.kind.is_some())
+    }
+
+    /// The absent rules.
+    pub fn absent(&self) -> impl Iterator<Item = &Rule> {
+        self.rules
+            .iter()
+            .filter(|r| matches!(r.kind, Some(Kind::Absent { .. })))
     }
 
     /// Does any rule read the client inventory?
@@ -295,6 +479,7 @@ impl Rules {
             .map(|rule| Verdict {
                 rule: &rule.name,
                 outcome: rule.evaluate(&row, published, clients),
+                count: rule.count(&row, published).map(|c| (rule, c)),
             })
             .collect())
     }
@@ -527,14 +712,15 @@ alert.set = { Severity = "high", Pid = "{Pid}" }
             .map(|v| (v.rule, matches!(v.outcome, Ok(Some(_)))))
             .collect();
         assert_eq!(names, [("a", true), ("c", true)]);
-        assert_eq!(
-            rules.evaluate("Monitoring.Other", b"not json", at, &inventory),
-            Ok(vec![]),
+        assert!(
+            rules
+                .evaluate("Monitoring.Other", b"not json", at, &inventory)
+                .is_ok_and(|v| v.is_empty()),
             "a row no rule watches is not even parsed"
         );
         assert_eq!(
-            rules.evaluate("Monitoring.Z", b"[1]", at, &inventory),
-            Err("a monitoring row must be a JSON object, got an array".into())
+            rules.evaluate("Monitoring.Z", b"[1]", at, &inventory).err(),
+            Some("a monitoring row must be a JSON object, got an array".into())
         );
         assert!(rules
             .evaluate("Monitoring.Z", b"{", at, &inventory)
@@ -554,5 +740,101 @@ alert.set = { Severity = "high", Pid = "{Pid}" }
         let raw = talon_proto::RawAlert::from_value(alert).expect("valid");
         assert_eq!(raw.timestamp.unwrap().timestamp_millis(), 1500);
         assert_eq!(raw.dedup, Some(300));
+    }
+
+    #[test]
+    fn a_stateful_rule_counts_rows_and_its_alert_carries_the_count() {
+        let r = rule(
+            "watch = 'W'\nkind = 'threshold'\nby = ['ClientId', 'User']\ncount = 2\nwithin = 60\n\
+             where = { EventID = '4625' }\nalert.name = '{Count} failed on {client.hostname}'\n\
+             alert.fields = ['User']\nalert.set = { ClientId = '{ClientId}' }",
+        );
+        let published = PUBLISHED.parse().unwrap();
+        let Value::Object(row) =
+            json!({"ClientId": "C.1", "User": "bob", "EventID": 4625, "_ts": 100, "Other": 1})
+        else {
+            unreachable!("an object")
+        };
+        let count = r.count(&row, published).expect("a matching row is counted");
+        assert_eq!(count.key, r#"["C.1","bob"]"#);
+        assert_eq!(count.at_ms, 100_000);
+        assert_eq!(count.sample, json!({"User": "bob"}));
+        assert_eq!(
+            r.evaluate(&row, published, &inventory).unwrap(),
+            None,
+            "a rule with state never raises for a row by itself"
+        );
+        let Value::Object(other) = json!({"ClientId": "C.1", "EventID": 4624}) else {
+            unreachable!("an object")
+        };
+        assert_eq!(r.count(&other, published), None, "where filters first");
+        let Value::Object(no_user) = json!({"ClientId": "C.1", "EventID": 4625}) else {
+            unreachable!("an object")
+        };
+        let count = r.count(&no_user, published).unwrap();
+        assert_eq!(count.key, r#"["C.1",null]"#);
+        assert_eq!(
+            count.at_ms,
+            published.timestamp_millis(),
+            "no _ts: when stored"
+        );
+
+        let raise = Raise {
+            count: 2,
+            first_ms: 50_000,
+            last_ms: 100_000,
+            samples: vec![json!({"User": "bob"}), json!({"User": "eve"})],
+            previous_ms: None,
+        };
+        let alert = r
+            .alert(&row, published, &inventory, Some((&raise, published)))
+            .unwrap();
+        assert_eq!(alert["name"], "2 failed on web-1");
+        assert_eq!(alert["timestamp"], "1970-01-01T00:01:40Z", "the row's time");
+        let data = &alert["event_data"];
+        assert_eq!(data["Count"], 2);
+        assert_eq!(data["FirstRowTime"], "1970-01-01T00:00:50Z");
+        assert_eq!(data["LastRowTime"], "1970-01-01T00:01:40Z");
+        assert_eq!(
+            data["SampleRows"],
+            json!([{"User": "bob"}, {"User": "eve"}])
+        );
+        talon_proto::RawAlert::from_value(alert).expect("a valid raw alert");
+    }
+
+    #[test]
+    fn an_absence_is_dated_when_found_and_says_how_long() {
+        let r = rule(
+            "watch = 'W'\nkind = 'absent'\nby = ['ClientId']\nafter = 60\n\
+             alert.name = 'silent {SilentSeconds} s on {ClientId}'",
+        );
+        let Value::Object(row) = json!({"ClientId": "C.7", "_ts": 100}) else {
+            unreachable!("an object")
+        };
+        let count = r.count(&row, PUBLISHED.parse().unwrap()).unwrap();
+        assert_eq!(
+            count.sample,
+            Value::Object(row.clone()),
+            "the whole row is kept"
+        );
+        let now: DateTime<Utc> = "1970-01-01T00:05:00Z".parse().unwrap();
+        let raise = Raise {
+            count: 0,
+            first_ms: 100_000,
+            last_ms: 100_000,
+            samples: vec![],
+            previous_ms: None,
+        };
+        let alert = r.alert(&row, now, &inventory, Some((&raise, now))).unwrap();
+        assert_eq!(alert["name"], "silent 200 s on C.7");
+        assert_eq!(alert["timestamp"], "1970-01-01T00:05:00Z");
+        assert_eq!(alert["client_id"], "C.7");
+    }
+
+    #[test]
+    fn oversized_samples_are_kept_as_a_note() {
+        let big = json!({"x": "a".repeat(MAX_SAMPLE_BYTES)});
+        assert!(cut(big)["_cut"].as_str().unwrap().contains("bytes"));
+        assert_eq!(cut(json!({"x": 1})), json!({"x": 1}));
     }
 }

@@ -42,7 +42,7 @@ pub use error::ConfigError;
 pub use ingest::IngestConfig;
 pub use nats::{NatsConfig, DEFAULT_DLQ_MAX_BYTES, DEFAULT_NATS_URL, NATS_URL_ENV};
 pub use notify::NotifyConfig;
-pub use rules::{RuleAlert, RuleConfig};
+pub use rules::{RuleAlert, RuleConfig, RuleKind, MAX_RULE_SECONDS};
 pub use secrets::{SecretConfig, SECRET_TLS_MODES};
 pub use tokens::{check_tokens, split_tokens, MIN_TOKEN_CHARS};
 

@@ -116,6 +116,10 @@ pub enum StageError {
     /// The output could not be serialized.
     #[error("cannot serialize the output: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// State the stage keeps in NATS (a KV bucket) could not be read or
+    /// written now.
+    #[error("{0}")]
+    State(String),
 }
 
 /// What handling one input started: the publishes to await, and the label
