@@ -188,15 +188,17 @@ impl Rule {
         })
     }
 
-    /// Do the row's columns match every `where` regex? A missing (or null)
-    /// column does not match; a non-string value is matched as JSON text.
+    /// Do the row's columns match every `where` regex? A `where` key is a
+    /// column, else a dotted path into one (`Flow.state`). A missing (or
+    /// null) column does not match; a non-string value is matched as JSON
+    /// text.
     pub fn matches(&self, row: &Map<String, Value>) -> bool {
         self.wheres
             .iter()
-            .all(|(column, regex)| match row.get(column) {
-                None | Some(Value::Null) => false,
-                Some(Value::String(s)) => regex.is_match(s),
-                Some(other) => regex.is_match(&other.to_string()),
+            .all(|(column, regex)| match template::lookup(row, column) {
+                Err(_) | Ok(Value::Null) => false,
+                Ok(Value::String(s)) => regex.is_match(s),
+                Ok(other) => regex.is_match(&other.to_string()),
             })
     }
 
@@ -836,5 +838,19 @@ alert.set = { Severity = "high", Pid = "{Pid}" }
         let big = json!({"x": "a".repeat(MAX_SAMPLE_BYTES)});
         assert!(cut(big)["_cut"].as_str().unwrap().contains("bytes"));
         assert_eq!(cut(json!({"x": 1})), json!({"x": 1}));
+    }
+
+    #[test]
+    fn where_reads_a_dotted_path_into_a_column() {
+        let r = rule("watch = 'System.Flow.Completion'\nwhere = { 'Flow.state' = '^ERROR$' }\nalert.name = 'x'");
+        let row = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => unreachable!("an object"),
+        };
+        assert!(r.matches(&row(json!({"Flow": {"state": "ERROR"}}))));
+        assert!(!r.matches(&row(json!({"Flow": {"state": "FINISHED"}}))));
+        assert!(!r.matches(&row(json!({"Flow": "ERROR"}))));
+        // A column named with the dot itself wins.
+        assert!(r.matches(&row(json!({"Flow.state": "ERROR", "Flow": {"state": "X"}}))));
     }
 }
