@@ -151,8 +151,24 @@ impl Suite {
         channels: &str,
     ) -> Suite {
         let config = config.to_string_lossy().into_owned();
-        let (code, out, err) = run_binary("talonctl", &["--config", &config, "init"], env);
-        assert_eq!(code, 0, "talonctl init failed:\n{out}{err}");
+        // A cluster just started may not have every peer in its meta group
+        // yet ("no suitable peers for placement, peer offline"): an R3
+        // stream needs all three, so init is tried again a while, as an
+        // operator would once the nodes are up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (code, out, err) = run_binary("talonctl", &["--config", &config, "init"], env);
+            if code == 0 {
+                break;
+            }
+            let forming = err.contains("no suitable peers for placement")
+                || out.contains("no suitable peers for placement");
+            assert!(
+                forming && std::time::Instant::now() < deadline,
+                "talonctl init failed:\n{out}{err}"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         let mut names = vec!["talon-ingest", "talon-dedup", "talon-enrich"];
         names.extend(std::iter::repeat_n("talon-notify", notify_replicas));
         names.push("talon-console");

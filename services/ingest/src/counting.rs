@@ -40,16 +40,22 @@ pub struct Counted {
     pub sample: Option<Value>,
 }
 
+/// Row ids a threshold remembers per key: more than one pull of the rules'
+/// consumer (256 rows) can hold unacked, and more than the largest
+/// `count`.
+pub const REMEMBER: usize = 1024;
+
 /// One key's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyState {
     /// threshold: the rows counted toward the next alert, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<Counted>,
-    /// threshold: the ids of the rows the last alert counted, so that one
-    /// of them redelivered is not counted again.
+    /// threshold: the ids of the last [`REMEMBER`] rows applied, oldest
+    /// first, so that one of them redelivered (a replica died between
+    /// writing the state and acking a batch of rows) is not counted again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub counted: Vec<String>,
+    pub applied: Vec<String>,
     /// first_seen, absent: the newest row's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ms: Option<i64>,
@@ -87,8 +93,13 @@ pub fn threshold(
     within_ms: i64,
     samples: usize,
 ) -> Option<Raise> {
-    if state.rows.iter().any(|r| r.id == id) || state.counted.iter().any(|c| c == id) {
+    if state.applied.iter().any(|c| c == id) || state.rows.iter().any(|r| r.id == id) {
         return None;
+    }
+    state.applied.push(id.to_owned());
+    if state.applied.len() > REMEMBER {
+        let over = state.applied.len() - REMEMBER;
+        state.applied.drain(..over);
     }
     // After the rows of its time or before: the order of equal times is
     // the order of arrival.
@@ -112,7 +123,6 @@ pub fn threshold(
         return None;
     }
     let rows = std::mem::take(&mut state.rows);
-    state.counted = rows.iter().map(|r| r.id.clone()).collect();
     Some(Raise {
         count: rows.len(),
         first_ms: rows.first().map_or(at_ms, |r| r.at_ms),
@@ -284,7 +294,7 @@ mod tests {
         assert_eq!((raise.first_ms, raise.last_ms), (100 * S, 104 * S));
         assert_eq!(raise.samples, [json!(3), json!(4)]);
         assert!(state.rows.is_empty());
-        assert_eq!(state.counted.len(), 5);
+        assert_eq!(state.applied.len(), 5);
     }
 
     #[test]
@@ -363,5 +373,41 @@ mod tests {
         let mut state = KeyState::default();
         absent_row(&mut state, i64::MIN, json!({}));
         assert!(absent_tick(&mut state, i64::MAX, i64::MAX).is_some());
+    }
+
+    #[test]
+    fn a_row_of_an_older_alert_redelivered_is_not_counted_again() {
+        // Rows a..f raise two alerts of 3; a (of the first) comes back.
+        check_threshold(
+            &[
+                ("a", 0),
+                ("b", 1),
+                ("c", 2),
+                ("d", 3),
+                ("e", 4),
+                ("f", 5),
+                ("a", 0),
+                ("g", 6),
+                ("h", 7),
+            ],
+            3,
+            60,
+            &[3, 3],
+        );
+        // What is remembered is bounded.
+        let mut state = KeyState::default();
+        for i in 0..(REMEMBER as i64 + 50) {
+            threshold(
+                &mut state,
+                &format!("r{i}"),
+                i,
+                json!(null),
+                10_000,
+                i64::MAX,
+                0,
+            );
+        }
+        assert_eq!(state.applied.len(), REMEMBER);
+        assert_eq!(state.applied.first().map(String::as_str), Some("r50"));
     }
 }
