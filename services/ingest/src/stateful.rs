@@ -189,6 +189,12 @@ impl States {
         Ok(())
     }
 
+    /// Publishes the entry `key`'s `pending` alert, then clears it there.
+    async fn deliver(&self, rule: &str, key: &str, pending: &Pending) -> Result<(), StateError> {
+        self.publish(rule, pending).await?;
+        self.clear(key, &pending.msg_id).await
+    }
+
     /// Clears `msg_id`'s alert from the entry once it is stored; a later
     /// writer's entry is left as it is unless it still holds that alert.
     async fn clear(&self, key: &str, msg_id: &str) -> Result<(), StateError> {
@@ -241,8 +247,7 @@ impl States {
             let Some(pending) = entry.pending else {
                 return Ok(Counted::Counted);
             };
-            self.publish(&rule.name, &pending).await?;
-            self.clear(&key, &pending.msg_id).await?;
+            self.deliver(&rule.name, &key, &pending).await?;
             return Ok(Counted::Raised);
         }
     }
@@ -301,9 +306,8 @@ impl States {
             if !key.starts_with(&prefix) {
                 continue;
             }
-            if let Some(pending) = entry.pending.clone() {
-                self.publish(&rule.name, &pending).await?;
-                self.clear(&key, &pending.msg_id).await?;
+            if let Some(pending) = &entry.pending {
+                self.deliver(&rule.name, &key, pending).await?;
                 continue;
             }
             let Some(raise) =
@@ -325,8 +329,7 @@ impl States {
                 continue; // changed meanwhile (a row, or another replica): next tick
             }
             if let Some(pending) = &entry.pending {
-                self.publish(&rule.name, pending).await?;
-                self.clear(&key, &pending.msg_id).await?;
+                self.deliver(&rule.name, &key, pending).await?;
                 raised += 1;
             }
         }

@@ -49,6 +49,14 @@ pub struct Record {
     pub at: DateTime<Utc>,
 }
 
+impl Record {
+    /// A claim this old belongs to a replica that is gone.
+    fn stale(&self) -> bool {
+        let age = Utc::now().signed_duration_since(self.at);
+        age.to_std().is_ok_and(|a| a >= STALE_CLAIM)
+    }
+}
+
 /// What `look` found for a pair about to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Look {
@@ -171,9 +179,7 @@ impl Ledger {
         match record.state {
             State::Sent => Ok(Claim::AlreadySent),
             State::Claimed => {
-                let age = Utc::now().signed_duration_since(record.at);
-                let stale = age.to_std().map(|a| a >= STALE_CLAIM).unwrap_or(false);
-                if !stale {
+                if !record.stale() {
                     return Ok(Claim::Busy);
                 }
                 tracing::info!(key, previous = %record.by, "taking over a stale claim");
@@ -200,13 +206,8 @@ impl Ledger {
         let record: Record = serde_json::from_slice(&entry.value).map_err(err)?;
         Ok(match record.state {
             State::Sent => Look::Sent,
-            State::Claimed => {
-                let age = Utc::now().signed_duration_since(record.at);
-                match age.to_std() {
-                    Ok(age) if age >= STALE_CLAIM => Look::Free,
-                    _ => Look::Busy,
-                }
-            }
+            State::Claimed if record.stale() => Look::Free,
+            State::Claimed => Look::Busy,
         })
     }
 
