@@ -35,6 +35,11 @@ fn example_rules() -> String {
         "Server.Monitor.HoneyfileAccess",
         "Server.Monitor.SigmaHits",
         "Server.Monitor.AllColumns",
+        "Server.Monitor.ClientEventQueryErrors",
+        "Server.Monitor.FailedCollections",
+        "Server.Monitor.FailedLogonBurst",
+        "Server.Monitor.NewExecutable",
+        "Server.Monitor.SysmonSilent",
     ] {
         assert!(rules.contains(name), "the example has rule {name}");
     }
@@ -568,5 +573,202 @@ async fn the_example_rules_alerts_reach_the_console_with_client_severity_and_lin
 
     console.stop().await.unwrap();
     enrich.stop().await.unwrap();
+    s.stop().await;
+}
+
+/// The operations pack of deploy/talon.example.toml on rows shaped as
+/// Velociraptor's queues carry them (through the event forwarder, which adds
+/// `ClientId`; `_ts` is when the server received the row).
+#[tokio::test]
+async fn the_operations_pack_fires_on_velociraptor_shaped_rows() {
+    const ERRORS: &str = "Server.Monitor.TalonClientEventErrors";
+    const FLOWS: &str = "System.Flow.Completion";
+    const LOGONS: &str = "Windows.Events.FailedLogons";
+    const SYSMON: &str = "Windows.Sysinternals.SysmonLogForward";
+    let s = Suite::start().await;
+    let now = chrono::Utc::now().timestamp();
+
+    // Client event query errors, as Server.Monitor.TalonClientEventErrors
+    // emits the entries of monitoring_logs().
+    let entry = |client: &str, artifact: &str, level: &str, message: &str| {
+        json!({"ClientId": client, "Artifact": artifact, "Level": level,
+               "Message": message, "LogTime": now - 30, "_ts": now})
+    };
+    for row in [
+        entry(
+            "C.1",
+            SYSMON,
+            "ERROR",
+            "watch_etw: StartTrace: Access is denied.",
+        ),
+        entry(
+            "C.1",
+            SYSMON,
+            "ERROR",
+            "watch_etw: StartTrace: Access is denied.",
+        ),
+        entry("C.1", SYSMON, "DEFAULT", "Starting query execution."),
+        entry(
+            "C.2",
+            LOGONS,
+            "error",
+            "watch_evtx: open C:/Windows/System32/Winevt/Logs/Security.evtx: Access is denied.",
+        ),
+    ] {
+        s.row(ERRORS, row).await;
+    }
+
+    // Flow completions: one finished, one failed (System.Flow.Completion's
+    // Timestamp, Flow, FlowId, ClientId).
+    let flow = |id: &str, client: &str, state: &str, status: &str| {
+        json!({"Timestamp": now, "FlowId": id, "ClientId": client, "_ts": now,
+               "Flow": {"session_id": id, "client_id": client, "state": state,
+                        "status": status, "create_time": 1_790_000_000_000_000_i64,
+                        "request": {"artifacts": ["Windows.KapeFiles.Targets"],
+                                    "creator": "mike"},
+                        "total_collected_rows": 0}})
+    };
+    s.row(FLOWS, flow("F.CR1", "C.1", "FINISHED", "")).await;
+    s.row(
+        FLOWS,
+        flow("F.CR2", "C.2", "ERROR", "Timeout after 600 seconds"),
+    )
+    .await;
+
+    // Failed logons: 20 on web-1 within 200 s, a successful logon (not
+    // counted), then the 21st; 21 on db-1 spread over 400 s (no 21 within
+    // any 300 s).
+    let logon = |client: &str, at: i64, id: u32| {
+        json!({"EventTime": at as f64 + 0.25, "EventID": id, "Computer": "host",
+               "TargetUserName": "administrator", "TargetDomainName": "CORP",
+               "IpAddress": "203.0.113.7", "LogonType": 3, "Status": "0xc000006d",
+               "SubStatus": "0xc000006a", "ProcessName": "-", "ClientId": client,
+               "_ts": at})
+    };
+    for i in 0..20 {
+        s.row(LOGONS, logon("C.1", now - 600 + i * 10, 4625)).await;
+    }
+    s.row(LOGONS, logon("C.1", now - 395, 4624)).await;
+    s.row(LOGONS, logon("C.1", now - 390, 4625)).await;
+    for i in 0..21 {
+        s.row(LOGONS, logon("C.2", now - 900 + i * 20, 4625)).await;
+    }
+
+    // Sysmon over ETW (ID, Timestamp, EventData): web-1 last sent two hours
+    // ago, a new binary from its Temp folder; db-1 runs the same binary
+    // since (seen), a system binary (not user-writable) and keeps sending.
+    let sysmon = |client: &str, at: i64, id: u32, image: &str, hashes: &str| {
+        json!({"ID": id, "Timestamp": at, "ClientId": client, "_ts": at,
+               "EventData": {"Image": image, "Hashes": hashes,
+                             "CommandLine": format!("\"{image}\" /quiet"),
+                             "User": "CORP\\alice", "ParentImage": "C:\\Windows\\explorer.exe"}})
+    };
+    let temp_exe = "C:\\Users\\alice\\AppData\\Local\\Temp\\upd.exe";
+    let h1 = "SHA256=9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08,IMPHASH=F34D5F2D4577ED6D9CEEC516C1F5A744";
+    s.row(SYSMON, sysmon("C.1", now - 7300, 1, temp_exe, h1))
+        .await;
+    s.row(SYSMON, sysmon("C.1", now - 7200, 3, temp_exe, ""))
+        .await;
+    s.row(SYSMON, sysmon("C.2", now - 60, 1, temp_exe, h1))
+        .await;
+    s.row(
+        SYSMON,
+        sysmon(
+            "C.2",
+            now - 30,
+            1,
+            "C:\\Windows\\System32\\svchost.exe",
+            "SHA256=AB,IMPHASH=CD",
+        ),
+    )
+    .await;
+    s.row(
+        SYSMON,
+        sysmon("C.2", now, 3, "C:\\Windows\\System32\\svchost.exe", ""),
+    )
+    .await;
+
+    // Seven alerts raised (one error twice); the absent clock looks every
+    // 5 s once every row is read, so its alert comes last.
+    wait_for_messages(&s.js, STREAM_ALERTS, 7, Duration::from_secs(60))
+        .await
+        .expect("seven alerts raised");
+    let got = s.unique(10).await;
+    let mut by_name: Vec<(&str, &Alert)> = got.iter().map(|a| (a.name.as_str(), a)).collect();
+    by_name.sort_by_key(|(n, _)| *n);
+    assert_eq!(
+        by_name.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [
+            "21 failed logons on web-1 within 5 minutes",
+            "Client event query error in Windows.Events.FailedLogons on db-1",
+            "Client event query error in Windows.Sysinternals.SysmonLogForward on web-1",
+            "Collection F.CR2 failed on db-1",
+            "New executable C:\\Users\\alice\\AppData\\Local\\Temp\\upd.exe on web-1",
+            "No Sysmon events from web-1 for an hour",
+        ],
+        "{got:#?}"
+    );
+    let find = |prefix: &str| {
+        by_name
+            .iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map(|(_, a)| *a)
+            .unwrap()
+    };
+
+    let a = find("21 failed logons");
+    assert_eq!(a.source, "rule:Server.Monitor.FailedLogonBurst");
+    assert_eq!(a.client_id.as_deref(), Some("C.1"));
+    assert_eq!(a.artifact.as_deref(), Some(LOGONS));
+    assert_eq!(a.event_data["Count"], 21);
+    assert_eq!(a.event_data["Severity"], "high");
+    assert_eq!(a.event_data["SampleRows"].as_array().unwrap().len(), 5);
+    assert_eq!(a.event_data["TargetUserName"], "administrator");
+    assert_eq!(a.dedup_seconds, 3600);
+
+    let a = find("Client event query error in Windows.Sysinternals");
+    assert_eq!(a.source, "rule:Server.Monitor.ClientEventQueryErrors");
+    assert_eq!(a.client_id.as_deref(), Some("C.1"));
+    assert_eq!(
+        a.event_data["Message"],
+        "watch_etw: StartTrace: Access is denied."
+    );
+    assert_eq!(
+        a.artifact.as_deref(),
+        Some(ERRORS),
+        "the queue the rule watches"
+    );
+    assert_eq!(
+        a.event_data["Artifact"], SYSMON,
+        "the artifact whose query failed"
+    );
+
+    let a = find("Collection F.CR2");
+    assert_eq!(a.source, "rule:Server.Monitor.FailedCollections");
+    assert_eq!(a.client_id.as_deref(), Some("C.2"));
+    assert_eq!(a.event_data["Flow.status"], "Timeout after 600 seconds");
+    assert_eq!(
+        a.event_data["Flow.request.artifacts"],
+        json!(["Windows.KapeFiles.Targets"])
+    );
+
+    let a = find("New executable");
+    assert_eq!(a.source, "rule:Server.Monitor.NewExecutable");
+    assert_eq!(a.event_data["EventData.Hashes"], h1);
+    assert!(
+        a.event_data.get("PreviouslySeen").is_none(),
+        "never seen before"
+    );
+
+    let a = find("No Sysmon events");
+    assert_eq!(a.source, "rule:Server.Monitor.SysmonSilent");
+    assert_eq!(a.client_id.as_deref(), Some("C.1"));
+    assert!(a.event_data["SilentSeconds"].as_i64().unwrap() >= 7200);
+
+    // The second identical error was raised and suppressed by dedup; the
+    // DEFAULT-level entry, the finished flow, db-1's spread logons, the seen
+    // hash and the system binary raised nothing; nothing was dead-lettered.
+    assert_eq!(stream_messages(&s.js, STREAM_ALERTS).await, 7);
+    assert!(s.dead_letters(1).await.is_empty());
     s.stop().await;
 }

@@ -136,3 +136,78 @@ fn the_event_forwarder_posts_each_listed_artifact_to_v1_events() {
         assert!(talon_proto::names::is_artifact_name(artifact), "{artifact}");
     }
 }
+
+const CLIENT_ERRORS: &str =
+    include_str!("../../deploy/velociraptor/Server.Monitor.TalonClientEventErrors.yaml");
+const FAILED_LOGONS: &str =
+    include_str!("../../deploy/velociraptor/Windows.Events.FailedLogons.yaml");
+
+/// The example config's rule called `name`.
+fn example_rule(name: &str) -> talon_kit::config::RuleConfig {
+    talon_kit::Config::parse(
+        include_str!("../../deploy/talon.example.toml"),
+        &talon_kit::Env::default(),
+    )
+    .expect("the example config parses")
+    .rules
+    .into_iter()
+    .find(|r| r.name == name)
+    .unwrap_or_else(|| panic!("the example has rule {name}"))
+}
+
+/// Every column the rule reads (`where`, `by`, `alert.fields`) is one the
+/// query selects (`AS <Column>`), the first part of a dotted path included;
+/// `ClientId` is added to every row by the event forwarder.
+fn reads_only_selected_columns(rule: &talon_kit::config::RuleConfig, query: &str) {
+    let columns = rule
+        .r#where
+        .keys()
+        .chain(&rule.by)
+        .chain(&rule.alert.fields);
+    for column in columns.filter(|c| *c != "ClientId") {
+        let top = column.split('.').next().unwrap();
+        assert!(
+            query.contains(&format!("AS {top},")) || query.contains(&format!("AS {top}\n")),
+            "rule {} reads {column}, which the artifact does not select",
+            rule.name
+        );
+    }
+}
+
+#[test]
+fn the_client_errors_artifact_reads_every_monitored_log_and_selects_what_the_rule_reads() {
+    let (doc, query) = artifact(CLIENT_ERRORS, "Server.Monitor.TalonClientEventErrors");
+    for needle in [
+        "get_client_monitoring().artifacts.specs",
+        "get_client_monitoring().label_events",
+        "FROM clients()",
+        "monitoring_logs(client_id=ClientId, artifact=Artifact",
+        "WHERE level =~ Levels",
+        "clock(period=Period)",
+        "Since=Unix - Period - Overlap",
+    ] {
+        assert!(query.contains(needle), "the query lacks {needle:?}");
+    }
+    assert_eq!(parameter(&doc, "Period")["default"].as_str(), Some("300"));
+    assert_eq!(
+        parameter(&doc, "Levels")["default"].as_str(),
+        Some("(?i)^error$")
+    );
+    reads_only_selected_columns(
+        &example_rule("Server.Monitor.ClientEventQueryErrors"),
+        &query,
+    );
+}
+
+#[test]
+fn the_failed_logons_artifact_is_a_client_event_of_4625_with_the_columns_the_rule_reads() {
+    let doc: Value = serde_norway::from_str(FAILED_LOGONS).unwrap();
+    assert_eq!(doc["name"].as_str(), Some("Windows.Events.FailedLogons"));
+    assert_eq!(doc["type"].as_str(), Some("CLIENT_EVENT"));
+    let query = doc["sources"][0]["query"].as_str().unwrap();
+    assert!(query.contains("FROM watch_evtx(filename=SecurityLog)"));
+    assert!(query.contains("WHERE System.EventID.Value = 4625"));
+    let rule = example_rule("Server.Monitor.FailedLogonBurst");
+    assert_eq!(rule.watch, "Windows.Events.FailedLogons");
+    reads_only_selected_columns(&rule, query);
+}
