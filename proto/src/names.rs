@@ -212,6 +212,11 @@ pub mod metrics {
     pub const INGEST_RULES_BATCH_SECONDS: &str = "talon_ingest_rules_batch_seconds";
     /// Histogram of the number of rows in a batch.
     pub const INGEST_RULES_BATCH_SIZE: &str = "talon_ingest_rules_batch_size";
+    /// Gauge: when the absent clock last judged the silences (Unix
+    /// seconds); it stands still while rows wait for the rules.
+    pub const INGEST_ABSENT_LAST_LOOK: &str = "talon_ingest_absent_last_look_seconds";
+    /// Gauge of the keys an absent `rule` follows (clients that sent rows).
+    pub const INGEST_ABSENT_KEYS: &str = "talon_ingest_absent_keys";
 
     /// Counter of NATS input by `outcome`: accepted, rejected, condition_false.
     pub const INGEST_ALERTS_TOTAL: &str = "talon_ingest_alerts_total";

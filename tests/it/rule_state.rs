@@ -384,6 +384,20 @@ async fn absent_raises_once_per_silence_clears_on_a_row_and_not_after_a_restart(
     let b_alert = &alerts[0];
     assert!(b_alert["event_data"]["SilentSeconds"].as_i64().unwrap() >= 4);
     assert_eq!(b_alert["client_id"], "C.b");
+    // The clock's metrics: two keys followed, one raise, a recent look.
+    let text = metrics_of(&ingest).await;
+    let value = |line: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    assert_eq!(value("talon_ingest_absent_keys{rule=\"Silent\"}"), 2);
+    assert_eq!(
+        value("talon_ingest_rules_total{outcome=\"raised\",rule=\"Silent\"}"),
+        1
+    );
+    let look = value("talon_ingest_absent_last_look_seconds");
+    assert!((now_secs() - look).abs() <= 10, "last look {look}");
 
     // B comes back, then stops again: a second silence, a second alert.
     publish(&js, STATS, &json!({"ClientId": "C.b", "_ts": now_secs()})).await;
@@ -403,5 +417,116 @@ async fn absent_raises_once_per_silence_clears_on_a_row_and_not_after_a_restart(
         "A kept sending: no alert for it after the restart"
     );
     a.abort();
+    ingest.stop().await.unwrap();
+}
+
+/// The text of `ingest`'s /metrics.
+async fn metrics_of(ingest: &InProcess) -> String {
+    talon_kit::outbound::client()
+        .get(format!("http://{}/metrics", ingest.http_addr))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text")
+}
+
+/// A key near NATS's largest message: counted apart from a key that differs
+/// in its last character, raised once, its KV entry small (the key hashed
+/// into the entry's name, shown cut to 1,024 characters).
+#[tokio::test]
+async fn a_huge_key_is_counted_hashed_and_kept_small() {
+    const HUGE: &str = r#"
+[[rules]]
+name = "Huge"
+watch = "Windows.Events.FailedLogons"
+kind = "threshold"
+by = ["TargetUserName"]
+count = 2
+within = 60
+alert.name = "two failed logons of one long user name"
+alert.fields = ["TargetUserName"]
+"#;
+    let nats = NatsServer::start().await;
+    let ingest = start_ingest(&nats, &config(HUGE), Env::default()).await;
+    let js = jetstream::new(nats.client().await);
+    // 900 KB: the row fits in the default 1 MB max_payload.
+    let name = |last: char| format!("{}{last}", "A".repeat(900 * 1024));
+    publish(&js, LOGONS, &logon("C.a", T0, &name('x'))).await;
+    publish(&js, LOGONS, &logon("C.a", T0 + 1, &name('y'))).await;
+    all_counted(&js).await;
+    assert_eq!(raised(&js).await.len(), 0, "two keys, one row each");
+    publish(&js, LOGONS, &logon("C.a", T0 + 2, &name('x'))).await;
+    all_counted(&js).await;
+    let alerts = raised(&js).await;
+    assert_eq!(summary(&alerts), [("C.a".to_owned(), 2)]);
+
+    let kv = js
+        .get_key_value(talon_proto::names::BUCKET_RULES)
+        .await
+        .unwrap();
+    let mut keys = kv.keys().await.unwrap();
+    let mut sizes = Vec::new();
+    while let Some(key) = futures::StreamExt::next(&mut keys).await {
+        let key = key.unwrap();
+        assert!(key.len() < 200, "a hashed entry name: {key}");
+        let value = kv.get(&key).await.unwrap().unwrap();
+        let entry: Value = serde_json::from_slice(&value).unwrap();
+        assert!(entry["key"].as_str().unwrap().chars().count() <= 1_030);
+        sizes.push(value.len());
+    }
+    assert_eq!(sizes.len(), 2, "one entry per key");
+    assert!(
+        sizes.iter().all(|s| *s < 64 * 1024),
+        "entries of {sizes:?} bytes"
+    );
+    ingest.stop().await.unwrap();
+}
+
+/// A row whose alert cannot be kept (its entry would be larger than a NATS
+/// message) is dead-lettered at once with the reason, not retried; the rule
+/// goes on counting the next rows.
+#[tokio::test]
+async fn a_row_whose_alert_is_too_large_to_keep_is_dead_lettered_at_once() {
+    const ONE: &str = r#"
+[[rules]]
+name = "Every"
+watch = "Windows.Events.FailedLogons"
+kind = "threshold"
+by = ["ClientId"]
+count = 1
+within = 60
+alert.name = "a failed logon"
+alert.fields = ["TargetUserName"]
+"#;
+    let nats = NatsServer::start().await;
+    let ingest = start_ingest(&nats, &config(ONE), Env::default()).await;
+    let js = jetstream::new(nats.client().await);
+    // The row fits a NATS message (1 MiB); the key's entry keeping the
+    // alert that copies its column until it is published would not.
+    let seq = publish(&js, LOGONS, &logon("C.a", T0, &"B".repeat(1_046_000))).await;
+    publish(&js, LOGONS, &logon("C.a", T0 + 1, "alice")).await;
+    all_counted(&js).await;
+    let letters: Vec<talon_proto::DeadLetter> = collect_as(
+        &js,
+        talon_proto::names::STREAM_DLQ,
+        &talon_proto::names::Stage::Rules.dlq_subject(),
+        10,
+    )
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].stream_seq, Some(seq));
+    assert!(
+        letters[0]
+            .reason
+            .starts_with("rule \"Every\": rule state: the entry with its alert is ")
+            && letters[0].reason.contains("over the"),
+        "{}",
+        letters[0].reason
+    );
+    let alerts = raised(&js).await;
+    assert_eq!(alerts.len(), 1, "the next row raised");
+    assert_eq!(alerts[0]["event_data"]["TargetUserName"], "alice");
     ingest.stop().await.unwrap();
 }

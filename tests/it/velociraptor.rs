@@ -211,3 +211,23 @@ fn the_failed_logons_artifact_is_a_client_event_of_4625_with_the_columns_the_rul
     assert_eq!(rule.watch, "Windows.Events.FailedLogons");
     reads_only_selected_columns(&rule, query);
 }
+
+/// The README's rules (its one TOML block of `[[rules]]`) load as written.
+#[test]
+fn the_readme_rules_load() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```toml\n[[rules]]").expect("a rules block") + "```toml\n".len();
+    let block = &readme[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let config = talon_kit::Config::parse(
+        &format!("[ingest]\nhttp_listen = \"127.0.0.1:0\"\n{block}"),
+        &talon_kit::Env::default(),
+    )
+    .unwrap_or_else(|e| panic!("the README's rules: {e}"));
+    let kinds: Vec<String> = config
+        .rules
+        .iter()
+        .map(|r| format!("{:?}", r.kind).to_lowercase())
+        .collect();
+    assert_eq!(kinds, ["threshold", "firstseen", "absent"]);
+}

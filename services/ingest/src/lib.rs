@@ -104,6 +104,7 @@ pub async fn start(ctx: Context) -> anyhow::Result<Running> {
                             rules.clone(),
                             rules_consumer.clone(),
                             inventory.clone(),
+                            metrics.clone(),
                             shutdown.clone(),
                         ));
                     }

@@ -1,6 +1,6 @@
 //! Ingest's metrics, registered in the service's own registry.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use talon_kit::pipeline::{LoopMetricNames, LoopMetrics};
 use talon_proto::names::metrics::*;
 
@@ -17,8 +17,12 @@ pub struct Metrics {
     /// Monitoring rows by outcome (raised, unmatched, dead), batch time and
     /// size.
     pub rules: LoopMetrics,
-    /// Rule evaluations by rule and outcome.
+    /// Rule evaluations by rule and outcome (an absent rule's raises too).
     pub rule_evaluations: IntCounterVec,
+    /// When the absent clock last judged the silences, Unix seconds.
+    pub absent_last_look: IntGauge,
+    /// Keys followed by each absent rule.
+    pub absent_keys: IntGaugeVec,
 }
 
 impl Metrics {
@@ -63,12 +67,24 @@ impl Metrics {
             &["rule", "outcome"],
         )?;
         registry.register(Box::new(rule_evaluations.clone()))?;
+        let absent_last_look = IntGauge::new(
+            INGEST_ABSENT_LAST_LOOK,
+            "When the absent clock last judged the silences (Unix seconds)",
+        )?;
+        registry.register(Box::new(absent_last_look.clone()))?;
+        let absent_keys = IntGaugeVec::new(
+            Opts::new(INGEST_ABSENT_KEYS, "Keys an absent rule follows"),
+            &["rule"],
+        )?;
+        registry.register(Box::new(absent_keys.clone()))?;
         Ok(Metrics {
             consume,
             http_requests,
             http_rejected_items,
             rules,
             rule_evaluations,
+            absent_last_look,
+            absent_keys,
         })
     }
 }

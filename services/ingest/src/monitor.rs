@@ -126,9 +126,13 @@ async fn start_row(
                     "raised"
                 }
                 Ok(Counted::Counted | Counted::Again) => "counted",
-                Err(StateError::Render(e)) => {
-                    tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = ?e.to_string(), "monitoring row dead-lettered");
-                    let ack = dead_letter(e.to_string(), Some(verdict.rule)).await?;
+                Err(e @ (StateError::Render(_) | StateError::TooLarge { .. })) => {
+                    let reason = match e {
+                        StateError::TooLarge { .. } => format!("rule {:?}: {e}", verdict.rule),
+                        _ => e.to_string(),
+                    };
+                    tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = ?reason, "monitoring row dead-lettered");
+                    let ack = dead_letter(reason, Some(verdict.rule)).await?;
                     acks.push(ack);
                     dead = true;
                     "dead"

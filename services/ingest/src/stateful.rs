@@ -67,6 +67,10 @@ pub enum StateError {
     Publish(String),
     #[error(transparent)]
     Render(#[from] RuleError),
+    /// The key's entry with the alert it raised would be larger than a NATS
+    /// message may be: retrying cannot help.
+    #[error("rule state: the entry with its alert is {bytes} bytes, over the {max} a NATS message may hold")]
+    TooLarge { bytes: usize, max: usize },
 }
 
 fn store_err(e: impl std::fmt::Display) -> StateError {
@@ -93,6 +97,9 @@ pub fn rule_prefix(rule: &str) -> String {
 pub struct States {
     js: jetstream::Context,
     store: kv::Store,
+    /// The largest value the server takes (its `max_payload`, less room
+    /// for the headers).
+    max_value: usize,
 }
 
 /// What happened to one row.
@@ -118,9 +125,11 @@ impl States {
         )
         .await
         .map_err(store_err)?;
+        let max_payload = js.client().server_info().max_payload;
         Ok(States {
             js: js.clone(),
             store,
+            max_value: max_payload.saturating_sub(4096),
         })
     }
 
@@ -147,6 +156,12 @@ impl States {
         revision: u64,
     ) -> Result<Option<u64>, StateError> {
         let value: bytes::Bytes = serde_json::to_vec(entry).map_err(store_err)?.into();
+        if value.len() > self.max_value {
+            return Err(StateError::TooLarge {
+                bytes: value.len(),
+                max: self.max_value,
+            });
+        }
         let written = if revision == 0 {
             self.store
                 .create(key, value)
@@ -288,24 +303,24 @@ impl Followed {
 impl States {
     /// One look of the absent clock at `now`: every followed entry of
     /// `rule` silent for its `after` raises once (compare-and-set: one
-    /// replica wins), and alerts left pending are published. Returns the
-    /// alerts raised.
+    /// replica wins), and alerts left pending are published.
     pub async fn absent_tick(
         &self,
         rule: &Rule,
         followed: &Followed,
         now: DateTime<Utc>,
         clients: &(dyn Fn(&str) -> Option<ClientInfo> + Sync),
-    ) -> Result<usize, StateError> {
+    ) -> Result<Look, StateError> {
+        let mut look = Look::default();
         let Some(Kind::Absent { after_ms }) = rule.kind else {
-            return Ok(0);
+            return Ok(look);
         };
         let prefix = rule_prefix(&rule.name);
-        let mut raised = 0;
         for (key, revision, mut entry) in followed.snapshot() {
             if !key.starts_with(&prefix) {
                 continue;
             }
+            look.keys += 1;
             if let Some(pending) = &entry.pending {
                 self.deliver(&rule.name, &key, pending).await?;
                 continue;
@@ -330,16 +345,25 @@ impl States {
             }
             if let Some(pending) = &entry.pending {
                 self.deliver(&rule.name, &key, pending).await?;
-                raised += 1;
+                look.raised += 1;
             }
         }
-        Ok(raised)
+        Ok(look)
     }
 
     /// The bucket, to follow.
     pub fn store(&self) -> kv::Store {
         self.store.clone()
     }
+}
+
+/// What one look of the absent clock saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// The rule's keys followed (clients that sent rows).
+    pub keys: usize,
+    /// Alerts raised by this look.
+    pub raised: usize,
 }
 
 /// How often the absent clock looks.
@@ -354,6 +378,7 @@ pub async fn absent_clock(
     rules: crate::rules::Rules,
     consumer: jetstream::consumer::PullConsumer,
     inventory: talon_kit::inventory::Inventory,
+    metrics: crate::metrics::Metrics,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let prefixes: Vec<String> = rules.absent().map(|r| rule_prefix(&r.name)).collect();
@@ -391,13 +416,23 @@ pub async fn absent_clock(
                 continue;
             }
         }
+        let now = Utc::now();
+        metrics.absent_last_look.set(now.timestamp());
         for rule in rules.absent() {
-            match states
-                .absent_tick(rule, &followed, Utc::now(), &clients)
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rule = %rule.name, raised = n, "absent rule raised"),
+            match states.absent_tick(rule, &followed, now, &clients).await {
+                Ok(look) => {
+                    metrics
+                        .absent_keys
+                        .with_label_values(&[rule.name.as_str()])
+                        .set(i64::try_from(look.keys).unwrap_or(i64::MAX));
+                    if look.raised > 0 {
+                        tracing::info!(rule = %rule.name, raised = look.raised, "absent rule raised");
+                        metrics
+                            .rule_evaluations
+                            .with_label_values(&[rule.name.as_str(), "raised"])
+                            .inc_by(look.raised as u64);
+                    }
+                }
                 Err(e) => tracing::warn!(rule = %rule.name, error = %e, "absent clock"),
             }
         }
