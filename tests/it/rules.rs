@@ -772,3 +772,33 @@ async fn the_operations_pack_fires_on_velociraptor_shaped_rows() {
     assert!(s.dead_letters(1).await.is_empty());
     s.stop().await;
 }
+
+/// A row that fits a NATS message but whose alert (every column, plus the
+/// alert's own fields) would not is dead-lettered at once with the reason,
+/// not retried; the next row raises as usual.
+#[tokio::test]
+async fn a_row_whose_alert_is_too_large_to_publish_is_dead_lettered_at_once() {
+    let s = Suite::start().await;
+    let seq = s
+        .row(
+            ALL,
+            json!({"Blob": "x".repeat(1_046_000), "ClientId": "C.1"}),
+        )
+        .await;
+    s.row(ALL, json!({"Rule": "small", "ClientId": "C.2"}))
+        .await;
+    let letters = s.dead_letters(5).await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].stream_seq, Some(seq));
+    assert!(
+        letters[0]
+            .reason
+            .starts_with("rule \"Server.Monitor.AllColumns\": the alert is ")
+            && letters[0].reason.contains("a NATS message may hold"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(letters[0].raw_cut_from.is_some(), "the raw row is cut");
+    assert_eq!(names(&s.unique(5).await), ["Detection on db-1"]);
+    s.stop().await;
+}

@@ -149,6 +149,23 @@ async fn start_row(
             Ok(Some(alert)) => {
                 // A Value always serializes: this error is never returned.
                 let body = serde_json::to_vec(&alert)?;
+                let max = max_alert_bytes(js);
+                if body.len() > max {
+                    // Retrying cannot make it fit.
+                    let reason = format!(
+                        "rule {:?}: the alert is {} bytes, over the {max} a NATS message may hold",
+                        verdict.rule,
+                        body.len()
+                    );
+                    tracing::info!(seq = info.stream_sequence, rule = %verdict.rule, reason = ?reason, "monitoring row dead-lettered");
+                    acks.push(dead_letter(reason, Some(verdict.rule)).await?);
+                    dead = true;
+                    metrics
+                        .rule_evaluations
+                        .with_label_values(&[verdict.rule, "dead"])
+                        .inc();
+                    continue;
+                }
                 let ack = js
                     .send_publish(
                         SUBJECT_ALERTS,
@@ -183,6 +200,18 @@ async fn start_row(
     };
     Ok(Outcome { label, acks })
 }
+
+/// The largest alert the server takes: its `max_payload`, less room for
+/// the headers.
+fn max_alert_bytes(js: &jetstream::Context) -> usize {
+    js.client()
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADER_ROOM)
+}
+
+/// Bytes kept free in a message for its headers.
+pub const HEADER_ROOM: usize = 4096;
 
 /// Counts `row` (the row identity) for a rule with state; the alert a
 /// count raises is made from the row as the rule's template says.

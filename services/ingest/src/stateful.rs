@@ -129,7 +129,7 @@ impl States {
         Ok(States {
             js: js.clone(),
             store,
-            max_value: max_payload.saturating_sub(4096),
+            max_value: max_payload.saturating_sub(crate::monitor::HEADER_ROOM),
         })
     }
 
