@@ -14,7 +14,7 @@ use talon_proto::DeadLetter;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::rules::{Count, Rule, Rules};
+use crate::rules::{Count, Evaluated, Rule, Rules};
 use crate::stateful::{Counted, StateError, States};
 
 /// Rows handled together.
@@ -65,9 +65,21 @@ pub async fn run(
 ) {
     let loop_metrics = metrics.rules.clone();
     let dead = pipeline::DeadLetters::new(js.clone(), talon_proto::names::Stage::Rules);
+    let max_alert = max_alert_bytes(&js);
     pipeline::run(consumer, BATCH, loop_metrics, dead, shutdown, |msg| {
         let (js, rules, states, inventory, metrics) = (&js, &rules, &states, &inventory, &metrics);
-        async move { start_row(js, &msg, rules, states.as_ref(), inventory, metrics).await }
+        async move {
+            start_row(
+                js,
+                &msg,
+                rules,
+                states.as_ref(),
+                inventory,
+                metrics,
+                max_alert,
+            )
+            .await
+        }
     })
     .await
 }
@@ -80,6 +92,7 @@ async fn start_row(
     states: Option<&States>,
     inventory: &Inventory,
     metrics: &Metrics,
+    max_alert: usize,
 ) -> Result<Outcome, StageError> {
     let info = msg.info().map_err(|e| StageError::NoInfo(e.to_string()))?;
     let msg_id = msg
@@ -104,7 +117,10 @@ async fn start_row(
         let id = dead_letter_msg_id(rule, &row);
         async move { talon_kit::dlq::publish(js, &letter, &id).await }
     };
-    let verdicts = match rules.evaluate(msg.subject.as_str(), &msg.payload, info.published, &|id| {
+    let Evaluated {
+        row: columns,
+        verdicts,
+    } = match rules.evaluate(msg.subject.as_str(), &msg.payload, info.published, &|id| {
         inventory.get(id)
     }) {
         Ok(v) => v,
@@ -118,8 +134,16 @@ async fn start_row(
     let mut acks = Vec::new();
     for verdict in verdicts {
         if let Some((rule, count)) = &verdict.count {
-            let label = match count_row(states, rule, count, &row, msg, info.published, inventory)
-                .await
+            let label = match count_row(
+                states,
+                rule,
+                count,
+                &row,
+                &columns,
+                info.published,
+                inventory,
+            )
+            .await
             {
                 Ok(Counted::Raised) => {
                     raised = true;
@@ -149,11 +173,10 @@ async fn start_row(
             Ok(Some(alert)) => {
                 // A Value always serializes: this error is never returned.
                 let body = serde_json::to_vec(&alert)?;
-                let max = max_alert_bytes(js);
-                if body.len() > max {
+                if body.len() > max_alert {
                     // Retrying cannot make it fit.
                     let reason = format!(
-                        "rule {:?}: the alert is {} bytes, over the {max} a NATS message may hold",
+                        "rule {:?}: the alert is {} bytes, over the {max_alert} a NATS message may hold",
                         verdict.rule,
                         body.len()
                     );
@@ -201,9 +224,9 @@ async fn start_row(
     Ok(Outcome { label, acks })
 }
 
-/// The largest alert the server takes: its `max_payload`, less room for
-/// the headers.
-fn max_alert_bytes(js: &jetstream::Context) -> usize {
+/// The largest alert (or rule state entry) the server takes: its
+/// `max_payload`, less room for the headers.
+pub fn max_alert_bytes(js: &jetstream::Context) -> usize {
     js.client()
         .server_info()
         .max_payload
@@ -211,7 +234,7 @@ fn max_alert_bytes(js: &jetstream::Context) -> usize {
 }
 
 /// Bytes kept free in a message for its headers.
-pub const HEADER_ROOM: usize = 4096;
+const HEADER_ROOM: usize = 4096;
 
 /// Counts `row` (the row identity) for a rule with state; the alert a
 /// count raises is made from the row as the rule's template says.
@@ -220,22 +243,17 @@ async fn count_row(
     rule: &Rule,
     count: &Count,
     row: &str,
-    msg: &jetstream::Message,
+    columns: &serde_json::Map<String, serde_json::Value>,
     published: chrono::DateTime<chrono::Utc>,
     inventory: &Inventory,
 ) -> Result<Counted, StateError> {
     let (Some(states), Some(kind)) = (states, rule.kind) else {
         return Err(StateError::Store("rule state is not open".into()));
     };
-    // The row was read whole once already: it is an object.
-    let columns = serde_json::from_slice::<serde_json::Value>(&msg.payload)
-        .ok()
-        .and_then(|v| crate::rules::row_of(v).ok())
-        .unwrap_or_default();
     let clients = |id: &str| inventory.get(id);
     let build = |raise: &crate::counting::Raise| {
         rule.alert(
-            &columns,
+            columns,
             published,
             &clients,
             Some((raise, chrono::Utc::now())),

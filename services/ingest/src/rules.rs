@@ -422,6 +422,14 @@ pub struct Verdict<'r> {
     pub count: Option<(&'r Rule, Count)>,
 }
 
+/// A row and what each rule watching its subject made of it.
+#[derive(Debug)]
+pub struct Evaluated<'r> {
+    /// The row (empty when no rule watches the subject: it is not read).
+    pub row: Map<String, Value>,
+    pub verdicts: Vec<Verdict<'r>>,
+}
+
 impl Rules {
     pub fn compile(configs: &[RuleConfig]) -> Result<Rules, CompileError> {
         Ok(Rules {
@@ -468,22 +476,26 @@ impl Rules {
         payload: &[u8],
         published: DateTime<Utc>,
         clients: &dyn Fn(&str) -> Option<ClientInfo>,
-    ) -> Result<Vec<Verdict<'r>>, String> {
+    ) -> Result<Evaluated<'r>, String> {
         let watching: Vec<&Rule> = self.rules.iter().filter(|r| r.subject == subject).collect();
         if watching.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Evaluated {
+                row: Map::new(),
+                verdicts: Vec::new(),
+            });
         }
         let row = serde_json::from_slice::<Value>(payload)
             .map_err(|e| format!("a monitoring row must be a JSON object: {e}"))
             .and_then(row_of)?;
-        Ok(watching
+        let verdicts = watching
             .into_iter()
             .map(|rule| Verdict {
                 rule: &rule.name,
                 outcome: rule.evaluate(&row, published, clients),
                 count: rule.count(&row, published).map(|c| (rule, c)),
             })
-            .collect())
+            .collect();
+        Ok(Evaluated { row, verdicts })
     }
 }
 
@@ -708,7 +720,8 @@ alert.set = { Severity = "high", Pid = "{Pid}" }
         let at = PUBLISHED.parse().unwrap();
         let verdicts = rules
             .evaluate("Monitoring.X.Y", br#"{"N": 1}"#, at, &inventory)
-            .unwrap();
+            .unwrap()
+            .verdicts;
         let names: Vec<(&str, bool)> = verdicts
             .iter()
             .map(|v| (v.rule, matches!(v.outcome, Ok(Some(_)))))
@@ -717,7 +730,7 @@ alert.set = { Severity = "high", Pid = "{Pid}" }
         assert!(
             rules
                 .evaluate("Monitoring.Other", b"not json", at, &inventory)
-                .is_ok_and(|v| v.is_empty()),
+                .is_ok_and(|v| v.verdicts.is_empty() && v.row.is_empty()),
             "a row no rule watches is not even parsed"
         );
         assert_eq!(

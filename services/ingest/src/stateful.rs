@@ -125,11 +125,10 @@ impl States {
         )
         .await
         .map_err(store_err)?;
-        let max_payload = js.client().server_info().max_payload;
         Ok(States {
             js: js.clone(),
             store,
-            max_value: max_payload.saturating_sub(crate::monitor::HEADER_ROOM),
+            max_value: crate::monitor::max_alert_bytes(js),
         })
     }
 
